@@ -1,0 +1,16 @@
+"""supcon_tf: supervised contrastive learning for Keras 3 / TensorFlow."""
+
+__version__ = "0.1.0"
+
+try:
+    import tensorflow as _tf  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "supcon_tf needs TensorFlow >= 2.16, which is installed through an extra "
+        "so that you choose the wheel: pip install 'supcon_tf[cpu]' (CPU only, "
+        "small wheel), 'supcon_tf[gpu]' (CUDA) or 'supcon_tf[tf]' (the default "
+        f"tensorflow wheel). Original error: {err}") from err
+
+from supcon_tf import data, losses  # noqa: E402
+
+__all__ = ["data", "losses", "__version__"]

@@ -1,0 +1,218 @@
+"""Datasets as `tf.data.Dataset`s of `(image uint8 [H, W, C], label int64)`.
+
+`load` uses tensorflow-datasets when the dataset can be had that way (already
+prepared in the TFDS data directory, or downloadable), and for the MNIST-style
+datasets falls back to their IDX files: Debian's package `dataset-fashion-mnist`
+(/usr/share/datasets/fashion-mnist) or the files under `data_dir`.
+"""
+
+import gzip
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+#: Where Debian's packages put the IDX files (`apt-get install dataset-fashion-mnist`).
+SYSTEM_IDX_DIRS = {
+    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
+    "mnist": "/usr/share/datasets/mnist",
+}
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_DATASETS = ("fashion_mnist", "mnist")
+_SPLIT_RE = re.compile(r"^(train|test)(?:\[(-?\d*%?):(-?\d*%?)\])?$")
+
+
+def _read_idx(path):
+    """Reads one IDX file (optionally gzipped) into a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(raw) - offset != expected:
+        raise ValueError(
+            f"{path} is truncated or corrupt: header says {tuple(dims)} "
+            f"({expected} bytes), found {len(raw) - offset} bytes of data.")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _find_idx(directory, stem):
+    for name in (stem + ".gz", stem):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _idx_dirs(name, data_dir):
+    dirs = []
+    if data_dir is not None:
+        dirs += [data_dir, os.path.join(data_dir, name)]
+    if name in SYSTEM_IDX_DIRS:
+        dirs.append(SYSTEM_IDX_DIRS[name])
+    return dirs
+
+
+def _parse_split(split):
+    match = _SPLIT_RE.match(split.replace(" ", ""))
+    if not match:
+        raise ValueError(
+            "`split` must be 'train' or 'test', optionally sliced like "
+            f"'train[:1000]' or 'test[10%:20%]'. Received: split={split!r}")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def _slice_bound(text, n):
+    if not text:
+        return None
+    if text.endswith("%"):
+        return int(round(n * int(text[:-1]) / 100))
+    return int(text)
+
+
+def load_idx_arrays(name, split, data_dir=None):
+    """Loads an MNIST-style dataset from IDX files as numpy arrays.
+
+    Args:
+        name: `"fashion_mnist"` or `"mnist"`.
+        split: `"train"` or `"test"`, optionally sliced (`"train[:1000]"`,
+            `"test[50%:]"`).
+        data_dir: Optional directory holding the four IDX files (gzipped or
+            not), directly or in a `name` sub-folder. Defaults to None: only
+            the system directory of Debian's package is searched.
+
+    Returns:
+        `(images uint8 [n, 28, 28, 1], labels int64 [n])`, or None when no
+        directory holds the files.
+    """
+    base, start, stop = _parse_split(split)
+    image_stem, label_stem = _IDX_FILES[base]
+    for directory in _idx_dirs(name, data_dir):
+        images_path = _find_idx(directory, image_stem)
+        labels_path = _find_idx(directory, label_stem)
+        if images_path and labels_path:
+            images = _read_idx(images_path)
+            labels = _read_idx(labels_path).astype(np.int64)
+            if images.shape[0] != labels.shape[0]:
+                raise ValueError(
+                    f"{images_path} holds {images.shape[0]} images but "
+                    f"{labels_path} holds {labels.shape[0]} labels.")
+            n = images.shape[0]
+            sl = slice(_slice_bound(start, n), _slice_bound(stop, n))
+            return images[sl][..., None], labels[sl]
+    return None
+
+
+def _tfds_builder(name, data_dir):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return None
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except Exception:  # noqa: BLE001 - unknown name, broken registry, ...
+        return None
+
+
+def _tfds_prepared(builder):
+    try:
+        return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _from_tfds(builder, split):
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    return ds.map(lambda image, label: (tf.cast(image, tf.uint8),
+                                        tf.cast(label, tf.int64)),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _how_to_get(name):
+    lines = [f"Could not load the dataset {name!r}."]
+    if name == "fashion_mnist":
+        lines.append(
+            "Offline, install Debian's package: `apt-get install -y "
+            "dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
+            "or put the four IDX files (train-images-idx3-ubyte.gz, "
+            "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            "t10k-labels-idx1-ubyte.gz) in a folder and pass it as `data_dir`.")
+    elif name in _IDX_DATASETS:
+        lines.append(
+            "Offline, put the four IDX files (train-images-idx3-ubyte.gz, ...) "
+            "in a folder and pass it as `data_dir`.")
+    lines.append(
+        "With network access, tensorflow-datasets downloads it: "
+        f"`python -c \"import tensorflow_datasets as tfds; tfds.load('{name}')\"`.")
+    return " ".join(lines)
+
+
+def load(name, split, data_dir=None, download=True):
+    """Loads a labelled image dataset.
+
+    Order of sources: a TFDS copy already prepared in `data_dir` (or TFDS's
+    default directory); for `"fashion_mnist"` / `"mnist"`, IDX files in
+    `data_dir` or in the folder of Debian's package; finally a TFDS download
+    when `download` is True.
+
+    Args:
+        name: A TFDS dataset name, e.g. `"fashion_mnist"`, `"cifar10"`.
+        split: A split, e.g. `"train"`, `"test"`, `"train[:1000]"`.
+        data_dir: Optional directory for TFDS data and IDX files.
+            Defaults to None.
+        download: Whether TFDS may download and prepare the data when no local
+            copy exists. Defaults to True.
+
+    Returns:
+        A `tf.data.Dataset` of `(image uint8 [H, W, C], label int64 [])`.
+
+    Raises:
+        ValueError: an empty `name`, or a `split` the IDX path cannot read.
+        FileNotFoundError: no source has the data; the message says how to get it.
+
+    Example:
+
+    >>> ds = load("fashion_mnist", "test")  # doctest: +SKIP
+    >>> image, label = next(iter(ds))        # doctest: +SKIP
+    >>> image.shape, image.dtype, label.dtype  # doctest: +SKIP
+    (TensorShape([28, 28, 1]), tf.uint8, tf.int64)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"`split` must be a non-empty string. Received: split={split!r}")
+    builder = _tfds_builder(name, data_dir)
+    if builder is not None and _tfds_prepared(builder):
+        return _from_tfds(builder, split)
+    if name in _IDX_DATASETS:
+        arrays = load_idx_arrays(name, split, data_dir)
+        if arrays is not None:
+            return tf.data.Dataset.from_tensor_slices(arrays)
+    errors = []
+    if builder is not None and download:
+        try:
+            builder.download_and_prepare()
+            return _from_tfds(builder, split)
+        except Exception as err:  # noqa: BLE001 - offline, quota, ...
+            errors.append(f"(tensorflow-datasets said: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})")
+    elif builder is None:
+        errors.append("(tensorflow-datasets does not know this name or is not installed)")
+    raise FileNotFoundError(" ".join([_how_to_get(name)] + errors))
+
+
+def num_classes(name):
+    """Number of classes of a known dataset name (10 for the MNISTs)."""
+    known = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+    if name not in known:
+        raise ValueError(f"Unknown dataset for `num_classes`. Received: name={name!r}")
+    return known[name]

@@ -1,0 +1,7 @@
+"""Contrastive losses. Each is a `keras.losses.Loss` (per-sample values from
+`call`, reduced by the Keras base class) with a plain function that does the
+maths."""
+
+from supcon_tf.losses.supcon import SupConLoss, supcon_loss
+
+__all__ = ["SupConLoss", "supcon_loss"]

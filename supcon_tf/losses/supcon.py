@@ -1,0 +1,386 @@
+"""Supervised contrastive loss (SupCon) and its self-supervised special case.
+
+Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020
+(https://arxiv.org/abs/2004.11362). With no labels the loss is SimCLR's
+NT-Xent (Chen et al., ICML 2020, https://arxiv.org/abs/2002.05709).
+"""
+
+import keras
+import tensorflow as tf
+
+CONTRAST_MODES = ("all", "one")
+VARIANTS = ("out", "in")
+DENOMINATORS = ("all", "one_positive", "only_negatives")
+
+
+def _check_options(temperature, base_temperature, contrast_mode, variant,
+                   denominator, positives_cap):
+    """Validates the loss options; returns the resolved base temperature."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(
+            "`temperature` must be a number. "
+            f"Received: temperature={temperature!r}")
+    if not temperature > 0:
+        raise ValueError(
+            f"`temperature` must be > 0. Received: temperature={temperature}")
+    if base_temperature is None:
+        base_temperature = temperature
+    if (isinstance(base_temperature, bool)
+            or not isinstance(base_temperature, (int, float))):
+        raise TypeError(
+            "`base_temperature` must be a number or None. "
+            f"Received: base_temperature={base_temperature!r}")
+    if not base_temperature > 0:
+        raise ValueError(
+            "`base_temperature` must be > 0. "
+            f"Received: base_temperature={base_temperature}")
+    if contrast_mode not in CONTRAST_MODES:
+        raise ValueError(
+            f"`contrast_mode` must be one of {CONTRAST_MODES}. "
+            f"Received: contrast_mode={contrast_mode!r}")
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    if denominator not in DENOMINATORS:
+        raise ValueError(
+            f"`denominator` must be one of {DENOMINATORS}. "
+            f"Received: denominator={denominator!r}")
+    if positives_cap is not None:
+        if isinstance(positives_cap, bool) or not isinstance(positives_cap, int):
+            raise TypeError(
+                "`positives_cap` must be None or an integer >= 0. "
+                f"Received: positives_cap={positives_cap!r}")
+        if positives_cap < 0:
+            raise ValueError(
+                "`positives_cap` must be None or an integer >= 0. "
+                f"Received: positives_cap={positives_cap}")
+    return float(base_temperature)
+
+
+def _as_views(y_pred):
+    """Returns embeddings as float32 `[batch, views, dim]`."""
+    y_pred = tf.convert_to_tensor(y_pred)
+    rank = y_pred.shape.rank
+    if rank is None:
+        raise ValueError(
+            "`y_pred` must have a known rank >= 2 ([batch, dim] or "
+            "[batch, views, dim, ...]). Received a tensor of unknown rank.")
+    if rank < 2:
+        raise ValueError(
+            "`y_pred` must have rank >= 2 ([batch, dim] or [batch, views, dim, "
+            f"...]). Received: y_pred.shape={y_pred.shape}")
+    if not (y_pred.dtype.is_floating or y_pred.dtype.is_integer):
+        raise TypeError(
+            f"`y_pred` must be a real tensor. Received: y_pred.dtype={y_pred.dtype}")
+    # All arithmetic in float32, also for float16 / bfloat16 embeddings.
+    y_pred = tf.cast(y_pred, tf.float32)
+    if rank == 2:
+        return y_pred[:, None, :]
+    if rank > 3:
+        shape = tf.shape(y_pred)
+        flat = y_pred.shape[2:].num_elements()
+        y_pred = tf.reshape(y_pred, [shape[0], shape[1], flat if flat else -1])
+    return y_pred
+
+
+def _positive_mask(y_true, mask, batch):
+    """Returns the `[batch, batch]` float32 sample-level positive mask."""
+    if y_true is not None and mask is not None:
+        raise ValueError(
+            "Pass either `y_true` (labels) or `mask`, not both. Received: "
+            f"y_true with shape {tf.convert_to_tensor(y_true).shape} and mask "
+            f"with shape {tf.convert_to_tensor(mask).shape}")
+    static_batch = batch if isinstance(batch, int) else None
+    if mask is not None:
+        mask = tf.convert_to_tensor(mask)
+        if mask.shape.rank != 2:
+            raise ValueError(
+                "`mask` must be a [batch, batch] matrix. "
+                f"Received: mask.shape={mask.shape}")
+        if static_batch is not None and any(
+                d is not None and d != static_batch for d in mask.shape):
+            raise ValueError(
+                f"`mask` must be a [batch, batch] matrix with batch={static_batch}. "
+                f"Received: mask.shape={mask.shape}")
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.shape(mask), tf.stack([batch, batch]),
+                message="`mask` must be a [batch, batch] matrix")]):
+            return tf.cast(tf.not_equal(mask, 0), tf.float32)
+    if y_true is None:
+        # Self-supervised (SimCLR / NT-Xent): only the sample itself.
+        return tf.eye(batch, dtype=tf.float32)
+    y_true = tf.convert_to_tensor(y_true)
+    rank = y_true.shape.rank
+    if rank not in (1, 2):
+        raise ValueError(
+            "`y_true` must be class ids [batch] or [batch, 1], or one-hot / "
+            f"multi-hot [batch, classes]. Received: y_true.shape={y_true.shape}")
+    n_labels = y_true.shape[0]
+    if static_batch is not None and n_labels is not None and n_labels != static_batch:
+        raise ValueError(
+            "The number of labels must equal the batch size of `y_pred`. "
+            f"Received: {n_labels} labels (y_true.shape={y_true.shape}) for a "
+            f"batch of {static_batch}")
+    check = tf.debugging.assert_equal(
+        tf.shape(y_true)[0], batch,
+        message="The number of labels must equal the batch size of `y_pred`")
+    with tf.control_dependencies([check]):
+        if rank == 1 or y_true.shape[1] == 1:
+            ids = tf.reshape(y_true, [-1])
+            same = tf.equal(ids[:, None], ids[None, :])
+        else:
+            hot = tf.cast(tf.not_equal(y_true, 0), tf.float32)
+            same = tf.matmul(hot, hot, transpose_b=True) > 0
+            # A sample's other views are positives even if it has no label.
+            same = tf.logical_or(same, tf.eye(batch, dtype=tf.bool))
+        return tf.cast(same, tf.float32)
+
+
+def _masked_logsumexp(x, mask):
+    """Row-wise log-sum-exp of `x` over `mask` (bool); rows with an empty mask
+    give 0 and `False` in the second output. Stable: each row is shifted by its
+    own maximum over the mask, so nothing in the set underflows."""
+    neg_inf = tf.constant(-float("inf"), x.dtype)
+    row_max = tf.stop_gradient(
+        tf.reduce_max(tf.where(mask, x, neg_inf), axis=-1, keepdims=True))
+    nonempty = tf.math.is_finite(row_max)
+    row_max = tf.where(nonempty, row_max, tf.zeros_like(row_max))
+    total = tf.reduce_sum(
+        tf.exp(tf.where(mask, x - row_max, neg_inf)), axis=-1, keepdims=True)
+    safe = tf.where(nonempty, total, tf.ones_like(total))
+    return row_max + tf.math.log(safe), nonempty
+
+
+def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=None,
+                contrast_mode="all", variant="out", denominator="all",
+                positives_cap=None, normalize=True):
+    """Supervised contrastive loss, one value per sample.
+
+    Every view of every sample in `y_pred` is contrasted against every other
+    view in the batch. For an anchor view `a` with positives `P(a)` (the views of
+    samples that share its class, and its own other views) the paper's `L_out`
+    loss is
+
+        -(1 / |P(a)|) * sum_{p in P(a)} log(exp(z_a . z_p / T) / den(a, p))
+
+    and `L_in` moves the mean over positives inside the log. `den(a, p)` sums
+    `exp(z_a . z_c / T)` over the views `c` chosen by `denominator`.
+    With `y_true=None` the positives of an anchor are only the other views of
+    its own sample: this is SimCLR's NT-Xent loss.
+
+    Args:
+        y_true: Labels, or None. Integer class ids `[batch]` or `[batch, 1]`;
+            or one-hot / multi-hot `[batch, classes]`, where samples that share
+            any class are positives; or None for the self-supervised loss.
+        y_pred: Embeddings `[batch, views, dim]` (trailing dims after `views`
+            are flattened), or `[batch, dim]` for one view. Any float dtype;
+            the loss is computed in float32.
+        mask: Optional `[batch, batch]` 0/1 matrix used instead of labels:
+            `mask[i, j] = 1` makes sample `j` a positive of sample `i` (it may be
+            asymmetric; non-zero counts as 1). It is used as given, as in the
+            reference implementation: the other views of sample `i` are its
+            positives only if `mask[i, i] = 1`. Defaults to None.
+        temperature: Softmax temperature `T` > 0. Defaults to 0.1.
+        base_temperature: The loss is multiplied by
+            `temperature / base_temperature`. Defaults to None, meaning equal
+            to `temperature` (no rescaling).
+        contrast_mode: `"all"`: every view is an anchor; `"one"`: only view 0 of
+            each sample is an anchor (contrasted against all views).
+            Defaults to `"all"`.
+        variant: `"out"` (the paper's `L_out`, mean over positives outside the
+            log) or `"in"` (`L_in`, inside the log). Defaults to `"out"`.
+        denominator: `"all"`: every other view except capped-out ones;
+            `"one_positive"`: all negatives plus only the positive in the
+            numerator; `"only_negatives"`: the negatives alone.
+            Defaults to `"all"`.
+        positives_cap: None, or an integer `k >= 0`: only the first `k` other
+            samples of the anchor's class, in batch order, are its positives
+            (with all their views); the anchor's own other views stay positives.
+            Capped-out samples are neither positives nor negatives.
+            Defaults to None (no cap).
+        normalize: L2-normalise the embeddings along the feature axis first.
+            Defaults to True.
+
+    Returns:
+        A float32 tensor `[batch]`: for each sample, the mean of the loss over
+        its anchor views. An anchor with no positive contributes 0 (as in both
+        published reference implementations); so does an anchor with no
+        negative under `denominator="only_negatives"`. The loss is never NaN.
+
+    Raises:
+        ValueError: `y_pred` of rank < 2; a number of labels different from
+            the batch size; both `y_true` and `mask` given; a `mask` that is not
+            `[batch, batch]`; an unknown `contrast_mode`, `variant` or
+            `denominator`; `temperature <= 0` or `base_temperature <= 0`;
+            `positives_cap < 0`. Shapes only known when the graph runs are
+            checked then (`tf.errors.InvalidArgumentError`).
+        TypeError: a non-numeric `temperature`, `base_temperature` or
+            `positives_cap`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = np.random.default_rng(0).normal(size=(4, 2, 8)).astype("float32")
+    >>> loss = supcon_loss(np.array([0, 0, 1, 1]), z, temperature=0.1)
+    >>> loss.shape
+    TensorShape([4])
+
+    Reference:
+        Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
+    """
+    base_temperature = _check_options(temperature, base_temperature,
+                                      contrast_mode, variant, denominator,
+                                      positives_cap)
+    features = _as_views(y_pred)
+    if normalize:
+        features = tf.math.l2_normalize(features, axis=-1)
+    batch = features.shape[0]
+    if batch is None:
+        batch = tf.shape(features)[0]
+    views = features.shape[1]
+    if views is None:
+        views = tf.shape(features)[1]
+    if isinstance(views, int) and views < 1:
+        raise ValueError(
+            f"`y_pred` must have at least one view. Received: y_pred.shape="
+            f"{tf.convert_to_tensor(y_pred).shape}")
+
+    sample_pos = _positive_mask(y_true, mask, batch)          # [B, B]
+    eye = tf.eye(batch, dtype=tf.float32)
+    if positives_cap is not None:
+        others = sample_pos * (1.0 - eye)
+        rank_in_class = tf.cumsum(others, axis=1)              # 1-based on positives
+        kept = others * tf.cast(rank_in_class <= positives_cap, tf.float32)
+        excluded = others - kept                               # capped out
+        sample_pos = kept + sample_pos * eye
+    else:
+        excluded = tf.zeros_like(sample_pos)
+
+    # View-major layout, as in the reference code: row v * B + i is view v of
+    # sample i.
+    contrast = tf.reshape(tf.transpose(features, [1, 0, 2]),
+                          [-1, tf.shape(features)[-1]])        # [V*B, D]
+    if contrast_mode == "one":
+        anchor = features[:, 0]                                # [B, D]
+        anchor_views = 1
+    else:
+        anchor = contrast
+        anchor_views = views
+    logits = tf.matmul(anchor, contrast, transpose_b=True) / temperature  # [A, N]
+
+    pos = tf.tile(sample_pos, [anchor_views, views]) > 0
+    out = tf.tile(excluded, [anchor_views, views]) > 0
+    n_anchor = tf.shape(logits)[0]
+    not_self = tf.logical_not(tf.eye(n_anchor, tf.shape(logits)[1], dtype=tf.bool))
+    pos = tf.logical_and(pos, not_self)
+    neg = tf.logical_not(tf.logical_or(tf.logical_or(pos, out),
+                                       tf.logical_not(not_self)))
+
+    if denominator == "one_positive":
+        log_neg, has_neg = _masked_logsumexp(logits, neg)
+        # log(exp(l) / (exp(l) + sum_neg)) = -softplus(log_sum_neg - l).
+        log_prob = -tf.nn.softplus(
+            tf.where(has_neg, log_neg, tf.constant(-float("inf"))) - logits)
+        valid_anchor = tf.ones_like(has_neg)
+    else:
+        den_mask = tf.logical_or(pos, neg) if denominator == "all" else neg
+        log_den, valid_anchor = _masked_logsumexp(logits, den_mask)
+        log_prob = logits - log_den
+
+    pos_f = tf.cast(pos, tf.float32)
+    n_pos = tf.reduce_sum(pos_f, axis=1)
+    has_pos = n_pos > 0
+    safe_n_pos = tf.where(has_pos, n_pos, tf.ones_like(n_pos))
+    if variant == "out":
+        per_anchor = -tf.reduce_sum(tf.where(pos, log_prob, 0.0), axis=1) / safe_n_pos
+    else:
+        log_mean, _ = _masked_logsumexp(log_prob, pos)
+        per_anchor = -(log_mean[:, 0] - tf.math.log(safe_n_pos))
+    keep = tf.logical_and(has_pos, valid_anchor[:, 0])
+    per_anchor = tf.where(keep, per_anchor, tf.zeros_like(per_anchor))
+    per_anchor *= temperature / base_temperature
+    per_sample = tf.reduce_mean(tf.reshape(per_anchor, [anchor_views, -1]), axis=0)
+    return per_sample
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class SupConLoss(keras.losses.Loss):
+    """Supervised contrastive loss as a Keras loss.
+
+    Plug it into any model whose output is `[batch, views, dim]`
+    (`[batch, dim]` means one view): `model.compile(loss=SupConLoss())`.
+    `call` returns the per-sample losses of `supcon_loss`, and the Keras base
+    class applies `sample_weight` and the reduction. With `y_true=None` it is
+    SimCLR's NT-Xent loss. All options are those of `supcon_loss`, which
+    documents them and the errors raised for bad input.
+
+    Args:
+        temperature: Softmax temperature > 0. Defaults to 0.1.
+        base_temperature: The loss is scaled by `temperature /
+            base_temperature`. Defaults to None (equal to `temperature`).
+        contrast_mode: `"all"` or `"one"`. Defaults to `"all"`.
+        variant: `"out"` or `"in"`. Defaults to `"out"`.
+        denominator: `"all"`, `"one_positive"` or `"only_negatives"`.
+            Defaults to `"all"`.
+        positives_cap: None or an integer >= 0. Defaults to None.
+        normalize: L2-normalise embeddings inside the loss. Defaults to True.
+        reduction: Keras reduction of the per-sample values.
+            Defaults to `"sum_over_batch_size"`.
+        name: Name of the loss. Defaults to `"supcon_loss"`.
+        dtype: Dtype of the loss computation. Defaults to None (float32).
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = SupConLoss(temperature=0.1)
+    >>> z = np.random.default_rng(0).normal(size=(4, 2, 8)).astype("float32")
+    >>> float(loss(np.array([0, 0, 1, 1]), z)) > 0
+    True
+
+    Reference:
+        Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
+    """
+
+    def __init__(self, temperature=0.1, base_temperature=None, contrast_mode="all",
+                 variant="out", denominator="all", positives_cap=None,
+                 normalize=True, reduction="sum_over_batch_size",
+                 name="supcon_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        _check_options(temperature, base_temperature, contrast_mode, variant,
+                       denominator, positives_cap)
+        self.temperature = temperature
+        self.base_temperature = base_temperature
+        self.contrast_mode = contrast_mode
+        self.variant = variant
+        self.denominator = denominator
+        self.positives_cap = positives_cap
+        self.normalize = normalize
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if y_true is None:
+            # Self-supervised: every sample is its own class. Unique ids give
+            # exactly the identity positive mask, and survive the base class's
+            # conversion of `y_true` to a tensor.
+            y_true = tf.range(tf.shape(tf.convert_to_tensor(y_pred))[0])
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def call(self, y_true, y_pred):
+        return supcon_loss(
+            y_true, y_pred, temperature=self.temperature,
+            base_temperature=self.base_temperature,
+            contrast_mode=self.contrast_mode, variant=self.variant,
+            denominator=self.denominator, positives_cap=self.positives_cap,
+            normalize=self.normalize)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "temperature": self.temperature,
+            "base_temperature": self.base_temperature,
+            "contrast_mode": self.contrast_mode,
+            "variant": self.variant,
+            "denominator": self.denominator,
+            "positives_cap": self.positives_cap,
+            "normalize": self.normalize,
+        })
+        return config

@@ -1,0 +1,120 @@
+"""Slow, loop-based numpy references of the contrastive losses, written from
+the paper's definitions (float64, one anchor and one contrast view at a time),
+independent of the vectorised TensorFlow code under test."""
+
+import math
+
+import numpy as np
+
+
+def _sample_positive(labels, mask, i, j):
+    """Is sample j a positive of sample i before any cap?"""
+    if mask is not None:
+        return mask[i][j] != 0
+    if labels is None:
+        return i == j
+    labels = np.asarray(labels)
+    if labels.ndim == 1 or labels.shape[1] == 1:
+        flat = labels.reshape(-1)
+        return flat[i] == flat[j]
+    return i == j or bool(np.any((labels[i] != 0) & (labels[j] != 0)))
+
+
+def _status(labels, mask, cap, i, j):
+    """'pos', 'neg' or 'excluded' (capped out) of sample j for anchor sample i."""
+    if not _sample_positive(labels, mask, i, j):
+        return "neg"
+    if j == i or cap is None:
+        return "pos"
+    rank = sum(1 for jj in range(j + 1)
+               if jj != i and _sample_positive(labels, mask, i, jj))
+    return "pos" if rank <= cap else "excluded"
+
+
+def supcon_reference(labels, features, mask=None, temperature=0.1,
+                     base_temperature=None, contrast_mode="all", variant="out",
+                     denominator="all", positives_cap=None, normalize=True):
+    """Per-sample SupCon loss, by loops. Returns float64 [batch]."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim == 2:
+        f = f[:, None, :]
+    batch, views = f.shape[:2]
+    f = f.reshape(batch, views, -1)
+    if normalize:
+        f = f / np.linalg.norm(f, axis=-1, keepdims=True)
+    if base_temperature is None:
+        base_temperature = temperature
+    anchor_views = range(views) if contrast_mode == "all" else [0]
+    out = np.zeros(batch)
+    for i in range(batch):
+        total = 0.0
+        for v in anchor_views:
+            positives, negatives = [], []
+            for j in range(batch):
+                for w in range(views):
+                    if (j, w) == (i, v):
+                        continue
+                    logit = float(np.dot(f[i, v], f[j, w])) / temperature
+                    status = _status(labels, mask, positives_cap, i, j)
+                    if status == "pos":
+                        positives.append(logit)
+                    elif status == "neg":
+                        negatives.append(logit)
+            if not positives:
+                continue
+            if denominator == "only_negatives" and not negatives:
+                continue
+            sum_pos = sum(math.exp(x) for x in positives)
+            sum_neg = sum(math.exp(x) for x in negatives)
+            ratios = []
+            for lp in positives:
+                if denominator == "all":
+                    den = sum_pos + sum_neg
+                elif denominator == "one_positive":
+                    den = math.exp(lp) + sum_neg
+                else:
+                    den = sum_neg
+                ratios.append(math.exp(lp) / den)
+            if variant == "out":
+                loss = -sum(math.log(r) for r in ratios) / len(ratios)
+            else:
+                loss = -math.log(sum(ratios) / len(ratios))
+            total += loss * temperature / base_temperature
+        out[i] = total / len(anchor_views)
+    return out
+
+
+def supcon_pytorch_port(labels, features, temperature=0.07, base_temperature=0.07,
+                        contrast_mode="all"):
+    """The authors' PyTorch `SupConLoss.forward` (HobbitLong/SupContrast,
+    losses.py) transcribed line by line to numpy: a second, vectorised,
+    independent implementation. Returns the scalar mean loss."""
+    features = np.asarray(features, dtype=np.float64)
+    batch_size = features.shape[0]
+    if labels is None:
+        mask = np.eye(batch_size)
+    else:
+        labels = np.asarray(labels).reshape(-1, 1)
+        mask = (labels == labels.T).astype(np.float64)
+    contrast_count = features.shape[1]
+    contrast_feature = np.concatenate([features[:, k] for k in range(contrast_count)])
+    if contrast_mode == "one":
+        anchor_feature = features[:, 0]
+        anchor_count = 1
+    else:
+        anchor_feature = contrast_feature
+        anchor_count = contrast_count
+    anchor_dot_contrast = anchor_feature @ contrast_feature.T / temperature
+    logits = anchor_dot_contrast - anchor_dot_contrast.max(axis=1, keepdims=True)
+    mask = np.tile(mask, (anchor_count, contrast_count))
+    logits_mask = np.ones_like(mask)
+    idx = np.arange(batch_size * anchor_count)
+    logits_mask[idx, idx] = 0
+    mask = mask * logits_mask
+    exp_logits = np.exp(logits) * logits_mask
+    log_prob = logits - np.log(exp_logits.sum(1, keepdims=True))
+    mask_pos_pairs = mask.sum(1)
+    mask_pos_pairs = np.where(mask_pos_pairs < 1e-6, 1, mask_pos_pairs)
+    mean_log_prob_pos = (mask * log_prob).sum(1) / mask_pos_pairs
+    loss = -(temperature / base_temperature) * mean_log_prob_pos
+    return loss.reshape(anchor_count, batch_size).mean()
