@@ -11,6 +11,8 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "small wheel), 'supcon_tf[gpu]' (CUDA) or 'supcon_tf[tf]' (the default "
         f"tensorflow wheel). Original error: {err}") from err
 
-from supcon_tf import data, losses  # noqa: E402
+from supcon_tf import (augment, data, encoders, layers, losses,  # noqa: E402
+                       models, optimizers)
 
-__all__ = ["data", "losses", "__version__"]
+__all__ = ["augment", "data", "encoders", "layers", "losses", "models",
+           "optimizers", "__version__"]

@@ -216,3 +216,27 @@ def num_classes(name):
     if name not in known:
         raise ValueError(f"Unknown dataset for `num_classes`. Received: name={name!r}")
     return known[name]
+
+
+def batches(dataset, batch_size, training, seed=None, shuffle_buffer=10000):
+    """Batches `(image, label)` pairs for `fit`: shuffled with whole batches
+    when training (contrastive losses and multi-replica steps want a fixed
+    batch size), in order and keeping the last partial batch otherwise.
+
+    Args:
+        dataset: A `tf.data.Dataset`, e.g. from `load`.
+        batch_size: Global batch size, >= 1.
+        training: Shuffle and drop the remainder.
+        seed: Shuffle seed. Defaults to None.
+        shuffle_buffer: Shuffle buffer size. Defaults to 10000.
+
+    Returns:
+        The batched, prefetched `tf.data.Dataset`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=training,
+                            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

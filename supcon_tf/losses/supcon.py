@@ -83,8 +83,10 @@ def _as_views(y_pred):
     return y_pred
 
 
-def _positive_mask(y_true, mask, batch):
-    """Returns the `[batch, batch]` float32 sample-level positive mask."""
+def positive_mask(y_true, mask, batch):
+    """The `[batch, batch]` float32 sample-level positive mask of `supcon_loss`:
+    from class ids, one-hot / multi-hot labels, None (identity) or an explicit
+    `mask`; raises `ValueError` for bad shapes (see `supcon_loss`)."""
     if y_true is not None and mask is not None:
         raise ValueError(
             "Pass either `y_true` (labels) or `mask`, not both. Received: "
@@ -245,7 +247,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             f"`y_pred` must have at least one view. Received: y_pred.shape="
             f"{tf.convert_to_tensor(y_pred).shape}")
 
-    sample_pos = _positive_mask(y_true, mask, batch)          # [B, B]
+    sample_pos = positive_mask(y_true, mask, batch)          # [B, B]
     eye = tf.eye(batch, dtype=tf.float32)
     if positives_cap is not None:
         others = sample_pos * (1.0 - eye)

@@ -1,0 +1,73 @@
+"""Stage 2: linear evaluation of a pretrained encoder (frozen, weights and
+BatchNorm statistics), reporting test top-1.
+
+    python examples/linear_eval.py --encoder_path runs/supcon/encoder.keras
+
+Writes TensorBoard logs and a resumable `backup/` to --model_dir, and the
+result to `linear_eval.json` there.
+"""
+
+import json
+import os
+import time
+
+from absl import app, flags
+import keras
+
+import supcon_tf as sct
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("encoder_path", None, "The encoder saved by examples/pretrain.py.")
+flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
+flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
+flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
+flags.DEFINE_integer("epochs", 10, "Training epochs of the linear layer.")
+flags.DEFINE_integer("batch_size", 256, "Batch size.")
+flags.DEFINE_float("lr", 1e-2, "Adam learning rate (cosine decay to 0).")
+flags.DEFINE_bool("augment", False, "Flip and crop the training images.")
+flags.DEFINE_string("model_dir", None, "Output folder (default: next to the encoder).")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("verbose", 1, "Keras verbosity.")
+flags.mark_flag_as_required("encoder_path")
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(FLAGS.seed)
+    model_dir = FLAGS.model_dir or os.path.join(os.path.dirname(FLAGS.encoder_path), "linear")
+    os.makedirs(model_dir, exist_ok=True)
+    encoder = keras.models.load_model(FLAGS.encoder_path)
+    split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
+    train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
+    image_shape = tuple(train.element_spec[0].shape)
+    train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
+    test = sct.data.batches(sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir),
+                            FLAGS.batch_size, training=False)
+    augmenter = None
+    if FLAGS.augment:
+        augmenter = keras.Sequential([
+            sct.augment.RandomResizedCrop(*image_shape[:2], scale=(0.5, 1.0), seed=FLAGS.seed),
+            keras.layers.RandomFlip("horizontal", seed=FLAGS.seed + 1)])
+    classifier = sct.models.LinearClassifier(
+        encoder, sct.data.num_classes(FLAGS.dataset), augmenter=augmenter)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        FLAGS.lr, decay_steps=FLAGS.epochs * int(train.cardinality()))
+    classifier.compile(optimizer=keras.optimizers.Adam(schedule),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                       metrics=["accuracy"])
+    start = time.time()
+    classifier.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose, callbacks=[
+        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+    ])
+    seconds = time.time() - start
+    top1 = classifier.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    with open(os.path.join(model_dir, "linear_eval.json"), "w") as f:
+        json.dump({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
+                   "wall_seconds": seconds}, f, indent=1, default=str)
+    print(f"linear eval: test top-1 {100 * top1:.2f}% "
+          f"({FLAGS.epochs} epochs, {seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    app.run(main)

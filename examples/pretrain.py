@@ -1,0 +1,95 @@
+"""Stage 1: contrastive pretraining (SupCon or SimCLR) of an encoder.
+
+    python examples/pretrain.py --method supcon --epochs 10 --model_dir runs/supcon
+
+Writes to --model_dir: `encoder.keras` (the pretrained encoder, for
+examples/linear_eval.py), `model.keras` (encoder + head), TensorBoard logs in
+`logs/`, and a `backup/` that lets an interrupted run continue from its last
+finished epoch when started again with the same command. The defaults are small
+enough for a laptop CPU; the flags give the real recipe.
+"""
+
+import json
+import os
+import time
+
+from absl import app, flags
+import keras
+
+import supcon_tf as sct
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("method", "supcon", ["supcon", "simclr"],
+                  "supcon uses the labels; simclr ignores them.")
+flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
+flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
+flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
+flags.DEFINE_enum("encoder", "resnet18", ["resnet18", "resnet34", "resnet50"], "Backbone.")
+flags.DEFINE_float("width", 0.25, "Channel width multiplier of the encoder.")
+flags.DEFINE_integer("epochs", 2, "Training epochs.")
+flags.DEFINE_integer("batch_size", 256, "Global batch size (images; each gives --views views).")
+flags.DEFINE_integer("views", 2, "Augmented views per image.")
+flags.DEFINE_float("temperature", 0.1, "Loss temperature.")
+flags.DEFINE_enum("augment", "supcon", ["supcon", "simclr"], "Augmentation recipe.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "lars", "adamw"], "Optimizer.")
+flags.DEFINE_float("lr", 0.5, "Peak learning rate at --batch_size (not rescaled).")
+flags.DEFINE_float("weight_decay", 1e-4, "Weight decay.")
+flags.DEFINE_float("warmup_epochs", 1.0, "Linear warmup epochs before the cosine decay.")
+flags.DEFINE_integer("projection_dim", 128, "Projection head output size.")
+flags.DEFINE_string("model_dir", "runs/pretrain", "Output folder.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("verbose", 1, "Keras verbosity: 1 progress bar, 2 one line per epoch.")
+
+
+def make_optimizer(name, schedule, weight_decay):
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=weight_decay)
+    if name == "lars":
+        return sct.optimizers.LARS(schedule, momentum=0.9, weight_decay=weight_decay)
+    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(FLAGS.seed)
+    os.makedirs(FLAGS.model_dir, exist_ok=True)
+    split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
+    train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
+    image_shape = tuple(train.element_spec[0].shape)
+    if FLAGS.method == "simclr":
+        train = train.map(lambda image, label: image)
+    train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
+    steps_per_epoch = int(train.cardinality())
+    if steps_per_epoch < 1:
+        raise ValueError(f"--batch_size={FLAGS.batch_size} is larger than the training set.")
+
+    encoder = sct.encoders.get(FLAGS.encoder, image_shape, width=FLAGS.width)
+    recipe = sct.augment.supcon if FLAGS.augment == "supcon" else sct.augment.simclr
+    model = sct.models.SupConModel(
+        encoder, head=sct.layers.ProjectionHead(FLAGS.projection_dim),
+        augmenter=recipe(image_shape, seed=FLAGS.seed), views=FLAGS.views,
+        probe_classes=sct.data.num_classes(FLAGS.dataset) if FLAGS.method == "supcon" else None)
+    total_steps = FLAGS.epochs * steps_per_epoch
+    schedule = sct.optimizers.warmup_cosine(
+        FLAGS.lr, total_steps=total_steps,
+        warmup_steps=min(int(FLAGS.warmup_epochs * steps_per_epoch), total_steps - 1))
+    model.compile(optimizer=make_optimizer(FLAGS.optimizer, schedule, FLAGS.weight_decay),
+                  loss=sct.losses.SupConLoss(temperature=FLAGS.temperature))
+
+    start = time.time()
+    model.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose, callbacks=[
+        keras.callbacks.BackupAndRestore(os.path.join(FLAGS.model_dir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs")),
+    ])
+    seconds = time.time() - start
+    encoder.save(os.path.join(FLAGS.model_dir, "encoder.keras"))
+    model.save(os.path.join(FLAGS.model_dir, "model.keras"))
+    with open(os.path.join(FLAGS.model_dir, "pretrain.json"), "w") as f:
+        json.dump({"flags": FLAGS.flag_values_dict(), "wall_seconds": seconds}, f,
+                  indent=1, default=str)
+    print(f"pretrained {FLAGS.method} for {FLAGS.epochs} epochs in {seconds:.0f} s; "
+          f"encoder saved to {os.path.join(FLAGS.model_dir, 'encoder.keras')}")
+
+
+if __name__ == "__main__":
+    app.run(main)

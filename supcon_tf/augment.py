@@ -1,0 +1,335 @@
+"""Augmentation layers and recipes for contrastive learning.
+
+Everything here is a Keras layer that works on batches, inside `tf.data`
+(`ds.batch(n).map(layer)`) and inside a model. Random layers take `seed`.
+Images are float in `[0, 255]` (uint8 input is cast).
+
+References: Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations" (SimCLR), ICML 2020; Khosla et al., "Supervised Contrastive
+Learning", NeurIPS 2020.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+_PACKAGE = "supcon_tf"
+
+
+def _pair(value, name):
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a pair of numbers (low, high). Received: {name}={value!r}"
+        ) from None
+    if not 0 < low <= high:
+        raise ValueError(f"`{name}` must satisfy 0 < low <= high. Received: {name}={value!r}")
+    return low, high
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RandomResizedCrop(keras.layers.Layer):
+    """Crops a random area and aspect ratio of each image, resized to a fixed size.
+
+    As torchvision's `RandomResizedCrop` (used by SimCLR and SupCon): each image
+    gets its own crop whose area is a fraction in `scale` of the image and whose
+    aspect ratio (width / height) is log-uniform in `ratio`; ten draws are tried
+    per image and the first that fits is used, else a central crop with the
+    ratio clipped into range. Vectorised with `tf.image.crop_and_resize`.
+    At inference (`training=False`) images are only resized.
+
+    Args:
+        height: Output height.
+        width: Output width.
+        scale: Range of the crop's area as a fraction of the image.
+            Defaults to (0.08, 1.0).
+        ratio: Range of the crop's aspect ratio. Defaults to (3/4, 4/3).
+        interpolation: `"bilinear"` or `"nearest"`. Defaults to `"bilinear"`.
+        seed: Integer seed. Defaults to None.
+
+    Example:
+
+    >>> layer = RandomResizedCrop(24, 24, scale=(0.2, 1.0), seed=0)
+    >>> layer(keras.ops.ones((2, 32, 32, 3)), training=True).shape
+    TensorShape([2, 24, 24, 3])
+    """
+
+    def __init__(self, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                 interpolation="bilinear", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        self.height, self.width = height, width
+        self.scale = _pair(scale, "scale")
+        if self.scale[1] > 1:
+            raise ValueError(f"`scale` must lie in (0, 1]. Received: scale={scale!r}")
+        self.ratio = _pair(ratio, "ratio")
+        if interpolation not in ("bilinear", "nearest"):
+            raise ValueError("`interpolation` must be 'bilinear' or 'nearest'. "
+                             f"Received: interpolation={interpolation!r}")
+        self.interpolation = interpolation
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._attempts = 10
+
+    def _boxes(self, batch, image_height, image_width):
+        shape = (batch, self._attempts)
+        area = keras.random.uniform(shape, self.scale[0], self.scale[1],
+                                    seed=self.seed_generator)
+        log_ratio = keras.random.uniform(
+            shape, math.log(self.ratio[0]), math.log(self.ratio[1]),
+            seed=self.seed_generator)
+        aspect = tf.exp(log_ratio) * image_height / image_width  # in pixels
+        # Crop height / width as fractions of the image's.
+        crop_w = tf.sqrt(area * aspect)
+        crop_h = tf.sqrt(area / aspect)
+        fits = tf.logical_and(crop_w <= 1.0, crop_h <= 1.0)
+        first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+        any_fit = tf.reduce_any(fits, axis=1)
+        pick = lambda t: tf.gather(t, first, axis=1, batch_dims=1)  # noqa: E731
+        # Fallback: a central crop of the largest box with a clipped ratio.
+        in_ratio = tf.clip_by_value(image_width / image_height, self.ratio[0],
+                                    self.ratio[1])
+        fb_w = tf.minimum(1.0, in_ratio * image_height / image_width)
+        fb_h = tf.minimum(1.0, image_width / (in_ratio * image_height))
+        crop_w = tf.where(any_fit, pick(crop_w), fb_w)
+        crop_h = tf.where(any_fit, pick(crop_h), fb_h)
+        offsets = keras.random.uniform((batch, 2), seed=self.seed_generator)
+        top = tf.where(any_fit, offsets[:, 0] * (1.0 - crop_h), (1.0 - crop_h) / 2)
+        left = tf.where(any_fit, offsets[:, 1] * (1.0 - crop_w), (1.0 - crop_w) / 2)
+        return tf.stack([top, left, top + crop_h, left + crop_w], axis=1)
+
+    def call(self, images, training=True):
+        images = tf.convert_to_tensor(images)
+        unbatched = images.shape.rank == 3
+        if unbatched:
+            images = images[None]
+        images = tf.cast(images, self.compute_dtype)
+        shape = tf.shape(images)
+        if training:
+            boxes = self._boxes(shape[0], tf.cast(shape[1], tf.float32),
+                                tf.cast(shape[2], tf.float32))
+            out = tf.image.crop_and_resize(
+                tf.cast(images, tf.float32), boxes, tf.range(shape[0]),
+                (self.height, self.width), method=self.interpolation)
+        else:
+            out = tf.image.resize(images, (self.height, self.width),
+                                  method=self.interpolation)
+        out = tf.cast(out, self.compute_dtype)
+        return out[0] if unbatched else out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-3]) + (self.height, self.width, input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"height": self.height, "width": self.width,
+                       "scale": self.scale, "ratio": self.ratio,
+                       "interpolation": self.interpolation, "seed": self.seed})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RandomApply(keras.layers.Layer):
+    """Applies `layer` to each image independently with probability `rate`.
+
+    Vectorised: the layer runs on the whole batch and each image keeps the
+    transformed or the original version.
+
+    Args:
+        layer: A Keras layer mapping a batch to a batch of the same shape.
+        rate: Probability of applying it to an image. Defaults to 0.5.
+        seed: Integer seed. Defaults to None.
+    """
+
+    def __init__(self, layer, rate=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"`layer` must be a Keras layer. Received: layer={layer!r}")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError(f"`rate` must be in [0, 1]. Received: rate={rate!r}")
+        self.layer = layer
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        images = tf.convert_to_tensor(images)
+        unbatched = images.shape.rank == 3
+        batch = images[None] if unbatched else images
+        draw = keras.random.uniform((tf.shape(batch)[0], 1, 1, 1), seed=self.seed_generator)
+        out = tf.where(draw < self.rate, tf.cast(self.layer(batch, training=True),
+                                                 batch.dtype), batch)
+        return out[0] if unbatched else out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"layer": keras.saving.serialize_keras_object(self.layer),
+                       "rate": self.rate, "seed": self.seed})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MultiView(keras.layers.Layer):
+    """Makes `views` independent augmentations of each image.
+
+    Input `[batch, H, W, C]`, output `[batch, views, H', W', C]`; each view is
+    an independent draw of `augmenter` (a single call on the tiled batch, so
+    the work is vectorised).
+
+    Args:
+        augmenter: A Keras layer, e.g. `supcon_tf.augment.supcon(shape)`.
+        views: Number of views, >= 1. Defaults to 2.
+
+    Example:
+
+    >>> mv = MultiView(supcon((28, 28, 1), seed=0), views=2)
+    >>> mv(keras.ops.zeros((4, 28, 28, 1))).shape
+    TensorShape([4, 2, 28, 28, 1])
+    """
+
+    def __init__(self, augmenter, views=2, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(augmenter, keras.layers.Layer):
+            raise TypeError(
+                f"`augmenter` must be a Keras layer. Received: augmenter={augmenter!r}")
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(f"`views` must be an integer >= 1. Received: views={views!r}")
+        self.augmenter = augmenter
+        self.views = views
+
+    def call(self, images, training=True):
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4:
+            raise ValueError("MultiView expects images [batch, H, W, C]. "
+                             f"Received: images.shape={images.shape}")
+        batch = tf.shape(images)[0]
+        tiled = tf.tile(images, [self.views, 1, 1, 1])        # view-major
+        out = self.augmenter(tiled, training=training)
+        out = tf.reshape(out, tf.concat([[self.views, batch], tf.shape(out)[1:]], 0))
+        return tf.transpose(out, [1, 0, 2, 3, 4])
+
+    def compute_output_shape(self, input_shape):
+        inner = self.augmenter.compute_output_shape(input_shape)
+        return (inner[0], self.views) + tuple(inner[1:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"augmenter": keras.saving.serialize_keras_object(self.augmenter),
+                       "views": self.views})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
+        return cls(**config)
+
+
+def _check_shape(image_shape):
+    try:
+        height, width, channels = (int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        raise ValueError("`image_shape` must be (height, width, channels). "
+                         f"Received: image_shape={image_shape!r}") from None
+    if channels not in (1, 3) or height < 1 or width < 1:
+        raise ValueError("`image_shape` must be (height, width, 1 or 3). "
+                         f"Received: image_shape={image_shape!r}")
+    return height, width, channels
+
+
+def _seed(seed, offset):
+    return None if seed is None else seed + offset
+
+
+def _color(channels, brightness, contrast, saturation, hue, seed):
+    """Colour jitter; on one channel only brightness and contrast exist."""
+    if channels == 3:
+        return keras.layers.RandomColorJitter(
+            value_range=(0, 255), brightness_factor=brightness,
+            contrast_factor=contrast, saturation_factor=saturation,
+            hue_factor=hue, seed=seed)
+    return keras.Sequential([
+        keras.layers.RandomBrightness(brightness, value_range=(0, 255), seed=seed),
+        keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=_seed(seed, 1)),
+    ])
+
+
+def simclr(image_shape, strength=1.0, crop_scale=(0.08, 1.0), seed=None):
+    """SimCLR's augmentation: resized crop, flip, colour distortion (p=0.8),
+    grayscale (p=0.2), and Gaussian blur (p=0.5) for images of 64 pixels or more.
+
+    Colour jitter uses Keras's layers with factors `(0.8, 0.8, 0.8, 0.2) *
+    strength`; on single-channel images only brightness and contrast apply and
+    grayscale is skipped.
+
+    Args:
+        image_shape: `(height, width, channels)`, channels 1 or 3.
+        strength: Colour distortion strength s. Defaults to 1.0.
+        crop_scale: Area range of the resized crop. Defaults to (0.08, 1.0).
+        seed: Integer seed. Defaults to None.
+
+    Returns:
+        A `keras.Sequential` mapping images in [0, 255] to augmented images.
+    """
+    height, width, channels = _check_shape(image_shape)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
+        raise ValueError(f"`strength` must be a number >= 0. Received: strength={strength!r}")
+    s = float(strength)
+    layers = [
+        RandomResizedCrop(height, width, scale=crop_scale, seed=seed),
+        keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1)),
+    ]
+    if s > 0:
+        layers.append(RandomApply(
+            _color(channels, 0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), _seed(seed, 2)),
+            rate=0.8, seed=_seed(seed, 3)))
+    if channels == 3:
+        layers.append(keras.layers.RandomGrayscale(0.2, seed=_seed(seed, 4)))
+    if min(height, width) >= 64:
+        kernel = max(3, (min(height, width) // 10) | 1)
+        layers.append(RandomApply(
+            keras.layers.RandomGaussianBlur(factor=1.0, kernel_size=kernel,
+                                            sigma=(0.1, 2.0), seed=_seed(seed, 5)),
+            rate=0.5, seed=_seed(seed, 6)))
+    return keras.Sequential(layers, name="simclr_augment")
+
+
+def supcon(image_shape, seed=None):
+    """The SupCon paper's CIFAR recipe: resized crop with scale (0.2, 1),
+    horizontal flip, colour jitter (0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale
+    with p=0.2. On single-channel images colour jitter is brightness and
+    contrast only, and grayscale is skipped.
+
+    Args:
+        image_shape: `(height, width, channels)`, channels 1 or 3.
+        seed: Integer seed. Defaults to None.
+
+    Returns:
+        A `keras.Sequential` mapping images in [0, 255] to augmented images.
+    """
+    height, width, channels = _check_shape(image_shape)
+    layers = [
+        RandomResizedCrop(height, width, scale=(0.2, 1.0), seed=seed),
+        keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1)),
+        RandomApply(_color(channels, 0.4, 0.4, 0.4, 0.1, _seed(seed, 2)),
+                    rate=0.8, seed=_seed(seed, 3)),
+    ]
+    if channels == 3:
+        layers.append(keras.layers.RandomGrayscale(0.2, seed=_seed(seed, 4)))
+    return keras.Sequential(layers, name="supcon_augment")

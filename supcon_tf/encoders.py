@@ -1,0 +1,153 @@
+"""Backbones that map images to a pooled feature vector.
+
+`resnet18`, `resnet34` and `resnet50` are the ResNets of He et al. (CVPR 2016)
+with the CIFAR stem used by SimCLR and SupCon for small images: one 3x3 conv,
+stride 1, no max-pool. A `width` multiplier scales every layer's channels.
+Any Keras model whose output is `[batch, features]` works as an encoder too
+(`as_encoder` checks and wraps one, e.g. `keras.applications.ResNet50(
+include_top=False, pooling="avg")`).
+"""
+
+import keras
+
+_BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+           50: ("bottleneck", (3, 4, 6, 3))}
+
+
+def _bn(name, synchronized):
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                           synchronized=synchronized, name=name)
+
+
+def _conv(filters, kernel, stride, name):
+    return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
+                               use_bias=False, kernel_initializer="he_normal",
+                               name=name)
+
+
+def _basic_block(x, filters, stride, name, sync):
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv(filters, 1, stride, f"{name}_short_conv")(x)
+        shortcut = _bn(f"{name}_short_bn", sync)(shortcut)
+    y = _conv(filters, 3, stride, f"{name}_conv1")(x)
+    y = keras.layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", sync)(y))
+    y = _bn(f"{name}_bn2", sync)(_conv(filters, 3, 1, f"{name}_conv2")(y))
+    return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def _bottleneck_block(x, filters, stride, name, sync):
+    out_filters = 4 * filters
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out_filters:
+        shortcut = _conv(out_filters, 1, stride, f"{name}_short_conv")(x)
+        shortcut = _bn(f"{name}_short_bn", sync)(shortcut)
+    y = _conv(filters, 1, 1, f"{name}_conv1")(x)
+    y = keras.layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", sync)(y))
+    y = _conv(filters, 3, stride, f"{name}_conv2")(y)
+    y = keras.layers.ReLU(name=f"{name}_relu2")(_bn(f"{name}_bn2", sync)(y))
+    y = _bn(f"{name}_bn3", sync)(_conv(out_filters, 1, 1, f"{name}_conv3")(y))
+    return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def resnet(depth, input_shape=(32, 32, 3), width=1.0, synchronized_bn=False,
+           rescale=True, name=None):
+    """A CIFAR-stem ResNet encoder returning the pooled feature vector.
+
+    Args:
+        depth: 18, 34 or 50.
+        input_shape: `(height, width, channels)` of the images, at least 8x8.
+            Defaults to (32, 32, 3).
+        width: Channel multiplier (0.25 gives 16-32-64-128 channels for
+            ResNet-18). Defaults to 1.0.
+        synchronized_bn: Use `BatchNormalization(synchronized=True)`, which
+            computes batch statistics over all replicas under `tf.distribute`.
+            Defaults to False.
+        rescale: Map inputs from [0, 255] to [0, 1] inside the model, so the
+            encoder takes raw images. Defaults to True.
+        name: Model name. Defaults to `"resnet{depth}"`.
+
+    Returns:
+        A functional `keras.Model` from images to `[batch, features]`, where
+        features is `512 * width` (ResNet-18/34) or `2048 * width` (ResNet-50).
+    """
+    if depth not in _BLOCKS:
+        raise ValueError(f"`depth` must be one of {sorted(_BLOCKS)}. Received: depth={depth!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(f"`width` must be a number > 0. Received: width={width!r}")
+    try:
+        height, wide, channels = (int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError("`input_shape` must be (height, width, channels). "
+                         f"Received: input_shape={input_shape!r}") from None
+    if min(height, wide) < 8 or channels < 1:
+        raise ValueError("`input_shape` must be at least (8, 8, 1). "
+                         f"Received: input_shape={input_shape!r}")
+    kind, counts = _BLOCKS[depth]
+    block = _basic_block if kind == "basic" else _bottleneck_block
+    base = max(1, int(round(64 * width)))
+    inputs = keras.Input(shape=(height, wide, channels), name="images")
+    x = inputs
+    if rescale:
+        x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    x = _conv(base, 3, 1, "stem_conv")(x)
+    x = keras.layers.ReLU(name="stem_relu")(_bn("stem_bn", synchronized_bn)(x))
+    for stage, count in enumerate(counts):
+        filters = base * 2 ** stage
+        for index in range(count):
+            stride = 2 if stage > 0 and index == 0 else 1
+            x = block(x, filters, stride, f"stage{stage + 1}_block{index + 1}",
+                      synchronized_bn)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name=name or f"resnet{depth}")
+
+
+def resnet18(input_shape=(32, 32, 3), width=1.0, **kwargs):
+    """CIFAR-stem ResNet-18; see `resnet` for the arguments."""
+    return resnet(18, input_shape, width, **kwargs)
+
+
+def resnet34(input_shape=(32, 32, 3), width=1.0, **kwargs):
+    """CIFAR-stem ResNet-34; see `resnet` for the arguments."""
+    return resnet(34, input_shape, width, **kwargs)
+
+
+def resnet50(input_shape=(32, 32, 3), width=1.0, **kwargs):
+    """CIFAR-stem ResNet-50 (bottleneck blocks); see `resnet` for the arguments."""
+    return resnet(50, input_shape, width, **kwargs)
+
+
+def get(name, input_shape, width=1.0, **kwargs):
+    """An encoder by name: `"resnet18"`, `"resnet34"` or `"resnet50"`."""
+    builders = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
+    if name not in builders:
+        raise ValueError(f"Unknown encoder. Expected one of {sorted(builders)}. "
+                         f"Received: name={name!r}")
+    return builders[name](input_shape, width, **kwargs)
+
+
+def as_encoder(model):
+    """Checks that `model` maps images to pooled features `[batch, features]`.
+
+    Args:
+        model: A built Keras model (any backbone with pooling).
+
+    Returns:
+        The same model.
+
+    Raises:
+        TypeError: not a Keras model.
+        ValueError: its output is not rank 2 `[batch, features]`.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"An encoder must be a keras.Model. Received: {model!r}")
+    try:
+        shape = tuple(model.output.shape)
+    except (AttributeError, ValueError):
+        return model  # subclassed model: checked on the first call instead
+    if len(shape) != 2:
+        raise ValueError(
+            "An encoder must output pooled features [batch, features] (for Keras "
+            "applications pass pooling='avg'). "
+            f"Received: output shape {shape}")
+    return model
