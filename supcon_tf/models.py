@@ -250,7 +250,8 @@ class _Classifier(keras.Model):
 
     _frozen = False
 
-    def __init__(self, encoder, num_classes, augmenter=None, **kwargs):
+    def __init__(self, encoder, num_classes, augmenter=None, normalize_features=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError("`num_classes` must be an integer >= 2. "
@@ -260,12 +261,20 @@ class _Classifier(keras.Model):
         self.augmenter = augmenter
         if self._frozen:
             self.encoder.trainable = False
+        self.normalize_features = (self._frozen if normalize_features is None
+                                   else bool(normalize_features))
+        self.feature_norm = (keras.layers.BatchNormalization(center=False, scale=False, momentum=0.9,
+                                                             name="feature_norm")
+                             if self.normalize_features else None)
         self.classifier = keras.layers.Dense(num_classes, name="logits")
         _build_if_known(self)
 
     def build(self, input_shape):
+        features = _feature_shape(self.encoder, input_shape)
+        if self.feature_norm is not None and not self.feature_norm.built:
+            self.feature_norm.build(features)
         if not self.classifier.built:
-            self.classifier.build(_feature_shape(self.encoder, input_shape))
+            self.classifier.build(features)
         self.built = True
 
     def call(self, inputs, training=False):
@@ -275,6 +284,8 @@ class _Classifier(keras.Model):
         features = self.encoder(x, training=training and not self._frozen)
         if self._frozen:
             features = tf.stop_gradient(features)
+        if self.feature_norm is not None:
+            features = self.feature_norm(features, training=training)
         return self.classifier(features)
 
     def get_config(self):
@@ -282,6 +293,7 @@ class _Classifier(keras.Model):
         config.update({
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "num_classes": self.num_classes,
+            "normalize_features": self.normalize_features,
             "augmenter": (keras.saving.serialize_keras_object(self.augmenter)
                           if self.augmenter is not None else None),
         })
@@ -306,10 +318,17 @@ class LinearClassifier(_Classifier):
     Outputs logits; compile with
     `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`.
 
+    By default the features pass through a BatchNormalization without scale
+    or offset before the Dense layer, as in MAE's linear probing: at inference
+    it is a fixed affine map (the model stays linear in the features), and it
+    makes the probe insensitive to the scale of the encoder's features.
+
     Args:
         encoder: A Keras model from images to `[batch, features]`.
         num_classes: Number of classes, >= 2.
         augmenter: Optional augmentation applied while training. Defaults to None.
+        normalize_features: Standardise features before the linear layer.
+            Defaults to None (True here, False for `CrossEntropyClassifier`).
 
     Reference:
         Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
@@ -327,4 +346,6 @@ class CrossEntropyClassifier(_Classifier):
         encoder: A Keras model from images to `[batch, features]`.
         num_classes: Number of classes, >= 2.
         augmenter: Optional augmentation applied while training. Defaults to None.
+        normalize_features: Standardise features before the linear layer.
+            Defaults to None (False).
     """

@@ -1,0 +1,81 @@
+"""The example scripts run as a user runs them: as subprocesses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--train_size", "512", "--batch_size", "128", "--width", "0.0625", "--verbose", "2"]
+
+
+def _env():
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _run(script, *args, timeout=600):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
+                          capture_output=True, text=True, env=_env(), timeout=timeout,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _kill_after_first_epoch(cmd, timeout=600):
+    """Starts `cmd`, kills it (SIGKILL, no clean-up) once epoch 2 has begun."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=_env(), cwd=ROOT)
+    deadline = time.time() + timeout
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Epoch 2/"):
+            proc.send_signal(signal.SIGKILL)
+            break
+        assert time.time() < deadline, "".join(lines[-50:])
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(lines[-50:])
+    return "".join(lines)
+
+
+def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
+    model_dir = str(tmp_path / "supcon")
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "pretrain.py"), *TINY,
+           "--epochs", "3", "--model_dir", model_dir]
+    first = _kill_after_first_epoch(cmd)
+    assert "Epoch 1/3" in first
+    assert os.path.isdir(os.path.join(model_dir, "backup"))
+    assert not os.path.exists(os.path.join(model_dir, "encoder.keras"))
+
+    second = _run("pretrain.py", *TINY, "--epochs", "3", "--model_dir", model_dir)
+    assert "Epoch 1/3" not in second, second[-2000:]       # continued, not restarted
+    assert "Epoch 2/3" in second and "Epoch 3/3" in second
+    assert os.path.exists(os.path.join(model_dir, "encoder.keras"))
+    assert os.listdir(os.path.join(model_dir, "logs"))       # TensorBoard
+    assert not os.path.exists(os.path.join(model_dir, "backup"))  # removed when done
+
+    out = _run("linear_eval.py", "--encoder_path", os.path.join(model_dir, "encoder.keras"),
+               "--train_size", "512", "--epochs", "2", "--verbose", "2")
+    assert "linear eval: test top-1" in out
+    with open(os.path.join(model_dir, "linear", "linear_eval.json")) as f:
+        result = json.load(f)
+    # 12 steps of pretraining: only that the evaluation ran and was recorded
+    # (tests/test_learning.py checks that the recipe learns).
+    assert 0.0 <= result["test_top1"] <= 1.0 and result["flags"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("script,extra", [
+    ("train_ce.py", []),
+    ("pretrain.py", ["--method", "simclr", "--optimizer", "lars", "--augment", "simclr",
+                     "--views", "3"]),
+])
+def test_other_entry_points_run(tmp_path, script, extra):
+    out = _run(script, *TINY, "--epochs", "1", "--model_dir", str(tmp_path), *extra)
+    assert os.path.exists(os.path.join(tmp_path, "encoder.keras")), out[-2000:]
+    if script == "train_ce.py":
+        assert "cross-entropy: test top-1" in out
