@@ -14,6 +14,8 @@ import math
 import keras
 import tensorflow as tf
 
+from supcon_tf._serialization import from_config_with_objects, serialize
+
 _PACKAGE = "supcon_tf"
 
 
@@ -173,15 +175,13 @@ class RandomApply(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"layer": keras.saving.serialize_keras_object(self.layer),
-                       "rate": self.rate, "seed": self.seed})
+        config.update({"layer": serialize(self.layer), "rate": self.rate,
+                       "seed": self.seed})
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        return cls(**config)
+        return from_config_with_objects(cls, config, ["layer"])
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -230,15 +230,12 @@ class MultiView(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"augmenter": keras.saving.serialize_keras_object(self.augmenter),
-                       "views": self.views})
+        config.update({"augmenter": serialize(self.augmenter), "views": self.views})
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
-        return cls(**config)
+        return from_config_with_objects(cls, config, ["augmenter"])
 
 
 def _check_shape(image_shape):

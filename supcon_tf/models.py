@@ -5,6 +5,7 @@ cross-entropy baseline on the same encoder (`CrossEntropyClassifier`)."""
 import keras
 import tensorflow as tf
 
+from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.augment import MultiView
 from supcon_tf.encoders import as_encoder
 from supcon_tf.layers import ProjectionHead
@@ -227,10 +228,9 @@ class SupConModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "head": keras.saving.serialize_keras_object(self.head),
-            "augmenter": (keras.saving.serialize_keras_object(self.augmenter)
-                          if self.augmenter is not None else None),
+            "encoder": serialize(self.encoder),
+            "head": serialize(self.head),
+            "augmenter": serialize(self.augmenter),
             "views": self.views,
             "probe_classes": self.probe_classes,
         })
@@ -238,11 +238,7 @@ class SupConModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "head", "augmenter"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return from_config_with_objects(cls, config, ["encoder", "head", "augmenter"])
 
 
 class _Classifier(keras.Model):
@@ -291,21 +287,16 @@ class _Classifier(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "encoder": serialize(self.encoder),
             "num_classes": self.num_classes,
             "normalize_features": self.normalize_features,
-            "augmenter": (keras.saving.serialize_keras_object(self.augmenter)
-                          if self.augmenter is not None else None),
+            "augmenter": serialize(self.augmenter),
         })
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "augmenter"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return from_config_with_objects(cls, config, ["encoder", "augmenter"])
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
