@@ -195,9 +195,7 @@ class SupConModel(keras.Model):
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss)
-            elif metric in (self.contrastive_accuracy_tracker,
-                            getattr(self, "probe_loss_tracker", None),
-                            getattr(self, "probe_accuracy_tracker", None)):
+            elif any(metric is own for own in self._own_metrics()):
                 continue
             else:
                 metric.update_state(y, projections, sample_weight=sample_weight)
@@ -218,12 +216,16 @@ class SupConModel(keras.Model):
         loss, _, projections, y, sample_weight = self._step(data, False)
         return self._logs(loss, y, projections, sample_weight)
 
-    @property
-    def metrics(self):
+    def _own_metrics(self):
+        """The trackers this model updates itself (not the compiled metrics)."""
         own = [self.contrastive_accuracy_tracker]
         if self.probe is not None:
             own += [self.probe_loss_tracker, self.probe_accuracy_tracker]
-        return super().metrics + own
+        return own
+
+    @property
+    def metrics(self):
+        return super().metrics + self._own_metrics()
 
     def get_config(self):
         config = super().get_config()
