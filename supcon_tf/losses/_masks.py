@@ -46,24 +46,11 @@ def _positive_mask(y_anchor, y_contrast, mask, n_anchor, n_contrast, offset):
     if y_anchor is None:
         # Self-supervised (SimCLR / NT-Xent): only the sample itself.
         return tf.cast(own, tf.float32)
-    y_anchor = tf.convert_to_tensor(y_anchor)
+    y_anchor, check = checked_labels(y_anchor, n_anchor)
     rank = y_anchor.shape.rank
-    if rank not in (1, 2):
-        raise ValueError(
-            "`y_true` must be class ids [batch] or [batch, 1], or one-hot / "
-            f"multi-hot [batch, classes]. Received: y_true.shape={y_anchor.shape}")
-    n_labels = y_anchor.shape[0]
-    if static_batch is not None and n_labels is not None and n_labels != static_batch:
-        raise ValueError(
-            "The number of labels must equal the batch size of `y_pred`. "
-            f"Received: {n_labels} labels (y_true.shape={y_anchor.shape}) for a "
-            f"batch of {static_batch}")
-    check = tf.debugging.assert_equal(
-        tf.shape(y_anchor)[0], n_anchor,
-        message="The number of labels must equal the batch size of `y_pred`")
     with tf.control_dependencies([check]):
         y_contrast = tf.convert_to_tensor(y_contrast)
-        if rank == 1 or y_anchor.shape[1] == 1:
+        if is_class_ids(y_anchor):
             same = tf.equal(tf.reshape(y_anchor, [-1])[:, None],
                             tf.reshape(y_contrast, [-1])[None, :])
         else:
@@ -73,6 +60,34 @@ def _positive_mask(y_anchor, y_contrast, mask, n_anchor, n_contrast, offset):
             # A sample's other views are positives even if it has no label.
             same = tf.logical_or(same, own)
         return tf.cast(same, tf.float32)
+
+
+def checked_labels(y_true, batch):
+    """`y_true` as a tensor, and an assertion (to run before it is used) that
+    it holds `batch` labels. Raises `ValueError` for a bad rank, or a number of
+    labels different from a static `batch`."""
+    y_true = tf.convert_to_tensor(y_true)
+    rank = y_true.shape.rank
+    if rank not in (1, 2):
+        raise ValueError(
+            "`y_true` must be class ids [batch] or [batch, 1], or one-hot / "
+            f"multi-hot [batch, classes]. Received: y_true.shape={y_true.shape}")
+    n_labels = y_true.shape[0]
+    if isinstance(batch, int) and n_labels is not None and n_labels != batch:
+        raise ValueError(
+            "The number of labels must equal the batch size of `y_pred`. "
+            f"Received: {n_labels} labels (y_true.shape={y_true.shape}) for a "
+            f"batch of {batch}")
+    check = tf.debugging.assert_equal(
+        tf.shape(y_true)[0], batch,
+        message="The number of labels must equal the batch size of `y_pred`")
+    return y_true, check
+
+
+def is_class_ids(y_true):
+    """True for labels `[batch]` or `[batch, 1]` (class ids), False for
+    one-hot / multi-hot `[batch, classes]` (or an unknown second dimension)."""
+    return y_true.shape.rank == 1 or y_true.shape[1] == 1
 
 
 def _masked_logsumexp(x, mask):

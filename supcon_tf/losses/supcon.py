@@ -9,8 +9,9 @@ import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
+from supcon_tf.losses import _fused
 from supcon_tf.losses._masks import (_masked_logsumexp, _positive_mask, _self_mask,  # noqa: F401
-                                     positive_mask)
+                                     checked_labels, is_class_ids, positive_mask)
 
 CONTRAST_MODES = ("all", "one")
 VARIANTS = ("out", "in")
@@ -18,7 +19,7 @@ DENOMINATORS = ("all", "one_positive", "only_negatives")
 
 
 def _check_options(temperature, base_temperature, contrast_mode, variant,
-                   denominator, positives_cap):
+                   denominator, positives_cap, block_size=None):
     """Validates the loss options; returns the resolved base temperature."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(
@@ -58,6 +59,25 @@ def _check_options(temperature, base_temperature, contrast_mode, variant,
             raise ValueError(
                 "`positives_cap` must be None or an integer >= 0. "
                 f"Received: positives_cap={positives_cap}")
+    if block_size is not None:
+        if isinstance(block_size, bool) or not isinstance(block_size, int):
+            raise TypeError(
+                "`block_size` must be None or an integer >= 1. "
+                f"Received: block_size={block_size!r}")
+        if block_size < 1:
+            raise ValueError(
+                "`block_size` must be None or an integer >= 1. "
+                f"Received: block_size={block_size}")
+        unsupported = {
+            "contrast_mode": (contrast_mode, "all"), "variant": (variant, "out"),
+            "denominator": (denominator, "all"), "positives_cap": (positives_cap, None)}
+        for name, (value, default) in unsupported.items():
+            if value != default:
+                raise ValueError(
+                    f"`block_size` needs the default `{name}={default!r}` (the "
+                    "blockwise path implements the paper's L_out over all "
+                    f"other views). Received: block_size={block_size}, "
+                    f"{name}={value!r}")
     return float(base_temperature)
 
 
@@ -87,9 +107,35 @@ def _as_views(y_pred):
     return y_pred
 
 
+def _fused_applies(y_true, mask, contrast_mode, variant, denominator, positives_cap):
+    """Whether the options are those the fused paths (`_fused`) implement."""
+    return (mask is None and contrast_mode == "all" and variant == "out"
+            and denominator == "all" and positives_cap is None
+            and (y_true is None or is_class_ids(tf.convert_to_tensor(y_true))))
+
+
+def _fused_per_anchor(features, contrast_features, y_true, batch, views, offset,
+                      temperature, block_size, unit_norm):
+    """Per-anchor `L_out` of the default options, rows sample-major."""
+    n_contrast = tf.shape(contrast_features)[0]
+    if y_true is None:
+        seg_contrast = tf.range(n_contrast)
+    else:
+        y_true, check = checked_labels(y_true, batch)
+        with tf.control_dependencies([check]):
+            seg_contrast = _fused.class_segments(
+                tf.reshape(_cross_replica.all_gather(y_true), [-1]))
+    seg_anchor = seg_contrast[offset:offset + batch]
+    dim = tf.shape(features)[-1]
+    return _fused.supcon_out_per_anchor(
+        tf.reshape(features, [-1, dim]), tf.reshape(contrast_features, [-1, dim]),
+        tf.repeat(seg_anchor, views), tf.repeat(seg_contrast, views),
+        offset * views, float(temperature), block_size, unit_norm)
+
+
 def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=None,
                 contrast_mode="all", variant="out", denominator="all",
-                positives_cap=None, normalize=True):
+                positives_cap=None, normalize=True, block_size=None, fused=True):
     """Supervised contrastive loss, one value per sample.
 
     Every view of every sample in `y_pred` is contrasted against every other
@@ -136,6 +182,23 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             Defaults to None (no cap).
         normalize: L2-normalise the embeddings along the feature axis first.
             Defaults to True.
+        block_size: None, or an integer >= 1: compute the loss and its
+            gradient `block_size` anchor rows at a time, so the extra memory
+            grows as O(block_size x N) instead of O(N^2) for N = batch x views
+            rows (the logits of a block are recomputed in the backward pass:
+            one more N x N x dim product). Needs the default `contrast_mode`,
+            `variant`, `denominator` and `positives_cap`, class-id labels or
+            none, and no `mask`. None chooses when the function is traced:
+            blockwise with 1024-row blocks above 16384 x 16384 logits, else
+            in one block; when the number of rows is not known then (a
+            dataset batched without `drop_remainder=True`), in one block.
+            Defaults to None.
+        fused: With the default options (as for `block_size`), compute the
+            loss from per-class sums of the embeddings and one log-sum-exp over
+            the logits with its own gradient, instead of materialising N x N
+            masks. False forces the general masked implementation, which
+            gives the same values and gradients (to float32 round-off) more
+            slowly. Defaults to True.
 
     Returns:
         A float32 tensor `[batch]`: for each sample, the mean of the loss over
@@ -148,10 +211,11 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             the batch size; both `y_true` and `mask` given; a `mask` that is not
             `[batch, batch]`; an unknown `contrast_mode`, `variant` or
             `denominator`; `temperature <= 0` or `base_temperature <= 0`;
-            `positives_cap < 0`. Shapes only known when the graph runs are
-            checked then (`tf.errors.InvalidArgumentError`).
-        TypeError: a non-numeric `temperature`, `base_temperature` or
-            `positives_cap`.
+            `positives_cap < 0`; `block_size < 1`, or `block_size` with
+            options it does not implement. Shapes only known when the graph
+            runs are checked then (`tf.errors.InvalidArgumentError`).
+        TypeError: a non-numeric `temperature`, `base_temperature`,
+            `positives_cap` or `block_size`.
 
     Example:
 
@@ -166,7 +230,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     """
     base_temperature = _check_options(temperature, base_temperature,
                                       contrast_mode, variant, denominator,
-                                      positives_cap)
+                                      positives_cap, block_size)
     features = _as_views(y_pred)
     if normalize:
         features = tf.math.l2_normalize(features, axis=-1)
@@ -187,6 +251,19 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     n_contrast = contrast_features.shape[0]
     if n_contrast is None:
         n_contrast = tf.shape(contrast_features)[0]
+    if (block_size is not None or fused) and _fused_applies(
+            y_true, mask, contrast_mode, variant, denominator, positives_cap):
+        per_anchor = _fused_per_anchor(features, contrast_features, y_true, batch,
+                                       views, offset, temperature, block_size,
+                                       unit_norm=normalize)
+        per_anchor *= temperature / base_temperature
+        return tf.reduce_mean(tf.reshape(per_anchor, [batch, views]), axis=1)
+    if block_size is not None:
+        raise ValueError(
+            "`block_size` needs class-id labels ([batch] or [batch, 1]) or no "
+            "labels, and no `mask`. Received: "
+            + ("a mask" if mask is not None else
+               f"y_true.shape={tf.convert_to_tensor(y_true).shape}"))
     y_contrast = None if y_true is None else _cross_replica.all_gather(y_true)
     sample_pos = _positive_mask(y_true, y_contrast, mask, batch, n_contrast,
                                 offset)                            # [B, Bc]
@@ -272,6 +349,8 @@ class SupConLoss(keras.losses.Loss):
             Defaults to `"all"`.
         positives_cap: None or an integer >= 0. Defaults to None.
         normalize: L2-normalise embeddings inside the loss. Defaults to True.
+        block_size: None (automatic) or anchor rows per block of the
+            memory-bounded path (see `supcon_loss`). Defaults to None.
         reduction: Keras reduction of the per-sample values.
             Defaults to `"sum_over_batch_size"`.
         name: Name of the loss. Defaults to `"supcon_loss"`.
@@ -291,11 +370,11 @@ class SupConLoss(keras.losses.Loss):
 
     def __init__(self, temperature=0.1, base_temperature=None, contrast_mode="all",
                  variant="out", denominator="all", positives_cap=None,
-                 normalize=True, reduction="sum_over_batch_size",
+                 normalize=True, block_size=None, reduction="sum_over_batch_size",
                  name="supcon_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         _check_options(temperature, base_temperature, contrast_mode, variant,
-                       denominator, positives_cap)
+                       denominator, positives_cap, block_size)
         self.temperature = temperature
         self.base_temperature = base_temperature
         self.contrast_mode = contrast_mode
@@ -303,6 +382,7 @@ class SupConLoss(keras.losses.Loss):
         self.denominator = denominator
         self.positives_cap = positives_cap
         self.normalize = normalize
+        self.block_size = block_size
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if y_true is None:
@@ -320,7 +400,7 @@ class SupConLoss(keras.losses.Loss):
             base_temperature=self.base_temperature,
             contrast_mode=self.contrast_mode, variant=self.variant,
             denominator=self.denominator, positives_cap=self.positives_cap,
-            normalize=self.normalize)
+            normalize=self.normalize, block_size=self.block_size)
 
     def get_config(self):
         config = super().get_config()
@@ -332,5 +412,6 @@ class SupConLoss(keras.losses.Loss):
             "denominator": self.denominator,
             "positives_cap": self.positives_cap,
             "normalize": self.normalize,
+            "block_size": self.block_size,
         })
         return config
