@@ -31,6 +31,44 @@ def _pair(value, name):
     return low, high
 
 
+def _sample_coords(start, end, n_out, n_in):
+    """`[batch, n_out]` source coordinates of `tf.image.crop_and_resize` for
+    box edges `start`, `end` (fractions of the image, `[batch]`), clipped to
+    the image."""
+    span = tf.cast(n_in, tf.float32) - 1.0
+    if n_out > 1:
+        steps = tf.range(n_out, dtype=tf.float32) / float(n_out - 1)
+        coords = (start * span)[:, None] + steps[None, :] * ((end - start) * span)[:, None]
+    else:
+        coords = (0.5 * (start + end) * span)[:, None]
+    return tf.clip_by_value(coords, 0.0, span)
+
+
+def crop_and_resize(images, boxes, size, method="bilinear"):
+    """`tf.image.crop_and_resize(images, boxes, range(batch), size, method)`
+    (one box per image, inside the image) written with gathers, so that it
+    also compiles with XLA (`jit_compile=True`), which has no CropAndResize
+    kernel. Values agree with TensorFlow's op to float32 round-off."""
+    height, width = size
+    shape = tf.shape(images)
+    ys = _sample_coords(boxes[:, 0], boxes[:, 2], height, shape[1])
+    xs = _sample_coords(boxes[:, 1], boxes[:, 3], width, shape[2])
+    if method == "nearest":
+        rows = tf.gather(images, tf.cast(tf.floor(ys + 0.5), tf.int32), axis=1, batch_dims=1)
+        return tf.gather(rows, tf.cast(tf.floor(xs + 0.5), tf.int32), axis=2, batch_dims=1)
+    y0, x0 = tf.floor(ys), tf.floor(xs)
+    wy, wx = (ys - y0)[:, :, None, None], (xs - x0)[:, None, :, None]
+    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    y1 = tf.minimum(y0 + 1, shape[1] - 1)
+    x1 = tf.minimum(x0 + 1, shape[2] - 1)
+    top = tf.gather(images, y0, axis=1, batch_dims=1)
+    bottom = tf.gather(images, y1, axis=1, batch_dims=1)
+    rows = top + (bottom - top) * wy
+    left = tf.gather(rows, x0, axis=2, batch_dims=1)
+    right = tf.gather(rows, x1, axis=2, batch_dims=1)
+    return left + (right - left) * wx
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class RandomResizedCrop(keras.layers.Layer):
     """Crops a random area and aspect ratio of each image, resized to a fixed size.
@@ -39,7 +77,8 @@ class RandomResizedCrop(keras.layers.Layer):
     gets its own crop whose area is a fraction in `scale` of the image and whose
     aspect ratio (width / height) is log-uniform in `ratio`; ten draws are tried
     per image and the first that fits is used, else a central crop with the
-    ratio clipped into range. Vectorised with `tf.image.crop_and_resize`.
+    ratio clipped into range. Vectorised (the crops are gathers with the
+    arithmetic of `tf.image.crop_and_resize`, which also compile with XLA).
     At inference (`training=False`) images are only resized.
 
     Args:
@@ -115,9 +154,8 @@ class RandomResizedCrop(keras.layers.Layer):
         if training:
             boxes = self._boxes(shape[0], tf.cast(shape[1], tf.float32),
                                 tf.cast(shape[2], tf.float32))
-            out = tf.image.crop_and_resize(
-                tf.cast(images, tf.float32), boxes, tf.range(shape[0]),
-                (self.height, self.width), method=self.interpolation)
+            out = crop_and_resize(tf.cast(images, tf.float32), boxes,
+                                  (self.height, self.width), self.interpolation)
         else:
             out = tf.image.resize(images, (self.height, self.width),
                                   method=self.interpolation)

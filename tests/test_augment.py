@@ -151,3 +151,26 @@ def test_augmenters_serialize(tmp_path):
     assert isinstance(crop, augment.RandomResizedCrop)
     assert crop.get_config()["scale"] == (0.2, 1.0) or list(crop.get_config()["scale"]) == [0.2, 1.0]
     assert crop.seed == 3
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("size", [(7, 5), (1, 1), (12, 12)])
+def test_crop_and_resize_equals_tensorflow_op(method, size):
+    rng = np.random.default_rng(len(method) + size[0])
+    images = tf.constant(rng.uniform(0, 255, size=(6, 9, 11, 2)), tf.float32)
+    top_left = rng.uniform(0, 0.5, size=(6, 2))
+    extent = rng.uniform(0.1, 0.5, size=(6, 2))
+    boxes = np.concatenate([top_left, top_left + extent], axis=1).astype("float32")
+    boxes[0] = [0, 0, 1, 1]  # the whole image
+    want = tf.image.crop_and_resize(images, boxes, tf.range(6), size, method=method)
+    got = augment.crop_and_resize(images, tf.constant(boxes), size, method)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_random_resized_crop_compiles_with_xla():
+    layer = augment.RandomResizedCrop(20, 20, scale=(0.2, 1.0), seed=3)
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 1)),
+                         tf.float32)
+    out = tf.function(lambda x: layer(x, training=True), jit_compile=True)(images)
+    assert out.shape == (4, 20, 20, 1)
+    assert np.all(np.isfinite(out.numpy())) and out.numpy().max() <= 255.0 + 1e-3
