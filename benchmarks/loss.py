@@ -18,8 +18,8 @@ For N rows (views x batch; 2 views, labels from 10 classes) and dim d:
   N x N operands of the plain floor do not fit in memory at N = 65,536);
 - ratio = loss / floor (target of issue 6: <= 1.5 at N = 8192);
 - peak memory: the growth of the process's peak resident memory while the
-  loss runs, each size and path in a fresh subprocess (so one run's peak does
-  not hide the next one's).
+  loss runs (its first call included), from the resident memory just before
+  (Linux: the peak is reset first), each size and path in a fresh subprocess.
 
 Each timing is the median of --repeats calls after one warm-up call.
 """
@@ -37,6 +37,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss():
+    """On Linux, resets the peak resident memory to the current one (so an
+    earlier, higher peak, e.g. while TensorFlow was imported, does not hide
+    the loss's); returns the current resident memory in MB, or the peak
+    so far where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f
+                        if line.startswith("VmRSS:"))
+    except OSError:
+        return peak_rss_mb()
 
 
 def median_seconds(fn, repeats):
@@ -93,7 +108,7 @@ def measure(n, dim, repeats, path, block_size):
         return total + d_contrast[0, 0]
 
     # The loss first: its peak is then not hidden by the floor's N x N inputs.
-    before = peak_rss_mb()
+    before = reset_peak_rss()
     loss_s = median_seconds(lambda: loss_and_grad()[0].numpy(), repeats)
     growth = peak_rss_mb() - before
     # An upstream gradient of the logits, made outside the timed function.
