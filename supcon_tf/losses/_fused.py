@@ -11,8 +11,8 @@ The positive term needs only the per-class sums of the contrast embeddings
 N x N logits is the only O(N^2) part. It has its own gradient, which needs the
 row softmax and two N x N x d products:
 
-- `dense`: the logits are computed once, exponentiated in place and kept for
-  the backward pass (one N x N buffer, no masks);
+- `dense`: the logits are computed once and their exponentials kept for the
+  backward pass (two N x N buffers at the peak, no masks);
 - `blockwise`: the anchors are processed `block_size` rows at a time, in the
   forward pass and again in the backward pass (the logits of a block are
   recomputed), so the extra memory is O(block_size x N) instead of O(N^2), at
@@ -26,8 +26,8 @@ replica's first row in the global batch.
 import tensorflow as tf
 
 # Above this many logits (anchors x contrast rows) the automatic choice is the
-# blockwise path: the dense path holds about three N x N float32 buffers at its
-# peak (3 GiB at 16384 x 16384).
+# blockwise path: the dense path holds two N x N float32 buffers at its peak
+# (measured +2.3 GB at 16384 x 16384, docs/BENCHMARKS.md).
 AUTO_BLOCKWISE_ABOVE = 16384 * 16384
 AUTO_BLOCK_SIZE = 1024
 
