@@ -57,7 +57,7 @@ MAX_FIXED_SHIFT_SPAN = 80.0
 
 # The element-wise passes over the N x N logits are compiled with XLA: the
 # stock TensorFlow CPU kernels are built for AVX only and their `exp` alone
-# costs about as much as one of the products (measured, docs/BENCHMARKS.md);
+# costs about as much as one of the products (a one-off timing, docs/BENCHMARKS.md);
 # XLA targets the host CPU and fuses the exponential with the row sum. The
 # products stay on TensorFlow's oneDNN kernels.
 @tf.function(jit_compile=True, reduce_retracing=True)
