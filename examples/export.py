@@ -127,7 +127,8 @@ def model_card(name, entry):
         f"| epochs | {entry['epochs']} |",
         f"| batch size | {entry['batch_size']} |",
         f"| training wall time | {entry['wall_seconds']:.0f} s on the project's 2-core CPU "
-        "machine, shared with other jobs during the run |",
+        "machine (machines of this kind are shared and noisy; docs/RESULTS.md says what "
+        "else ran) |",
         f"| archive | `{entry['archive']}` ({entry['archive_bytes'] / 1e6:.2f} MB) |",
         f"| sha256 | `{entry['sha256']}` |", "",
         "Training command (from the repository root):", "", "```bash",
