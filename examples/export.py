@@ -49,8 +49,9 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 # also holds absl's own flags).
 TRAINING_FLAGS = ("method", "dataset", "train_size", "encoder", "width", "epochs",
                   "batch_size", "views", "temperature", "augment", "crop_min_scale",
-                  "optimizer", "lr", "weight_decay", "warmup_epochs", "projection_dim",
-                  "seed", "distribute", "synchronized_bn", "mixed_precision")
+                  "color_strength", "optimizer", "lr", "weight_decay", "warmup_epochs",
+                  "projection_dim", "projection_hidden_dims", "seed", "distribute",
+                  "synchronized_bn", "mixed_precision")
 PREPROCESSING = ("raw pixel values in [0, 255] (uint8 or float32); the model scales "
                  "them to [0, 1] itself")
 

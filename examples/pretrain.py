@@ -35,11 +35,17 @@ flags.DEFINE_enum("augment", "supcon", ["supcon", "simclr"], "Augmentation recip
 flags.DEFINE_float("crop_min_scale", None,
                    "Smallest area fraction of the resized crop (default: the recipe's, "
                    "0.2 for supcon, 0.08 for simclr).")
+flags.DEFINE_float("color_strength", None,
+                   "Colour distortion strength s of the simclr recipe (default 1.0; "
+                   "only with --augment simclr).")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "lars", "adamw"], "Optimizer.")
 flags.DEFINE_float("lr", 0.5, "Peak learning rate at --batch_size (not rescaled).")
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay.")
 flags.DEFINE_float("warmup_epochs", 1.0, "Linear warmup epochs before the cosine decay.")
 flags.DEFINE_integer("projection_dim", 128, "Projection head output size.")
+flags.DEFINE_list("projection_hidden_dims", None,
+                  "Hidden layer sizes of the projection head, e.g. 512 or 256,256 "
+                  "(default: one hidden layer as wide as the encoder's features).")
 flags.DEFINE_string("model_dir", "runs/pretrain", "Output folder.")
 flags.DEFINE_enum("distribute", "none", list(sct.distribute.STRATEGIES),
                   "none: one device; mirrored: all local devices; multi_worker: "
@@ -60,6 +66,20 @@ def make_optimizer(name, schedule, weight_decay):
     if name == "lars":
         return sct.optimizers.LARS(schedule, momentum=0.9, weight_decay=weight_decay)
     return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+
+
+def parse_hidden_dims(values):
+    """`--projection_hidden_dims` as a tuple of positive ints, or None."""
+    if not values:
+        return None
+    try:
+        dims = tuple(int(v) for v in values)
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise app.UsageError("--projection_hidden_dims must be positive integers separated "
+                             f"by commas. Received: {','.join(values)}")
+    return dims
 
 
 class _RestoreOnly(keras.callbacks.BackupAndRestore):
@@ -85,6 +105,10 @@ def main(argv):
     tf.get_logger().setLevel("WARNING")
     if FLAGS.mixed_precision != "none":
         keras.mixed_precision.set_dtype_policy(FLAGS.mixed_precision)
+    hidden_dims = parse_hidden_dims(FLAGS.projection_hidden_dims)
+    if FLAGS.color_strength is not None and FLAGS.augment != "simclr":
+        raise app.UsageError(f"--color_strength needs --augment simclr. Received: "
+                             f"--augment {FLAGS.augment}")
     strategy = sct.distribute.get_strategy(FLAGS.distribute)
     chief = sct.distribute.is_chief(strategy)
     # Only the chief writes into --model_dir; other workers write to a
@@ -113,12 +137,14 @@ def main(argv):
         encoder = sct.encoders.get(FLAGS.encoder, image_shape, width=FLAGS.width,
                                    synchronized_bn=sync_bn)
         recipe = sct.augment.supcon if FLAGS.augment == "supcon" else sct.augment.simclr
-        crop = ({} if FLAGS.crop_min_scale is None
+        recipe_args = ({} if FLAGS.crop_min_scale is None
                 else {"crop_scale": (FLAGS.crop_min_scale, 1.0)})
+        if FLAGS.color_strength is not None:
+            recipe_args["strength"] = FLAGS.color_strength
         model = sct.models.SupConModel(
-            encoder, head=sct.layers.ProjectionHead(FLAGS.projection_dim,
+            encoder, head=sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
                                                     synchronized_bn=sync_bn),
-            augmenter=recipe(image_shape, seed=FLAGS.seed, **crop), views=FLAGS.views,
+            augmenter=recipe(image_shape, seed=FLAGS.seed, **recipe_args), views=FLAGS.views,
             probe_classes=(sct.data.num_classes(FLAGS.dataset)
                            if FLAGS.method == "supcon" else None))
         total_steps = FLAGS.epochs * steps_per_epoch

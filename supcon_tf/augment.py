@@ -305,6 +305,10 @@ def _color(channels, brightness, contrast, saturation, hue, seed):
     ])
 
 
+# Keras's brightness factor is at most 1 and the simclr recipe uses 0.8 * s.
+MAX_COLOR_STRENGTH = 1.25
+
+
 def simclr(image_shape, strength=1.0, crop_scale=(0.08, 1.0), seed=None):
     """SimCLR's augmentation: resized crop, flip, colour distortion (p=0.8),
     grayscale (p=0.2), and Gaussian blur (p=0.5) for images of 64 pixels or more.
@@ -315,7 +319,8 @@ def simclr(image_shape, strength=1.0, crop_scale=(0.08, 1.0), seed=None):
 
     Args:
         image_shape: `(height, width, channels)`, channels 1 or 3.
-        strength: Colour distortion strength s. Defaults to 1.0.
+        strength: Colour distortion strength s in [0, 1.25] (at 1.25 the
+            brightness shift spans the whole value range). Defaults to 1.0.
         crop_scale: Area range of the resized crop. Defaults to (0.08, 1.0).
         seed: Integer seed. Defaults to None.
 
@@ -323,8 +328,11 @@ def simclr(image_shape, strength=1.0, crop_scale=(0.08, 1.0), seed=None):
         A `keras.Sequential` mapping images in [0, 255] to augmented images.
     """
     height, width, channels = _check_shape(image_shape)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
-        raise ValueError(f"`strength` must be a number >= 0. Received: strength={strength!r}")
+    if (isinstance(strength, bool) or not isinstance(strength, (int, float))
+            or not 0 <= strength <= MAX_COLOR_STRENGTH):
+        raise ValueError(f"`strength` must be a number in [0, {MAX_COLOR_STRENGTH}] (the "
+                         f"brightness factor 0.8 * strength is at most 1 in Keras's colour "
+                         f"layers). Received: strength={strength!r}")
     s = float(strength)
     layers = [
         RandomResizedCrop(height, width, scale=crop_scale, seed=seed),

@@ -128,6 +128,13 @@ def test_simclr_blurs_large_images_only():
         augment.simclr((32, 32, 2))
     with pytest.raises(ValueError, match="strength=-1"):
         augment.simclr((32, 32, 3), strength=-1)
+    with pytest.raises(ValueError, match="strength=1.5"):
+        augment.simclr((28, 28, 1), strength=1.5)
+    # The largest strength builds and runs on one and three channels.
+    for channels in (1, 3):
+        out = augment.simclr((32, 32, channels), strength=augment.MAX_COLOR_STRENGTH, seed=0)(
+            np.full((2, 32, 32, channels), 128, "float32"), training=True)
+        assert out.shape == (2, 32, 32, channels)
 
 
 def test_recipe_runs_vectorised_in_tf_data():

@@ -71,8 +71,6 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
 
 @pytest.mark.parametrize("script,extra", [
     ("train_ce.py", []),
-    ("pretrain.py", ["--method", "simclr", "--optimizer", "lars", "--augment", "simclr",
-                     "--views", "3"]),
     ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--crop_min_scale", "0.5"]),
 ])
 def test_other_entry_points_run(tmp_path, script, extra):
@@ -80,6 +78,33 @@ def test_other_entry_points_run(tmp_path, script, extra):
     assert os.path.exists(os.path.join(tmp_path, "encoder.keras")), out[-2000:]
     if script == "train_ce.py":
         assert "cross-entropy: test top-1" in out
+
+
+def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
+    _run("pretrain.py", *TINY, "--epochs", "1", "--model_dir", str(tmp_path),
+         "--method", "simclr", "--optimizer", "lars", "--augment", "simclr", "--views", "3",
+         "--color_strength", "1.25", "--projection_hidden_dims", "32,48")
+    import keras
+    import supcon_tf  # noqa: F401  (registers the classes for loading)
+    model = keras.models.load_model(str(tmp_path / "model.keras"))
+    assert model.views == 3 and model.head.hidden_dims == (32, 48)
+    colour = model.augmenter.layers[2].layer     # RandomApply(brightness, contrast)
+    brightness, contrast = (layer.get_config()["factor"] for layer in colour.layers)
+    assert list(brightness) == [-1.0, 1.0] and contrast[1] == 1.0  # 0.8 * 1.25 (default 0.8)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--projection_hidden_dims", "64,0"], "--projection_hidden_dims must be positive"),
+    (["--projection_hidden_dims", "wide"], "Received: wide"),
+    (["--color_strength", "1.0"], "--color_strength needs --augment simclr"),
+    (["--augment", "simclr", "--color_strength", "2"], "strength=2.0"),
+])
+def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
+    proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY, "--epochs", "1",
+                           "--model_dir", str(tmp_path / "run"), *extra],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "encoder.keras").exists()
 
 
 def test_export_script_makes_a_zoo_entry(tmp_path):
