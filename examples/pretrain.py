@@ -165,7 +165,9 @@ def main(argv):
     encoder.save(os.path.join(out_dir, "encoder.keras"))
     model.save(os.path.join(out_dir, "model.keras"))
     with open(os.path.join(out_dir, "pretrain.json"), "w") as f:
-        json.dump({"flags": FLAGS.flag_values_dict(), "wall_seconds": seconds,
+        recorded = FLAGS.flag_values_dict()
+        recorded["projection_hidden_dims"] = list(hidden_dims) if hidden_dims else None
+        json.dump({"flags": recorded, "wall_seconds": seconds,
                    "replicas": strategy.num_replicas_in_sync,
                    "history": {k: [float(v) for v in vs]
                                for k, vs in history.history.items()}},

@@ -91,6 +91,10 @@ def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
     colour = model.augmenter.layers[2].layer     # RandomApply(brightness, contrast)
     brightness, contrast = (layer.get_config()["factor"] for layer in colour.layers)
     assert list(brightness) == [-1.0, 1.0] and contrast[1] == 1.0  # 0.8 * 1.25 (default 0.8)
+    # The run record (what export.py copies onto a model card) holds the parsed sizes.
+    record = json.loads((tmp_path / "pretrain.json").read_text())
+    assert record["flags"]["projection_hidden_dims"] == [32, 48]
+    assert record["flags"]["color_strength"] == 1.25
 
 
 @pytest.mark.parametrize("extra,message", [
