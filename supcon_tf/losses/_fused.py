@@ -45,7 +45,10 @@ def class_segments(labels):
 
 
 def _masked_rows(logits, diag):
-    """Sets each anchor's own entry (`(i, i + diag)`) to -inf."""
+    """Sets each anchor's own entry (`(i, i + diag)`) to -inf; with `diag`
+    None the anchors are not among the contrast rows and nothing is masked."""
+    if diag is None:
+        return logits
     rows = tf.shape(logits)[0]
     return tf.linalg.set_diag(logits, tf.fill([rows], tf.constant(-float("inf"))),
                               k=diag)
@@ -127,6 +130,10 @@ def _lse_dense(anchor, contrast, diag, temperature, unit_norm):
     return lse(anchor, contrast)
 
 
+def _shift(diag, start):
+    return None if diag is None else diag + start
+
+
 def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size):
     n_anchor = tf.shape(anchor)[0]
     n_blocks = (n_anchor + block_size - 1) // block_size
@@ -139,8 +146,8 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size):
     def lse(a, c):
         def forward(b, values):
             start, stop = bounds(b)
-            value, _, _ = _lse_block(a[start:stop], c, diag + start, temperature,
-                                     unit_norm)
+            value, _, _ = _lse_block(a[start:stop], c, _shift(diag, start),
+                                     temperature, unit_norm)
             return b + 1, values.write(b, value)
 
         _, values = tf.while_loop(
@@ -160,7 +167,8 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size):
                 row_lse = tf.where(tf.math.is_finite(row_lse), row_lse,
                                    tf.zeros_like(row_lse))
                 softmax = _exp(_masked_rows(
-                    _shifted_logits(block, c, 1.0 / temperature, row_lse), diag + start))
+                    _shifted_logits(block, c, 1.0 / temperature, row_lse),
+                    _shift(diag, start)))
                 row_weight = (upstream[start:stop] / temperature)[:, None]
                 d_anchor = d_anchor.write(b, tf.matmul(softmax, c) * row_weight)
                 d_contrast = tf.ensure_shape(
@@ -190,7 +198,10 @@ def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
         contrast: `[Nc, d]` float32 contrast rows; anchor row `i` is contrast
             row `i + diag`.
         seg_anchor, seg_contrast: int32 class ids of the rows, `< Nc`.
-        diag: int32 scalar, the offset of the anchors' own rows.
+        diag: int32 scalar, the offset of the anchors' own rows; or None
+            when the anchors are not contrast rows (MoCo's queries against
+            keys): then nothing is excluded and every row of the anchor's
+            class is a positive.
         temperature: Python float.
         block_size: None (automatic), or the anchor rows per block of the
             blockwise path.
@@ -205,9 +216,11 @@ def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
     class_sum = tf.math.unsorted_segment_sum(contrast, seg_contrast, n_contrast)
     class_rows = tf.math.unsorted_segment_sum(
         tf.ones_like(seg_contrast, tf.float32), seg_contrast, n_contrast)
-    own = contrast[diag:diag + n_anchor]
-    positives_sum = tf.gather(class_sum, seg_anchor) - own
-    n_pos = tf.gather(class_rows, seg_anchor) - 1.0
+    positives_sum = tf.gather(class_sum, seg_anchor)
+    n_pos = tf.gather(class_rows, seg_anchor)
+    if diag is not None:
+        positives_sum -= contrast[diag:diag + n_anchor]
+        n_pos -= 1.0
     has_pos = n_pos > 0
     safe_n_pos = tf.where(has_pos, n_pos, tf.ones_like(n_pos))
     positive_term = tf.reduce_sum(anchor * positives_sum, axis=1) / (

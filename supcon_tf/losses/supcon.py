@@ -5,40 +5,42 @@ Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020
 NT-Xent (Chen et al., ICML 2020, https://arxiv.org/abs/2002.05709).
 """
 
+import math
+import numbers
+
 import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf.losses import _fused
-from supcon_tf.losses._masks import (_masked_logsumexp, _positive_mask, _self_mask,  # noqa: F401
-                                     checked_labels, is_class_ids, positive_mask)
+from supcon_tf.losses._masks import (HOT, _masked_logsumexp, _positive_mask,  # noqa: F401
+                                     _self_mask, checked_labels, class_ids,
+                                     is_class_ids, label_kind, positive_mask,
+                                     same_class, validate_labels)
 
 CONTRAST_MODES = ("all", "one")
 VARIANTS = ("out", "in")
 DENOMINATORS = ("all", "one_positive", "only_negatives")
 
 
+def _positive_number(value, name, alternative=""):
+    """`value` as a Python float; a `TypeError` / `ValueError` naming `name`
+    unless it is a finite real number > 0 (numpy scalars are fine)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number{alternative}. Received: {name}={value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value}")
+    return float(value)
+
+
 def _check_options(temperature, base_temperature, contrast_mode, variant,
                    denominator, positives_cap, block_size=None):
     """Validates the loss options; returns the resolved base temperature."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(
-            "`temperature` must be a number. "
-            f"Received: temperature={temperature!r}")
-    if not temperature > 0:
-        raise ValueError(
-            f"`temperature` must be > 0. Received: temperature={temperature}")
+    temperature = _positive_number(temperature, "temperature")
     if base_temperature is None:
         base_temperature = temperature
-    if (isinstance(base_temperature, bool)
-            or not isinstance(base_temperature, (int, float))):
-        raise TypeError(
-            "`base_temperature` must be a number or None. "
-            f"Received: base_temperature={base_temperature!r}")
-    if not base_temperature > 0:
-        raise ValueError(
-            "`base_temperature` must be > 0. "
-            f"Received: base_temperature={base_temperature}")
+    base_temperature = _positive_number(base_temperature, "base_temperature",
+                                        " or None")
     if contrast_mode not in CONTRAST_MODES:
         raise ValueError(
             f"`contrast_mode` must be one of {CONTRAST_MODES}. "
@@ -51,7 +53,7 @@ def _check_options(temperature, base_temperature, contrast_mode, variant,
             f"`denominator` must be one of {DENOMINATORS}. "
             f"Received: denominator={denominator!r}")
     if positives_cap is not None:
-        if isinstance(positives_cap, bool) or not isinstance(positives_cap, int):
+        if isinstance(positives_cap, bool) or not isinstance(positives_cap, numbers.Integral):
             raise TypeError(
                 "`positives_cap` must be None or an integer >= 0. "
                 f"Received: positives_cap={positives_cap!r}")
@@ -60,7 +62,7 @@ def _check_options(temperature, base_temperature, contrast_mode, variant,
                 "`positives_cap` must be None or an integer >= 0. "
                 f"Received: positives_cap={positives_cap}")
     if block_size is not None:
-        if isinstance(block_size, bool) or not isinstance(block_size, int):
+        if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
             raise TypeError(
                 "`block_size` must be None or an integer >= 1. "
                 f"Received: block_size={block_size!r}")
@@ -78,7 +80,7 @@ def _check_options(temperature, base_temperature, contrast_mode, variant,
                     "blockwise path implements the paper's L_out over all "
                     f"other views). Received: block_size={block_size}, "
                     f"{name}={value!r}")
-    return float(base_temperature)
+    return temperature, base_temperature
 
 
 def _as_views(y_pred):
@@ -93,9 +95,13 @@ def _as_views(y_pred):
         raise ValueError(
             "`y_pred` must have rank >= 2 ([batch, dim] or [batch, views, dim, "
             f"...]). Received: y_pred.shape={y_pred.shape}")
-    if not (y_pred.dtype.is_floating or y_pred.dtype.is_integer):
+    if not (y_pred.dtype.is_floating or y_pred.dtype.is_integer) or y_pred.dtype == tf.bool:
         raise TypeError(
             f"`y_pred` must be a real tensor. Received: y_pred.dtype={y_pred.dtype}")
+    if y_pred.shape[0] == 0 or 0 in y_pred.shape[1:]:
+        raise ValueError(
+            "`y_pred` must hold at least one sample, one view and one feature. "
+            f"Received: y_pred.shape={y_pred.shape}")
     # All arithmetic in float32, also for float16 / bfloat16 embeddings.
     y_pred = tf.cast(y_pred, tf.float32)
     if rank == 2:
@@ -107,6 +113,54 @@ def _as_views(y_pred):
     return y_pred
 
 
+def _check_queue(queue, queue_labels, features, y_true, mask, labelled=None):
+    """The queue as float32 `[K, dim]` (no gradient) and its labels, checked
+    against the embeddings and the labels of the batch."""
+    if queue is None:
+        if queue_labels is not None:
+            raise ValueError("`queue_labels` needs a `queue`. Received: queue=None and "
+                             f"queue_labels.shape={tf.convert_to_tensor(queue_labels).shape}")
+        return None, None
+    if mask is not None:
+        raise ValueError("A `queue` cannot be combined with an explicit `mask` (the mask "
+                         "says nothing of the queue's entries); pass labels instead. "
+                         f"Received: mask.shape={tf.convert_to_tensor(mask).shape}")
+    queue = tf.stop_gradient(tf.cast(tf.convert_to_tensor(queue), tf.float32))
+    dim = features.shape[-1]
+    if queue.shape.rank != 2 or (dim is not None and queue.shape[1] is not None
+                                 and queue.shape[1] != dim):
+        raise ValueError(
+            f"`queue` must be [entries, dim] with the embeddings' dim ({dim}). "
+            f"Received: queue.shape={queue.shape}")
+    labelled = y_true is not None if labelled is None else labelled
+    if labelled and queue_labels is None:
+        raise ValueError("With labels, the `queue` needs `queue_labels` (its entries' "
+                         "classes, [entries]). Received: queue_labels=None")
+    if not labelled and queue_labels is not None:
+        raise ValueError("`queue_labels` were given without labels for the batch "
+                         "(y_true=None): with no labels every queue entry is a "
+                         "negative. Received: queue_labels.shape="
+                         f"{tf.convert_to_tensor(queue_labels).shape}")
+    if queue_labels is not None:
+        queue_labels, check = checked_labels(queue_labels, tf.shape(queue)[0], "queue_labels")
+        if label_kind(queue_labels) != label_kind(tf.convert_to_tensor(y_true)):
+            raise ValueError(
+                "`queue_labels` must be of the same kind as `y_true` (class ids, or "
+                f"multi-hot with the same classes). Received: queue_labels.shape="
+                f"{queue_labels.shape}, y_true.shape={tf.convert_to_tensor(y_true).shape}")
+        with tf.control_dependencies([check]):
+            queue = tf.identity(queue)
+    return queue, queue_labels
+
+
+def nonfinite_marker(*tensors):
+    """A float32 scalar: 0 when every tensor is finite, NaN otherwise. Added to
+    a loss, it makes a NaN or infinite embedding give a NaN loss on every path
+    (Keras's NaN handling, e.g. `TerminateOnNaN`, then sees it)."""
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
+    return tf.stop_gradient(tf.where(tf.reduce_all(finite), 0.0, float("nan")))
+
+
 def _fused_applies(y_true, mask, contrast_mode, variant, denominator, positives_cap):
     """Whether the options are those the fused paths (`_fused`) implement."""
     return (mask is None and contrast_mode == "all" and variant == "out"
@@ -115,27 +169,38 @@ def _fused_applies(y_true, mask, contrast_mode, variant, denominator, positives_
 
 
 def _fused_per_anchor(features, contrast_features, y_true, batch, views, offset,
-                      temperature, block_size, unit_norm):
-    """Per-anchor `L_out` of the default options, rows sample-major."""
+                      temperature, block_size, unit_norm, queue=None, queue_labels=None):
+    """Per-anchor `L_out` of the default options, rows sample-major; the queue's
+    rows follow the batch's."""
     n_contrast = tf.shape(contrast_features)[0]
+    dim = tf.shape(features)[-1]
+    contrast = tf.reshape(contrast_features, [-1, dim])
     if y_true is None:
         seg_contrast = tf.range(n_contrast)
+        if queue is not None:
+            # Every queue entry is a class of its own: a negative.
+            seg_contrast = tf.concat([seg_contrast, n_contrast + tf.range(tf.shape(queue)[0])], 0)
     else:
         y_true, check = checked_labels(y_true, batch)
         with tf.control_dependencies([check]):
-            seg_contrast = _fused.class_segments(
-                tf.reshape(_cross_replica.all_gather(y_true), [-1]))
+            labels = class_ids(_cross_replica.all_gather(y_true))
+            if queue is not None:
+                labels = tf.concat([labels, class_ids(queue_labels, "queue_labels")], 0)
+            seg_contrast = _fused.class_segments(labels)
     seg_anchor = seg_contrast[offset:offset + batch]
-    dim = tf.shape(features)[-1]
+    seg_rows = tf.repeat(seg_contrast[:n_contrast], views)
+    if queue is not None:
+        contrast = tf.concat([contrast, queue], 0)
+        seg_rows = tf.concat([seg_rows, seg_contrast[n_contrast:]], 0)
     return _fused.supcon_out_per_anchor(
-        tf.reshape(features, [-1, dim]), tf.reshape(contrast_features, [-1, dim]),
-        tf.repeat(seg_anchor, views), tf.repeat(seg_contrast, views),
+        tf.reshape(features, [-1, dim]), contrast, tf.repeat(seg_anchor, views), seg_rows,
         offset * views, float(temperature), block_size, unit_norm)
 
 
 def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=None,
                 contrast_mode="all", variant="out", denominator="all",
-                positives_cap=None, normalize=True, block_size=None, fused=True):
+                positives_cap=None, normalize=True, block_size=None, fused=True,
+                queue=None, queue_labels=None):
     """Supervised contrastive loss, one value per sample.
 
     Every view of every sample in `y_pred` is contrasted against every other
@@ -199,15 +264,34 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             masks. False forces the general masked implementation, which
             gives the same values and gradients (to float32 round-off) more
             slowly. Defaults to True.
+        queue: Optional `[K, dim]` embeddings added to every anchor's contrast
+            set after the views of the (global) batch, e.g. MoCo's queue of
+            past keys (`supcon_tf.memory.FeatureQueue`). No gradient flows
+            into it; it is L2-normalised with the batch when `normalize`.
+            With `y_true=None` every entry is a negative; with labels the
+            entries of the anchor's class are positives (counted after the
+            batch's by `positives_cap`). Defaults to None.
+        queue_labels: The queue's labels `[K]`, of the same kind as
+            `y_true`; required with labels and a queue, and an error without
+            labels. Defaults to None.
 
     Returns:
         A float32 tensor `[batch]`: for each sample, the mean of the loss over
         its anchor views. An anchor with no positive contributes 0 (as in both
         published reference implementations); so does an anchor with no
-        negative under `denominator="only_negatives"`. The loss is never NaN.
+        negative under `denominator="only_negatives"`. For finite embeddings
+        the loss is never NaN; a NaN or infinite embedding (or queue entry)
+        makes every value NaN, on every path, so that Keras's NaN handling
+        (`TerminateOnNaN`, the NaN check of `fit`) sees it.
 
     Raises:
-        ValueError: `y_pred` of rank < 2; a number of labels different from
+        ValueError: `y_pred` of rank < 2, or with no sample, view or feature;
+            one view and no labels (no anchor could have a positive: pass
+            `[batch, views, dim]`, not the views concatenated along the batch);
+            labels `[batch, classes]` that are not 0/1, or float class ids
+            that are not whole numbers (when the graph runs:
+            `tf.errors.InvalidArgumentError`); a queue of another dim, or
+            without `queue_labels` when there are labels; a number of labels different from
             the batch size; both `y_true` and `mask` given; a `mask` that is not
             `[batch, batch]`; an unknown `contrast_mode`, `variant` or
             `denominator`; `temperature <= 0` or `base_temperature <= 0`;
@@ -215,7 +299,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             options it does not implement. Shapes only known when the graph
             runs are checked then (`tf.errors.InvalidArgumentError`).
         TypeError: a non-numeric `temperature`, `base_temperature`,
-            `positives_cap` or `block_size`.
+            `positives_cap` or `block_size`; string or bool labels.
 
     Example:
 
@@ -228,26 +312,35 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     Reference:
         Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
     """
-    base_temperature = _check_options(temperature, base_temperature,
-                                      contrast_mode, variant, denominator,
-                                      positives_cap, block_size)
+    temperature, base_temperature = _check_options(
+        temperature, base_temperature, contrast_mode, variant, denominator,
+        positives_cap, block_size)
     features = _as_views(y_pred)
+    if y_true is not None:
+        y_true = validate_labels(y_true)      # dtype and rank, before any use
+    queue, queue_labels = _check_queue(queue, queue_labels, features, y_true, mask)
     if normalize:
         features = tf.math.l2_normalize(features, axis=-1)
+        if queue is not None:
+            queue = tf.math.l2_normalize(queue, axis=-1)
     batch = features.shape[0]
     if batch is None:
         batch = tf.shape(features)[0]
     views = features.shape[1]
     if views is None:
         views = tf.shape(features)[1]
-    if isinstance(views, int) and views < 1:
+    if y_true is None and mask is None and views == 1:
         raise ValueError(
-            f"`y_pred` must have at least one view. Received: y_pred.shape="
+            "With no labels (y_true=None) and one view per sample, no anchor has a "
+            "positive and the loss is 0. Pass the views as `y_pred` of shape "
+            "[batch, views, dim] (e.g. tf.stack([z1, z2], axis=1)), not concatenated "
+            "along the batch. Received: y_pred.shape="
             f"{tf.convert_to_tensor(y_pred).shape}")
 
     # Inside a replica context the anchors are this replica's views and the
     # contrast set is the global batch (gradients flow back to each replica).
     contrast_features, offset = _cross_replica.global_batch(features)
+    poison = nonfinite_marker(contrast_features, queue)
     n_contrast = contrast_features.shape[0]
     if n_contrast is None:
         n_contrast = tf.shape(contrast_features)[0]
@@ -255,20 +348,27 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             y_true, mask, contrast_mode, variant, denominator, positives_cap):
         per_anchor = _fused_per_anchor(features, contrast_features, y_true, batch,
                                        views, offset, temperature, block_size,
-                                       unit_norm=normalize)
+                                       unit_norm=normalize, queue=queue,
+                                       queue_labels=queue_labels)
         per_anchor *= temperature / base_temperature
-        return tf.reduce_mean(tf.reshape(per_anchor, [batch, views]), axis=1)
+        return tf.reduce_mean(tf.reshape(per_anchor, [batch, views]), axis=1) + poison
     if block_size is not None:
         raise ValueError(
             "`block_size` needs class-id labels ([batch] or [batch, 1]) or no "
             "labels, and no `mask`. Received: "
-            + ("a mask" if mask is not None else
-               f"y_true.shape={tf.convert_to_tensor(y_true).shape}"))
+            + ("a mask" if mask is not None else f"y_true.shape={y_true.shape}"))
     y_contrast = None if y_true is None else _cross_replica.all_gather(y_true)
     sample_pos = _positive_mask(y_true, y_contrast, mask, batch, n_contrast,
                                 offset)                            # [B, Bc]
+    own = tf.cast(_self_mask(batch, n_contrast, offset), tf.float32)
+    if queue is not None:
+        # The queue's entries are one-view samples after the batch's.
+        queue_pos = (tf.zeros([batch, tf.shape(queue)[0]]) if y_true is None else
+                     tf.cast(same_class(y_true, queue_labels, label_kind(y_true),
+                                        "queue_labels"), tf.float32))
+        sample_pos = tf.concat([sample_pos, queue_pos], 1)
+        own = tf.concat([own, tf.zeros_like(queue_pos)], 1)
     if positives_cap is not None:
-        own = tf.cast(_self_mask(batch, n_contrast, offset), tf.float32)
         others = sample_pos * (1.0 - own)
         rank_in_class = tf.cumsum(others, axis=1)              # 1-based on positives
         kept = others * tf.cast(rank_in_class <= positives_cap, tf.float32)
@@ -278,7 +378,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
         excluded = tf.zeros_like(sample_pos)
 
     # View-major layout, as in the reference code: row v * B + i is view v of
-    # sample i.
+    # sample i; the queue's entries are the last columns.
     dim = tf.shape(features)[-1]
     contrast = tf.reshape(tf.transpose(contrast_features, [1, 0, 2]), [-1, dim])
     if contrast_mode == "one":
@@ -287,10 +387,19 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     else:
         anchor = tf.reshape(tf.transpose(features, [1, 0, 2]), [-1, dim])
         anchor_views = views
-    logits = tf.matmul(anchor, contrast, transpose_b=True) / temperature  # [A, N]
 
-    pos = tf.tile(sample_pos, [anchor_views, views]) > 0
-    out = tf.tile(excluded, [anchor_views, views]) > 0
+    def by_views(sample_level):
+        """`[B, Bc (+K)]` -> `[anchor rows, contrast columns]`."""
+        batch_part = tf.tile(sample_level[:, :n_contrast], [anchor_views, views])
+        if queue is None:
+            return batch_part > 0
+        queue_part = tf.tile(sample_level[:, n_contrast:], [anchor_views, 1])
+        return tf.concat([batch_part, queue_part], 1) > 0
+
+    if queue is not None:
+        contrast = tf.concat([contrast, queue], 0)
+    logits = tf.matmul(anchor, contrast, transpose_b=True) / temperature  # [A, N]
+    pos, out = by_views(sample_pos), by_views(excluded)
     # The anchor itself: anchor row v * B + i is contrast column
     # v * Bc + offset + i (the same view of the same sample); on one device
     # this is the diagonal.
@@ -325,7 +434,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     per_anchor = tf.where(keep, per_anchor, tf.zeros_like(per_anchor))
     per_anchor *= temperature / base_temperature
     per_sample = tf.reduce_mean(tf.reshape(per_anchor, [anchor_views, -1]), axis=0)
-    return per_sample
+    return per_sample + poison
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
@@ -373,34 +482,55 @@ class SupConLoss(keras.losses.Loss):
                  normalize=True, block_size=None, reduction="sum_over_batch_size",
                  name="supcon_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        _check_options(temperature, base_temperature, contrast_mode, variant,
-                       denominator, positives_cap, block_size)
+        temperature, base_temperature_ = _check_options(
+            temperature, base_temperature, contrast_mode, variant, denominator,
+            positives_cap, block_size)
         self.temperature = temperature
-        self.base_temperature = base_temperature
+        self.base_temperature = None if base_temperature is None else base_temperature_
         self.contrast_mode = contrast_mode
         self.variant = variant
         self.denominator = denominator
-        self.positives_cap = positives_cap
+        self.positives_cap = None if positives_cap is None else int(positives_cap)
         self.normalize = normalize
-        self.block_size = block_size
+        self.block_size = None if block_size is None else int(block_size)
+        self._queue = (None, None)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(self, y_true, y_pred, sample_weight=None, queue=None, queue_labels=None):
+        """As `keras.losses.Loss.__call__`, plus the optional `queue` and
+        `queue_labels` of `supcon_loss`."""
         if y_true is None:
+            views = tf.convert_to_tensor(y_pred).shape
+            if views.rank == 2 or (views.rank is not None and views.rank > 2 and views[1] == 1):
+                # The ids below would hide this from supcon_loss.
+                supcon_loss(None, y_pred)
+            if queue_labels is not None:
+                _check_queue(queue, queue_labels, _as_views(y_pred), None, None)
             # Self-supervised: every sample is its own class. Unique ids give
             # exactly the identity positive mask, and survive the base class's
             # conversion of `y_true` to a tensor.
             # Inside a replica context the ids are offset by the replica, so
-            # they stay unique over the global batch.
+            # they stay unique over the global batch; queue entries get
+            # negative ids, unlike any sample's.
             y_true = _cross_replica.unique_ids(tf.shape(tf.convert_to_tensor(y_pred))[0])
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+            if queue is not None:
+                queue_labels = -1 - tf.range(tf.shape(tf.convert_to_tensor(queue))[0])
+        else:
+            y_true = validate_labels(y_true)
+        self._queue = (queue, queue_labels)
+        try:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        finally:
+            self._queue = (None, None)
 
     def call(self, y_true, y_pred):
+        queue, queue_labels = self._queue
         return supcon_loss(
             y_true, y_pred, temperature=self.temperature,
             base_temperature=self.base_temperature,
             contrast_mode=self.contrast_mode, variant=self.variant,
             denominator=self.denominator, positives_cap=self.positives_cap,
-            normalize=self.normalize, block_size=self.block_size)
+            normalize=self.normalize, block_size=self.block_size,
+            queue=queue, queue_labels=queue_labels)
 
     def get_config(self):
         config = super().get_config()
