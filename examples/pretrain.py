@@ -1,6 +1,8 @@
-"""Stage 1: contrastive pretraining (SupCon or SimCLR) of an encoder.
+"""Stage 1: contrastive pretraining of an encoder (SupCon, SimCLR, MoCo v2).
 
     python examples/pretrain.py --method supcon --epochs 10 --model_dir runs/supcon
+    python examples/pretrain.py --method moco --temperature 0.2 --model_dir runs/moco
+    python examples/pretrain.py --method supcon --queue_size 4096   # SupCon + MoCo queue
 
 Writes to --model_dir: `encoder.keras` (the pretrained encoder, for
 examples/linear_eval.py), `model.keras` (encoder + head), TensorBoard logs in
@@ -20,8 +22,14 @@ import tensorflow as tf
 import supcon_tf as sct
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("method", "supcon", ["supcon", "simclr"],
-                  "supcon uses the labels; simclr ignores them.")
+flags.DEFINE_enum("method", "supcon", ["supcon", "simclr", "moco"],
+                  "supcon uses the labels; simclr and moco ignore them.")
+flags.DEFINE_integer("queue_size", None,
+                     "MoCo's queue of past keys (default 4096 for --method moco). With "
+                     "--method supcon: SupCon with a momentum encoder and a labelled queue.")
+flags.DEFINE_float("momentum", 0.99, "Momentum of MoCo's key encoder.")
+flags.DEFINE_bool("symmetric", False, "MoCo: also the loss with the views swapped (v2+).")
+flags.DEFINE_integer("bn_groups", 2, "MoCo: BatchNorm groups per replica (shuffle-BN).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
@@ -109,6 +117,11 @@ def main(argv):
     if FLAGS.color_strength is not None and FLAGS.augment != "simclr":
         raise app.UsageError(f"--color_strength needs --augment simclr. Received: "
                              f"--augment {FLAGS.augment}")
+    queue_size = FLAGS.queue_size
+    if FLAGS.method == "moco" and queue_size is None:
+        queue_size = 4096
+    if FLAGS.method == "simclr" and queue_size is not None:
+        raise app.UsageError("--queue_size is for --method moco or supcon (simclr has no queue).")
     strategy = sct.distribute.get_strategy(FLAGS.distribute)
     chief = sct.distribute.is_chief(strategy)
     # Only the chief writes into --model_dir; other workers write to a
@@ -118,7 +131,7 @@ def main(argv):
     split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
     image_shape = tuple(train.element_spec[0].shape)
-    if FLAGS.method == "simclr":
+    if FLAGS.method in ("simclr", "moco"):
         train = train.map(lambda image, label: image)
     # --batch_size is the global batch; under a strategy each replica gets an
     # equal share of every batch (drop_remainder=True).
@@ -141,18 +154,28 @@ def main(argv):
                 else {"crop_scale": (FLAGS.crop_min_scale, 1.0)})
         if FLAGS.color_strength is not None:
             recipe_args["strength"] = FLAGS.color_strength
-        model = sct.models.SupConModel(
-            encoder, head=sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
-                                                    synchronized_bn=sync_bn),
-            augmenter=recipe(image_shape, seed=FLAGS.seed, **recipe_args), views=FLAGS.views,
-            probe_classes=(sct.data.num_classes(FLAGS.dataset)
-                           if FLAGS.method == "supcon" else None))
+        head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
+                                         synchronized_bn=sync_bn)
+        augmenter = recipe(image_shape, seed=FLAGS.seed, **recipe_args)
+        probe_classes = (sct.data.num_classes(FLAGS.dataset)
+                         if FLAGS.method == "supcon" else None)
+        if queue_size is None:
+            model = sct.models.SupConModel(encoder, head=head, augmenter=augmenter,
+                                           views=FLAGS.views, probe_classes=probe_classes)
+            loss = sct.losses.SupConLoss(temperature=FLAGS.temperature)
+        else:
+            model = sct.models.MoCoModel(
+                encoder, head=head, augmenter=augmenter, views=FLAGS.views,
+                queue_size=queue_size, momentum=FLAGS.momentum, temperature=FLAGS.temperature,
+                symmetric=FLAGS.symmetric, bn_groups=FLAGS.bn_groups,
+                probe_classes=probe_classes)
+            loss = None                      # MoCoLoss(temperature)
         total_steps = FLAGS.epochs * steps_per_epoch
         schedule = sct.optimizers.warmup_cosine(
             FLAGS.lr, total_steps=total_steps,
             warmup_steps=min(int(FLAGS.warmup_epochs * steps_per_epoch), total_steps - 1))
         model.compile(optimizer=make_optimizer(FLAGS.optimizer, schedule, FLAGS.weight_decay),
-                      loss=sct.losses.SupConLoss(temperature=FLAGS.temperature))
+                      loss=loss)
 
     backup_dir = os.path.join(FLAGS.model_dir, "backup")
     start = time.time()

@@ -12,7 +12,9 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         f"tensorflow wheel). Original error: {err}") from err
 
 from supcon_tf import (augment, data, distribute, encoders, evaluation,  # noqa: E402
-                       export, layers, losses, models, optimizers, zoo)
+                       export, layers, losses, memory, metrics, models, momentum,
+                       optimizers, zoo)
 
 __all__ = ["augment", "data", "distribute", "encoders", "evaluation", "export",
-           "layers", "losses", "models", "optimizers", "zoo", "__version__"]
+           "layers", "losses", "memory", "metrics", "models", "momentum", "optimizers",
+           "zoo", "__version__"]

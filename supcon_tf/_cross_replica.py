@@ -95,3 +95,24 @@ def unique_ids(local_batch):
 def _offset(ctx, local_batch):
     """This replica's first row in the global batch (equal shares)."""
     return tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
+
+
+def assign(pairs):
+    """Assigns `value` to each Keras `variable` of `pairs` from a replica
+    context, where every replica computed the same value (all-gathered keys,
+    the EMA of synchronised weights). Mirrored variables are updated on every
+    device through `merge_call` and `extended.update`, as Keras's optimizers
+    do; outside a strategy it is a plain `assign`. Returns nothing."""
+    pairs = [(v, tf.convert_to_tensor(x)) for v, x in pairs]
+    ctx = replica_context()
+    if ctx is None:
+        for variable, value in pairs:
+            variable.assign(value)
+        return
+
+    def merge(strategy, values):
+        for (variable, _), value in zip(pairs, values):
+            strategy.extended.update(variable.value, lambda var, x: var.assign(x),
+                                     args=(value,), group=False)
+
+    ctx.merge_call(merge, args=([value for _, value in pairs],))

@@ -20,8 +20,30 @@ def _sample_positive(labels, mask, i, j):
     return i == j or bool(np.any((labels[i] != 0) & (labels[j] != 0)))
 
 
-def _status(labels, mask, cap, i, j):
-    """'pos', 'neg' or 'excluded' (capped out) of sample j for anchor sample i."""
+def _queue_positive(labels, queue_labels, i, k):
+    """Is queue entry k a positive of anchor sample i?"""
+    if labels is None:
+        return False
+    a, b = np.asarray(labels), np.asarray(queue_labels)
+    if a.ndim == 1 or a.shape[1] == 1:
+        return a.reshape(-1)[i] == b.reshape(-1)[k]
+    return bool(np.any((a[i] != 0) & (b[k] != 0)))
+
+
+def _status(labels, mask, cap, i, j, queue_labels=None):
+    """'pos', 'neg' or 'excluded' (capped out) of sample j for anchor sample i;
+    j = ('queue', k) is queue entry k, ranked after every batch sample."""
+    batch = None if labels is None else len(labels)
+    if isinstance(j, tuple):
+        k = j[1]
+        if not _queue_positive(labels, queue_labels, i, k):
+            return "neg"
+        if cap is None:
+            return "pos"
+        n = batch if batch is not None else len(mask)
+        rank = sum(1 for jj in range(n) if jj != i and _sample_positive(labels, mask, i, jj))
+        rank += sum(1 for kk in range(k + 1) if _queue_positive(labels, queue_labels, i, kk))
+        return "pos" if rank <= cap else "excluded"
     if not _sample_positive(labels, mask, i, j):
         return "neg"
     if j == i or cap is None:
@@ -33,15 +55,20 @@ def _status(labels, mask, cap, i, j):
 
 def supcon_reference(labels, features, mask=None, temperature=0.1,
                      base_temperature=None, contrast_mode="all", variant="out",
-                     denominator="all", positives_cap=None, normalize=True):
-    """Per-sample SupCon loss, by loops. Returns float64 [batch]."""
+                     denominator="all", positives_cap=None, normalize=True,
+                     queue=None, queue_labels=None):
+    """Per-sample SupCon loss, by loops. Returns float64 [batch]. `queue`
+    entries ([K, dim]) join every anchor's contrast set after the batch."""
     f = np.asarray(features, dtype=np.float64)
+    qf = None if queue is None else np.asarray(queue, dtype=np.float64)
     if f.ndim == 2:
         f = f[:, None, :]
     batch, views = f.shape[:2]
     f = f.reshape(batch, views, -1)
     if normalize:
         f = f / np.linalg.norm(f, axis=-1, keepdims=True)
+        if qf is not None:
+            qf = qf / np.linalg.norm(qf, axis=-1, keepdims=True)
     if base_temperature is None:
         base_temperature = temperature
     anchor_views = range(views) if contrast_mode == "all" else [0]
@@ -60,6 +87,13 @@ def supcon_reference(labels, features, mask=None, temperature=0.1,
                         positives.append(logit)
                     elif status == "neg":
                         negatives.append(logit)
+            for k in range(0 if qf is None else len(qf)):
+                logit = float(np.dot(f[i, v], qf[k])) / temperature
+                status = _status(labels, mask, positives_cap, i, ("queue", k), queue_labels)
+                if status == "pos":
+                    positives.append(logit)
+                elif status == "neg":
+                    negatives.append(logit)
             if not positives:
                 continue
             if denominator == "only_negatives" and not negatives:
@@ -118,3 +152,28 @@ def supcon_pytorch_port(labels, features, temperature=0.07, base_temperature=0.0
     mean_log_prob_pos = (mask * log_prob).sum(1) / mask_pos_pairs
     loss = -(temperature / base_temperature) * mean_log_prob_pos
     return loss.reshape(anchor_count, batch_size).mean()
+
+
+def moco_reference(labels, queries, keys, queue, queue_labels=None, temperature=0.2):
+    """MoCo's loss per query, by loops, from the paper's pseudo-code (Algorithm
+    1): l_pos = q . k, l_neg = q . queue, loss = CE([l_pos, l_neg] / T, 0).
+    With labels: SupCon's L_out over every key of the batch and the queue,
+    positives those of the query's class. Inputs are L2-normalised here."""
+    unit = lambda a: np.asarray(a, np.float64) / np.linalg.norm(a, axis=-1, keepdims=True)
+    q, k = unit(queries), unit(keys)
+    qu = np.zeros((0, q.shape[1])) if queue is None or len(queue) == 0 else unit(queue)
+    out = np.zeros(len(q))
+    for i in range(len(q)):
+        if labels is None:
+            logits = [float(q[i] @ k[i]) / temperature]
+            logits += [float(q[i] @ n) / temperature for n in qu]
+            out[i] = -logits[0] + math.log(sum(math.exp(x) for x in logits))
+            continue
+        contrast = [(float(q[i] @ k[j]) / temperature, labels[j] == labels[i])
+                    for j in range(len(k))]
+        contrast += [(float(q[i] @ qu[m]) / temperature, queue_labels[m] == labels[i])
+                     for m in range(len(qu))]
+        log_den = math.log(sum(math.exp(x) for x, _ in contrast))
+        positives = [x for x, p in contrast if p]
+        out[i] = -sum(x - log_den for x in positives) / len(positives)
+    return out

@@ -168,3 +168,39 @@ def test_views_from_the_input_pipeline():
     model.compile(optimizer="adam")
     history = model.fit(ds, epochs=2, verbose=0).history
     assert np.isfinite(history["loss"]).all()
+
+
+def test_supcon_model_file_of_v0_1_0_loads():
+    """A .keras file saved by the SupConModel of v0.1.0 (before the models
+    package) loads, predicts as it did, and trains on."""
+    fixtures = __import__("pathlib").Path(__file__).parent / "fixtures"
+    loaded = keras.models.load_model(str(fixtures / "supcon_model_v0_1_0.keras"))
+    want = np.load(fixtures / "supcon_model_v0_1_0.npz")
+    assert isinstance(loaded, sct.models.SupConModel)
+    assert isinstance(loaded, sct.models.ContrastiveModel)
+    np.testing.assert_allclose(loaded(want["x"]), want["projections"], atol=1e-5)
+    np.testing.assert_array_equal(loaded.probe.kernel.numpy(), want["probe_kernel"])
+    assert loaded.loss.get_config()["temperature"] == 0.3
+    x, y = _images(16)
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def test_input_rank_may_change_between_fits():
+    x, y = _images(16)
+    model = _model()
+    model.compile(optimizer="sgd")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    views = np.stack([x, x[:, :, ::-1]], axis=1)
+    history = model.fit(views, y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    assert np.isfinite(model.evaluate(x, y, batch_size=8, verbose=0)).all()
+
+
+def test_probe_logs_only_with_labels():
+    x, _ = _images(16)
+    model = _model(probe_classes=4)
+    model.compile(optimizer="sgd")
+    logs = model.fit(x, batch_size=8, epochs=1, verbose=0).history
+    assert set(logs) == {"loss", "contrastive_accuracy"}
+    results = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
+    assert set(results) == {"loss", "contrastive_accuracy"}

@@ -1,0 +1,113 @@
+"""Stateful memories of embeddings: MoCo's `FeatureQueue`.
+
+The state lives in non-trainable Keras variables, so a `.keras` file and
+`keras.callbacks.BackupAndRestore` keep it: a resumed run continues with the
+queue it had, not an empty one.
+"""
+
+import numbers
+
+import keras
+import tensorflow as tf
+
+from supcon_tf import _cross_replica
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class FeatureQueue(keras.layers.Layer):
+    """A FIFO ring of the last `size` embeddings (and optionally their labels).
+
+    `read()` returns the filled entries, oldest slot first in slot order
+    (slots never filled take no part: no random vectors stand in for real
+    negatives); `enqueue(keys, labels)` writes a batch of keys over the oldest
+    slots, wrapping around for any `size` (a batch larger than the queue keeps
+    its last `size` keys). Read before you enqueue: the loss of a batch sees
+    the queue as it was before that batch.
+
+    Under `tf.distribute`, call `enqueue` from every replica with the same
+    all-gathered keys of the global batch (in global order): every replica
+    then holds the same queue. `supcon_tf.models.MoCoModel` does this.
+
+    Args:
+        size: Number of slots, >= 1.
+        dim: Embedding size, >= 1.
+        with_labels: Also store an int64 label per slot. Defaults to False.
+
+    Example:
+
+    >>> q = FeatureQueue(size=3, dim=2)
+    >>> q.enqueue(tf.ones((2, 2)))
+    >>> q.read()[0].shape
+    TensorShape([2, 2])
+
+    Reference:
+        He et al., "Momentum Contrast for Unsupervised Visual Representation
+        Learning", CVPR 2020.
+    """
+
+    def __init__(self, size, dim, with_labels=False, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("size", size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+        self.size, self.dim, self.with_labels = int(size), int(dim), bool(with_labels)
+        self.values = self.add_weight(shape=(self.size, self.dim), initializer="zeros",
+                                      trainable=False, name="values")
+        self.labels = (self.add_weight(shape=(self.size,), initializer="zeros", dtype="int64",
+                                       trainable=False, name="labels")
+                       if self.with_labels else None)
+        self.pointer = self.add_weight(shape=(), initializer="zeros", dtype="int64",
+                                       trainable=False, name="pointer")
+        self.count = self.add_weight(shape=(), initializer="zeros", dtype="int64",
+                                     trainable=False, name="count")
+        self.built = True
+
+    def read(self):
+        """`(values [n, dim], labels [n] or None)` of the `n <= size` filled slots."""
+        n = tf.convert_to_tensor(self.count)
+        values = tf.convert_to_tensor(self.values)[:n]
+        labels = None if self.labels is None else tf.convert_to_tensor(self.labels)[:n]
+        return values, labels
+
+    def enqueue(self, keys, labels=None):
+        """Writes `keys [n, dim]` (and `labels [n]`) into the oldest slots."""
+        keys = tf.convert_to_tensor(keys)
+        if keys.shape.rank != 2 or (keys.shape[1] is not None and keys.shape[1] != self.dim):
+            raise ValueError(f"`keys` must be [n, {self.dim}] for this queue (dim={self.dim}). "
+                             f"Received: keys.shape={keys.shape}")
+        if self.with_labels and labels is None:
+            raise ValueError("This queue stores labels: pass `labels` with the keys.")
+        if not self.with_labels and labels is not None:
+            raise ValueError("This queue stores no labels (with_labels=False). Received "
+                             f"labels of shape {tf.convert_to_tensor(labels).shape}")
+        n = tf.shape(keys, out_type=tf.int64)[0]
+        # Only the last `size` keys of an oversized batch survive.
+        kept = tf.minimum(n, self.size)
+        keys = tf.cast(keys[n - kept:], self.values.dtype)
+        pointer = tf.convert_to_tensor(self.pointer)
+        slots = ((pointer + n - kept + tf.range(kept, dtype=tf.int64)) % self.size)[:, None]
+        updates = [(self.values,
+                    tf.tensor_scatter_nd_update(tf.convert_to_tensor(self.values), slots, keys)),
+                   (self.pointer, (pointer + n) % self.size),
+                   (self.count, tf.minimum(tf.convert_to_tensor(self.count) + n, self.size))]
+        if self.with_labels:
+            labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(labels, out_type=tf.int64)[0], n,
+                    message="FeatureQueue.enqueue: one label per key")]):
+                labels = tf.identity(labels[n - kept:])
+            updates.append((self.labels, tf.tensor_scatter_nd_update(
+                tf.convert_to_tensor(self.labels), slots, labels)))
+        _cross_replica.assign(updates)
+
+    def reset(self):
+        """Empties the queue."""
+        _cross_replica.assign([(self.pointer, tf.zeros((), tf.int64)),
+                               (self.count, tf.zeros((), tf.int64))])
+
+    def call(self, inputs=None):
+        return self.read()[0]
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "dim": self.dim,
+                "with_labels": self.with_labels}

@@ -1,0 +1,368 @@
+"""`ContrastiveModel`: what every method of the family shares.
+
+A method is a short subclass that overrides some of
+
+- `forward(views, training)`: the networks, returning a dict of outputs
+  (the base: one encoder pass over all views, then the head);
+- `contrastive_loss(y, out, sample_weight, training)`: the loss of the batch
+  (the base: the compiled loss on `out["projections"]`);
+- `update_metrics(y, out)`: the method's own metrics (the base: contrastive
+  accuracy);
+- `after_step(y, out)`: work after the weights moved (enqueue keys, EMA);
+- `default_loss()`: the loss `compile` uses when given none.
+
+The base owns making views, the one `train_step` / `test_step`, the online
+linear probe, replica-correct logs and the Keras 3 workarounds.
+"""
+
+import numbers
+
+import keras
+import tensorflow as tf
+
+from supcon_tf import _cross_replica
+from supcon_tf._serialization import from_config_with_objects, serialize
+from supcon_tf.augment import MultiView
+from supcon_tf.distribute import check_dataset, is_multi_worker
+from supcon_tf.encoders import as_encoder
+from supcon_tf.layers import ProjectionHead
+from supcon_tf.losses._masks import HOT, IDS, class_ids, label_kind
+from supcon_tf.metrics import contrastive_accuracy
+
+_PACKAGE = "supcon_tf"
+
+
+def feature_shape(encoder, input_shape):
+    """The encoder's output shape `(None, features)` for images of `input_shape`."""
+    if not encoder.built:
+        encoder.build(tuple(input_shape))
+    return (None, encoder.compute_output_shape(tuple(input_shape))[-1])
+
+
+def build_if_known(model):
+    """Builds `model` at construction when its encoder declares its input shape
+    (functional models do), so `fit` callbacks such as BackupAndRestore that need
+    a built model work from the first call."""
+    try:
+        shape = model.encoder.input_shape
+    except (AttributeError, ValueError):
+        return
+    if isinstance(shape, tuple) and all(d is not None for d in shape[1:]):
+        model.build(shape)
+
+
+def check_int(value, name, minimum, allow_none=False):
+    """`value` as a Python int >= `minimum` (numpy integers are fine), or a
+    `ValueError` naming `name` and the value received."""
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be {'None or ' if allow_none else ''}an integer "
+                         f">= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def _input_rank(x):
+    """The rank of the images in `x` (array, tensor or dataset), if known."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        return getattr(getattr(spec, "shape", None), "rank", None)
+    shape = getattr(x, "shape", None)
+    return None if shape is None else len(shape)
+
+
+def _probe_targets(y):
+    """int64 class ids for the probe: class ids as they are, one-hot by argmax."""
+    kind = label_kind(y)
+    if kind == IDS:
+        return class_ids(y)
+    if kind == HOT:
+        return tf.argmax(y, axis=-1)
+    return tf.cond(tf.equal(tf.shape(y)[1], 1), lambda: class_ids(y),
+                   lambda: tf.argmax(y, axis=-1))
+
+
+class _FitLength(keras.callbacks.Callback):
+    """Tells the model how many steps the `fit` call plans (for schedules
+    that follow training progress, such as BYOL's momentum)."""
+
+    def on_train_begin(self, logs=None):
+        self.model.on_fit_begin(self.params.get("epochs"), self.params.get("steps"))
+
+
+class ContrastiveModel(keras.Model):
+    """The base of the contrastive family: views, one encoder pass, the one
+    `train_step`, replica-correct logs and the online linear probe.
+
+    `fit` on `(images, labels)` or `images` alone. Each batch becomes `views`
+    augmented views by `augmenter` inside the model, or arrives with its views
+    made by the input pipeline as `[batch, views, H, W, C]`. Subclasses define
+    the method (see the module docstring and docs/methods.md).
+
+    Args:
+        encoder: A Keras model from images to `[batch, features]`.
+        head: The projection head. Defaults to None: `ProjectionHead(128)`.
+        augmenter: A Keras layer applied independently to each view. Defaults
+            to None (views come from the input pipeline).
+        views: Number of views per image when `augmenter` is given. Defaults to 2.
+        probe_classes: Number of classes of an online linear probe on
+            stop-gradient features of view 0, or None. Defaults to None.
+    """
+
+    def __init__(self, encoder, head=None, augmenter=None, views=2,
+                 probe_classes=None, **kwargs):
+        super().__init__(**kwargs)
+        views = check_int(views, "views", 1)
+        probe_classes = check_int(probe_classes, "probe_classes", 2, allow_none=True)
+        self.encoder = as_encoder(encoder)
+        self.head = head if head is not None else ProjectionHead(128)
+        self.augmenter = augmenter
+        self.views = views
+        self.probe_classes = probe_classes
+        self.multi_view = MultiView(augmenter, views) if augmenter is not None else None
+        # `probe` is the attribute name that .keras files of v0.1.0 hold.
+        self.probe = (keras.layers.Dense(probe_classes, name="probe")
+                      if probe_classes is not None else None)
+        self.contrastive_accuracy_tracker = keras.metrics.Mean(name="contrastive_accuracy")
+        if self.probe is not None:
+            self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
+            self.probe_accuracy_tracker = keras.metrics.Mean(name="probe_accuracy")
+        self._input_rank = None
+
+    # -- construction, compile, fit ------------------------------------------------
+
+    def build(self, input_shape):
+        features = feature_shape(self.encoder, input_shape)
+        if not self.head.built:
+            self.head.build(features)
+        if self.probe is not None and not self.probe.built:
+            self.probe.build(features)
+        self.built = True
+
+    def default_loss(self):
+        """The loss `compile` uses when given none."""
+        raise NotImplementedError
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        """As `keras.Model.compile`, with `default_loss()` when `loss` is None."""
+        super().compile(optimizer=optimizer,
+                        loss=loss if loss is not None else self.default_loss(), **kwargs)
+
+    def compile_from_config(self, config):
+        """Recompiles a loaded model (Keras skips models with a custom `compile`)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _check_input_rank(self, x):
+        # Keras retraces its step with a relaxed (unknown-rank) signature when
+        # the input rank changes, and the model picks its path from the rank:
+        # start new step functions instead.
+        rank = _input_rank(x)
+        if rank is not None and self._input_rank is not None and rank != self._input_rank:
+            self.train_function = self.test_function = self.predict_function = None
+        if rank is not None:
+            self._input_rank = rank
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`; under a strategy with several replicas, first
+        checks that a `tf.data.Dataset` input has a static global batch size
+        divisible by the number of replicas (`distribute.check_dataset`)."""
+        if isinstance(x, tf.data.Dataset):
+            check_dataset(x, self.distribute_strategy)
+        self._check_input_rank(x)
+        if self.built and getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+            # For every trainable variable, also those without a gradient in
+            # the first step (the probe's, when the first fit has no labels).
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [_FitLength()]
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_input_rank(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_input_rank(x)
+        return super().predict(x, *args, **kwargs)
+
+    def on_fit_begin(self, epochs, steps_per_epoch):
+        """Called when `fit` starts, with its planned epochs and steps per
+        epoch (None when unknown). Does nothing here."""
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 builds the model's state from one batch before training; under
+        # MultiWorkerMirroredStrategy it first reduces that batch across workers
+        # eagerly, which fails ("Attempt to convert a value (PerReplica...) to a
+        # Tensor"; keras-team/keras#20585, tensorflow/tensorflow#72388). Give it
+        # this replica's slice of the batch instead: only its shapes are used.
+        strategy = self.distribute_strategy
+        if iterator is not None and data_batch is None and is_multi_worker(strategy):
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    # -- the networks ----------------------------------------------------------------
+
+    def encode(self, views, training, encoder=None, head=None):
+        """`[batch, views, H, W, C]` -> features `[batch, views, F]` and
+        projections `[batch, views, D]`, with one call of `encoder` (default:
+        the online one) and `head` on all views."""
+        encoder = self.encoder if encoder is None else encoder
+        head = self.head if head is None else head
+        shape = tf.shape(views)
+        flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
+        features = encoder(flat, training=training)
+        features = tf.reshape(features, [shape[0], shape[1], -1])
+        return features, head(features, training=training)
+
+    def call(self, inputs, training=False):
+        inputs = tf.convert_to_tensor(inputs)
+        if inputs.shape.rank == 5:
+            return self.encode(inputs, training)[1]
+        return self.head(self.encoder(inputs, training=training), training=training)
+
+    def make_views(self, x):
+        """Images `[batch, H, W, C]` -> views `[batch, views, H, W, C]` (by the
+        augmenter); views pass through."""
+        x = tf.convert_to_tensor(x)
+        name = type(self).__name__
+        if x.shape.rank == 5:
+            return x
+        if x.shape.rank != 4:
+            raise ValueError(f"{name} expects images [batch, H, W, C] or views "
+                             f"[batch, views, H, W, C]. Received: x.shape={x.shape}")
+        if self.multi_view is None:
+            raise ValueError(
+                f"{name} got images [batch, H, W, C] but has no `augmenter` to make "
+                "views: pass `augmenter=` or feed views [batch, views, H, W, C]. "
+                f"Received: x.shape={x.shape}")
+        return self.multi_view(x, training=True)
+
+    def forward(self, views, training):
+        """The networks on the views: a dict with `features` and `projections`."""
+        features, projections = self.encode(views, training)
+        return {"features": features, "projections": projections}
+
+    # -- losses, metrics, the step -------------------------------------------------
+
+    def contrastive_loss(self, x, y, out, sample_weight, training):
+        """The method's loss of this replica's batch, scaled as Keras scales
+        the compiled loss (so the replicas' sum is the global batch's loss)."""
+        return self.compute_loss(x=x, y=y, y_pred=out["projections"],
+                                 sample_weight=sample_weight, training=training)
+
+    def additional_losses(self):
+        """Regularisation losses of the layers, scaled for the replicas' sum."""
+        if not self.losses:
+            return 0.0
+        return tf.add_n([tf.cast(v, tf.float32) for v in self.losses]) / _cross_replica.num_replicas()
+
+    def probe_loss(self, y, out):
+        """The online probe's cross-entropy on stop-gradient features of view
+        0 (scaled for the replicas' sum), or None without a probe or labels.
+        Updates the probe's metrics."""
+        if self.probe is None or y is None:
+            return None
+        ids = _probe_targets(tf.convert_to_tensor(y))
+        logits = tf.cast(self.probe(tf.stop_gradient(out["features"][:, 0])), tf.float32)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+            ids, logits, from_logits=True))
+        correct = tf.equal(tf.argmax(logits, -1), tf.cast(ids, tf.int64))
+        self.probe_loss_tracker.update_state(loss)
+        self.probe_accuracy_tracker.update_state(tf.cast(correct, tf.float32))
+        # Gradients are summed over replicas: scale this replica's mean as
+        # Keras scales the compiled loss.
+        return loss / _cross_replica.num_replicas()
+
+    def update_metrics(self, y, out):
+        """Updates the method's own metrics (here: contrastive accuracy)."""
+        self.contrastive_accuracy_tracker.update_state(
+            contrastive_accuracy(y, out["projections"]))
+
+    def after_step(self, y, out):
+        """Work after the optimizer step (enqueue, EMA). Nothing here."""
+
+    def _step(self, data, training):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        out = self.forward(self.make_views(x), training)
+        loss = self.contrastive_loss(x, y, out, sample_weight, training)
+        probe_loss = self.probe_loss(y, out)
+        self.update_metrics(y, out)
+        return loss, probe_loss, out, y, sample_weight
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss, probe_loss, out, y, sample_weight = self._step(data, True)
+            total = loss + self.additional_losses()
+            if probe_loss is not None:
+                total += probe_loss
+            scaled = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        self.after_step(y, out)
+        return self._logs(loss, y, out, sample_weight)
+
+    def test_step(self, data):
+        loss, _, out, y, sample_weight = self._step(data, False)
+        return self._logs(loss, y, out, sample_weight)
+
+    def _logs(self, loss, y, out, sample_weight):
+        own = self._own_metrics()
+        probe = [] if self.probe is None else [self.probe_loss_tracker,
+                                               self.probe_accuracy_tracker]
+        logs = {}
+        for metric in self.metrics:
+            if metric.name == "loss":
+                # The compiled loss is scaled by 1 / replicas for the gradient
+                # sum; the metric reports the loss of the global batch.
+                metric.update_state(loss * _cross_replica.num_replicas())
+            elif any(metric is m for m in own):
+                if y is None and any(metric is m for m in probe):
+                    continue               # no labels: the probe did not run
+            else:
+                metric.update_state(y, out["projections"], sample_weight=sample_weight)
+            logs[metric.name] = metric.result()
+        if is_multi_worker(self.distribute_strategy):
+            # Keras reduces the logs over workers with
+            # `strategy.reduce("MEAN", v, axis=0)`, which needs a batch axis:
+            # scalars fail ("Invalid reduction dimension 0"). Every replica
+            # holds an equal share of the batch, so the mean of the replicas'
+            # values is the global one.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def _own_metrics(self):
+        """The trackers this model updates itself (not the compiled metrics)."""
+        own = [self.contrastive_accuracy_tracker]
+        if self.probe is not None:
+            own += [self.probe_loss_tracker, self.probe_accuracy_tracker]
+        return own
+
+    @property
+    def metrics(self):
+        return super().metrics + self._own_metrics()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": serialize(self.encoder),
+            "head": serialize(self.head),
+            "augmenter": serialize(self.augmenter),
+            "views": self.views,
+            "probe_classes": self.probe_classes,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return from_config_with_objects(cls, config, ["encoder", "head", "augmenter"])
