@@ -18,10 +18,15 @@ examples/pretrain.py) or `encoder.keras` (examples/train_ce.py) and its
 With `--savedmodel_only=PATH` it only writes the SavedModel to PATH.
 """
 
+import os
+
+# Our entry points keep TensorFlow's C++ start-up lines quiet (set the
+# variable yourself to see them).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import gzip
 import io
 import json
-import os
 import shutil
 import tarfile
 import tempfile

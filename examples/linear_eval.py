@@ -7,8 +7,13 @@ Writes TensorBoard logs and a resumable `backup/` to --model_dir, and the
 result to `linear_eval.json` there.
 """
 
-import json
 import os
+
+# Our entry points keep TensorFlow's C++ start-up lines quiet (set the
+# variable yourself to see them).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import shutil
 import time
 
 from absl import app, flags, logging
@@ -61,14 +66,17 @@ def main(argv):
                        metrics=["accuracy"])
     start = time.time()
     classifier.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose, callbacks=[
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
+        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
     ])
     seconds = time.time() - start
     top1 = classifier.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-    with open(os.path.join(model_dir, "linear_eval.json"), "w") as f:
-        json.dump({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
-                   "wall_seconds": seconds}, f, indent=1, default=str)
+    # Written through temporary names; the backup goes only once they are in
+    # place (a kill before that resumes instead of starting again).
+    sct.export.write_json({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
+                           "wall_seconds": seconds},
+                          os.path.join(model_dir, "linear_eval.json"), indent=1, default=str)
+    shutil.rmtree(os.path.join(model_dir, "backup"), ignore_errors=True)
     print(f"linear eval: test top-1 {100 * top1:.2f}% "
           f"({FLAGS.epochs} epochs, {seconds:.0f} s)")
 

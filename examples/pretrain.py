@@ -11,8 +11,14 @@ finished epoch when started again with the same command. The defaults are small
 enough for a laptop CPU; the flags give the real recipe.
 """
 
-import json
 import os
+
+# Our entry points keep TensorFlow's C++ start-up lines quiet (set the
+# variable yourself to see them).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json
+import shutil
 import time
 
 from absl import app, flags, logging
@@ -104,6 +110,30 @@ class _RestoreOnly(keras.callbacks.BackupAndRestore):
         pass
 
 
+class _RunRecord(keras.callbacks.Callback):
+    """Keeps the whole run's per-epoch logs and training seconds in `path`
+    (inside the backup), across the processes of a resumed run."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.state = {"epochs": {}, "seconds": 0.0, "processes": 0}
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.state = json.load(f)
+        self.state["processes"] += 1
+        self._before = self.state["seconds"]
+
+    def on_train_begin(self, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state["epochs"][str(epoch + 1)] = {k: float(v) for k, v in (logs or {}).items()}
+        self.state["seconds"] = self._before + time.time() - self._start
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        sct.export.write_json(self.state, self.path)
+
+
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
@@ -178,29 +208,35 @@ def main(argv):
                       loss=loss)
 
     backup_dir = os.path.join(FLAGS.model_dir, "backup")
-    start = time.time()
-    history = model.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose if chief else 0,
-                        callbacks=[
-        keras.callbacks.BackupAndRestore(backup_dir) if chief else _RestoreOnly(backup_dir),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
-    ])
-    seconds = time.time() - start
-    encoder.save(os.path.join(out_dir, "encoder.keras"))
-    model.save(os.path.join(out_dir, "model.keras"))
-    with open(os.path.join(out_dir, "pretrain.json"), "w") as f:
+    # The backup is deleted only once every artifact is in place (below), so a
+    # kill at any moment, even while the artifacts are written, resumes.
+    record = _RunRecord(os.path.join(backup_dir, "run.json")) if chief else None
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)
+                 if chief else _RestoreOnly(backup_dir),
+                 keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))]
+    model.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose if chief else 0,
+              callbacks=callbacks + ([record] if record else []))
+    # Each artifact is written to a temporary name and renamed into place.
+    sct.export.save_model(encoder, os.path.join(out_dir, "encoder.keras"))
+    sct.export.save_model(model, os.path.join(out_dir, "model.keras"))
+    if chief:
+        run = record.state
         recorded = FLAGS.flag_values_dict()
         recorded["projection_hidden_dims"] = list(hidden_dims) if hidden_dims else None
-        json.dump({"flags": recorded, "wall_seconds": seconds,
-                   "replicas": strategy.num_replicas_in_sync,
-                   "history": {k: [float(v) for v in vs]
-                               for k, vs in history.history.items()}},
-                  f, indent=1, default=str)
-    sct.distribute.cleanup_output_dir(out_dir, FLAGS.model_dir)
-    if chief:
-        print(f"pretrained {FLAGS.method} for {FLAGS.epochs} epochs in {seconds:.0f} s "
-              f"on {strategy.num_replicas_in_sync} replica(s); final loss "
-              f"{history.history['loss'][-1]:.6f}; encoder saved to "
+        epochs = sorted(run["epochs"], key=int)
+        history = {k: [run["epochs"][e][k] for e in epochs] for k in run["epochs"][epochs[-1]]}
+        # The whole run, over every process that worked on it (resumes included).
+        sct.export.write_json({"flags": recorded, "wall_seconds": run["seconds"],
+                               "processes": run["processes"],
+                               "replicas": strategy.num_replicas_in_sync,
+                               "history": history},
+                              os.path.join(out_dir, "pretrain.json"), indent=1, default=str)
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        print(f"pretrained {FLAGS.method} for {FLAGS.epochs} epochs in {run['seconds']:.0f} s "
+              f"({run['processes']} process(es)) on {strategy.num_replicas_in_sync} replica(s); "
+              f"final loss {history['loss'][-1]:.6f}; encoder saved to "
               f"{os.path.join(FLAGS.model_dir, 'encoder.keras')}")
+    sct.distribute.cleanup_output_dir(out_dir, FLAGS.model_dir)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ examples/linear_eval.py run the full recipe (see docs/RESULTS.md).
 """
 
 import os
+
+# Our entry points keep TensorFlow's C++ start-up lines quiet (set the
+# variable yourself to see them).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import time
 
 from absl import app, flags, logging

@@ -7,8 +7,13 @@ Prints the test top-1; writes `encoder.keras`, TensorBoard logs, a resumable
 `backup/` and `train_ce.json` to --model_dir.
 """
 
-import json
 import os
+
+# Our entry points keep TensorFlow's C++ start-up lines quiet (set the
+# variable yourself to see them).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import shutil
 import time
 
 from absl import app, flags, logging
@@ -73,15 +78,18 @@ def main(argv):
                   metrics=["accuracy"])
     start = time.time()
     model.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose, callbacks=[
-        keras.callbacks.BackupAndRestore(os.path.join(FLAGS.model_dir, "backup")),
+        keras.callbacks.BackupAndRestore(os.path.join(FLAGS.model_dir, "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs")),
     ])
     seconds = time.time() - start
     top1 = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-    encoder.save(os.path.join(FLAGS.model_dir, "encoder.keras"))
-    with open(os.path.join(FLAGS.model_dir, "train_ce.json"), "w") as f:
-        json.dump({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
-                   "wall_seconds": seconds}, f, indent=1, default=str)
+    sct.export.save_model(encoder, os.path.join(FLAGS.model_dir, "encoder.keras"))
+    # Written through temporary names; the backup goes only once they are in
+    # place (a kill before that resumes instead of starting again).
+    sct.export.write_json({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
+                           "wall_seconds": seconds},
+                          os.path.join(FLAGS.model_dir, "train_ce.json"), indent=1, default=str)
+    shutil.rmtree(os.path.join(FLAGS.model_dir, "backup"), ignore_errors=True)
     print(f"cross-entropy: test top-1 {100 * top1:.2f}% ({FLAGS.epochs} epochs, {seconds:.0f} s)")
 
 

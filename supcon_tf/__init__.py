@@ -2,6 +2,16 @@
 
 __version__ = "0.1.0"
 
+import os as _os
+import sys as _sys
+
+# Our own command line (`python -m supcon_tf.zoo`) imports this package, and so
+# TensorFlow, before its module runs: keep TensorFlow's C++ start-up lines
+# quiet there, unless the user set the level. Library imports change nothing.
+_argv = getattr(_sys, "orig_argv", [])
+if any(a == "-m" and b.startswith("supcon_tf.") for a, b in zip(_argv, _argv[1:])):
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 try:
     import tensorflow as _tf  # noqa: F401
 except ImportError as err:  # pragma: no cover - depends on the environment

@@ -6,9 +6,11 @@ datasets falls back to their IDX files: Debian's package `dataset-fashion-mnist`
 (/usr/share/datasets/fashion-mnist) or the files under `data_dir`.
 """
 
+import difflib
 import gzip
 import os
 import re
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -30,8 +32,12 @@ _SPLIT_RE = re.compile(r"^(train|test)(?:\[(-?\d*%?):(-?\d*%?)\])?$")
 def _read_idx(path):
     """Reads one IDX file (optionally gzipped) into a numpy array."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, OSError, zlib.error) as err:
+        raise ValueError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); "
+                         "download or install it again.") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
     ndim = raw[3]
@@ -108,6 +114,10 @@ def load_idx_arrays(name, split, data_dir=None):
                     f"{labels_path} holds {labels.shape[0]} labels.")
             n = images.shape[0]
             sl = slice(_slice_bound(start, n), _slice_bound(stop, n))
+            if not len(range(n)[sl]):
+                raise ValueError(
+                    f"`split` selects no example of the {n} in {base!r}: its slice is "
+                    f"empty or backwards. Received: split={split!r}")
             return images[sl][..., None], labels[sl]
     return None
 
@@ -121,6 +131,31 @@ def _tfds_builder(name, data_dir):
         return tfds.builder(name, data_dir=data_dir)
     except Exception:  # noqa: BLE001 - unknown name, broken registry, ...
         return None
+
+
+def _known_names():
+    """The dataset names `load` can resolve: the IDX datasets and TFDS's registry."""
+    names = set(_IDX_DATASETS)
+    try:
+        import tensorflow_datasets as tfds
+        names.update(n.split("/")[0] for n in tfds.list_builders())
+    except Exception:  # noqa: BLE001 - TFDS missing or broken: the IDX names only
+        pass
+    return names
+
+
+def _check_known(name, data_dir):
+    """A `ValueError` for a name neither TFDS nor the IDX path knows (unless a
+    `data_dir` may hold a prepared TFDS copy of it)."""
+    known = _known_names()
+    if name in known or (data_dir is not None and os.path.isdir(os.path.join(data_dir, name))):
+        return
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"Unknown dataset {name!r}: it is not one of the IDX datasets "
+        f"{list(_IDX_DATASETS)} nor a tensorflow-datasets name "
+        f"(tfds.list_builders()).{hint} Received: name={name!r}")
 
 
 def _tfds_prepared(builder):
@@ -176,8 +211,11 @@ def load(name, split, data_dir=None, download=True):
         A `tf.data.Dataset` of `(image uint8 [H, W, C], label int64 [])`.
 
     Raises:
-        ValueError: an empty `name`, or a `split` the IDX path cannot read.
-        FileNotFoundError: no source has the data; the message says how to get it.
+        ValueError: an empty or unknown `name` (the message lists close
+            matches), a `split` the IDX path cannot read or whose slice is
+            empty or backwards, an IDX file that is truncated or corrupt.
+        FileNotFoundError: a `data_dir` that is not a folder; no source has
+            the data (the message says how to get it).
 
     Example:
 
@@ -190,6 +228,13 @@ def load(name, split, data_dir=None, download=True):
         raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
     if not isinstance(split, str) or not split:
         raise ValueError(f"`split` must be a non-empty string. Received: split={split!r}")
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"`data_dir` is not a folder (it would silently fall back to the system "
+            f"copy). Received: data_dir={data_dir!r}")
+    _check_known(name, data_dir)
+    if name in _IDX_DATASETS:
+        _parse_split(split)
     builder = _tfds_builder(name, data_dir)
     if builder is not None and _tfds_prepared(builder):
         return _from_tfds(builder, split)

@@ -17,6 +17,9 @@ the projection head's L2-normalised output, when a head is given. The loaded
 object is also callable (`loaded(x)`) with uint8 or float32 images.
 """
 
+import ctypes
+import json
+import glob
 import os
 import shutil
 import tempfile
@@ -57,7 +60,51 @@ def _check_path(path, overwrite):
                               f"Received: path={path!r}")
     if os.path.exists(path) and not os.path.isdir(path):
         raise FileExistsError(f"`path` exists and is not a folder. Received: path={path!r}")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise FileExistsError(
+            "`path` is a folder but not a SavedModel (no saved_model.pb): overwrite=True "
+            f"replaces only an earlier export. Received: path={path!r}")
     return path
+
+
+def _recover_and_clean(path):
+    """Finishes what a killed export left: if `path` is missing but a complete
+    earlier export was moved aside (`.NAME.old-*`), puts it back; then removes
+    the hidden temporary folders of killed exports of `path`."""
+    parent, base = os.path.dirname(path), os.path.basename(path)
+    olds = sorted(glob.glob(os.path.join(parent, f".{glob.escape(base)}.old-*")),
+                  key=os.path.getmtime)
+    if not os.path.exists(path):
+        for old in reversed(olds):
+            if os.path.isfile(os.path.join(old, "saved_model.pb")):
+                os.rename(old, path)
+                break
+    for leftover in glob.glob(os.path.join(parent, f".{glob.escape(base)}.tmp-*")) + [
+            o for o in olds if os.path.exists(o)]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a, b):
+    """Atomically swaps the folders `a` and `b` (Linux renameat2), or returns
+    False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
+
+
+def _umask_mode():
+    """The mode a new folder gets from the process umask (0777 & ~umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
@@ -66,7 +113,12 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
     The SavedModel is written to a temporary folder next to `path`, reloaded
     and compared with the in-memory model when `verify`, then renamed into
     place: `path` never holds a half-written export. An existing `path` is
-    replaced only with `overwrite=True`.
+    replaced only with `overwrite=True` and only when it is a SavedModel, by an
+    atomic exchange of the two folders (Linux `renameat2`; elsewhere the old
+    export is moved aside first, and an export killed in between is put back
+    by the next call). Hidden `.NAME.tmp-*` folders of killed exports are
+    removed by the next export to the same path. The folder gets the mode of
+    the process umask, like any other new folder.
 
     Args:
         encoder: A Keras model from images `[batch, H, W, C]` to features
@@ -83,7 +135,8 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
         The absolute path of the SavedModel.
 
     Raises:
-        FileExistsError: `path` exists and `overwrite` is False.
+        FileExistsError: `path` exists and `overwrite` is False, or it is not
+            a SavedModel (nothing else is ever deleted).
         ValueError: the encoder's input shape is unknown.
         RuntimeError: the reloaded export does not match (with `verify`).
     """
@@ -109,6 +162,7 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
 
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
+    _recover_and_clean(path)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     old = None
     try:
@@ -116,13 +170,21 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
                                                      "serving_uint8": serve_uint8})
         if verify:
             _verify(tmp, module, image_shape)
+        os.chmod(tmp, _umask_mode())          # mkdtemp made it 0700
         if os.path.exists(path):
             if not overwrite:  # appeared while we were writing
                 raise FileExistsError(f"`path` already exists. Received: path={path!r}")
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(path, old)
-        os.rename(tmp, path)
+            _check_path(path, overwrite)
+            if not _exchange(tmp, path):
+                # No atomic exchange: move the old export aside first; a kill
+                # between the two renames is repaired by the next export.
+                old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+                os.rmdir(old)
+                os.rename(path, old)
+                os.rename(tmp, path)
+            # After an exchange `tmp` holds the old export, removed below.
+        else:
+            os.rename(tmp, path)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -147,3 +209,41 @@ def _verify(saved_path, module, image_shape):
             if not err <= 1e-5:
                 raise RuntimeError(f"The exported {name}/{key} differs from the "
                                    f"in-memory model by {err:.3g} (> 1e-5)")
+
+
+def save_model(model, path):
+    """`model.save(path)` (a `.keras` file) that never leaves a half-written
+    file at `path`: it writes a hidden temporary file next to it and renames it
+    into place (atomic on one filesystem), so a kill at any moment leaves the
+    old file or the new one. Returns the path."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"`path` must end in .keras. Received: path={path!r}")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=".keras",
+                               dir=parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.chmod(tmp, 0o666 & _umask_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_json(obj, path, **kwargs):
+    """`json.dump(obj)` to `path` through a temporary file and a rename."""
+    parent = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, **kwargs)
+        os.chmod(tmp, 0o666 & _umask_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -58,6 +58,11 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     assert os.path.exists(os.path.join(model_dir, "encoder.keras"))
     assert os.listdir(os.path.join(model_dir, "logs"))       # TensorBoard
     assert not os.path.exists(os.path.join(model_dir, "backup"))  # removed when done
+    # The record describes the whole run, both processes' epochs and time.
+    record = json.loads(open(os.path.join(model_dir, "pretrain.json")).read())
+    assert record["processes"] == 2 and len(record["history"]["loss"]) == 3
+    assert record["wall_seconds"] > 0
+    assert not [f for f in os.listdir(model_dir) if f.startswith(".")]   # no temp files
 
     out = _run("linear_eval.py", "--encoder_path", os.path.join(model_dir, "encoder.keras"),
                "--train_size", "512", "--epochs", "2", "--verbose", "2")
@@ -72,12 +77,20 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
 @pytest.mark.parametrize("script,extra", [
     ("train_ce.py", []),
     ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--crop_min_scale", "0.5"]),
+    ("pretrain.py", ["--method", "moco", "--queue_size", "256", "--temperature", "0.2"]),
+    ("pretrain.py", ["--method", "supcon", "--queue_size", "256", "--symmetric"]),
 ])
 def test_other_entry_points_run(tmp_path, script, extra):
     out = _run(script, *TINY, "--epochs", "1", "--model_dir", str(tmp_path), *extra)
     assert os.path.exists(os.path.join(tmp_path, "encoder.keras")), out[-2000:]
     if script == "train_ce.py":
         assert "cross-entropy: test top-1" in out
+    if "--queue_size" in extra:
+        import keras
+        import supcon_tf
+        model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
+        assert isinstance(model, supcon_tf.models.MoCoModel)
+        assert model.queue.size == 256 and int(model.queue.count) == 256
 
 
 def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from supcon_tf.losses import MoCoLoss, SupConLoss, moco_loss, supcon_loss
 from tests.reference import moco_reference, supcon_reference
-from tests.test_distribute import replicated, single_device, split, strategy  # noqa: F401
+from tests.test_distribute import replicated, single_device, strategy  # noqa: F401
 
 B, V, D, K = 6, 2, 5, 7
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf.losses import _fused
-from supcon_tf.losses._masks import (HOT, _masked_logsumexp, _positive_mask,  # noqa: F401
+from supcon_tf.losses._masks import (_masked_logsumexp, _positive_mask,  # noqa: F401
                                      _self_mask, checked_labels, class_ids,
                                      is_class_ids, label_kind, positive_mask,
                                      same_class, validate_labels)

@@ -16,6 +16,7 @@ linear probe, replica-correct logs and the Keras 3 workarounds.
 """
 
 import numbers
+import warnings
 
 import keras
 import tensorflow as tf
@@ -165,12 +166,53 @@ class ContrastiveModel(keras.Model):
         if rank is not None:
             self._input_rank = rank
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`; under a strategy with several replicas, first
-        checks that a `tf.data.Dataset` input has a static global batch size
-        divisible by the number of replicas (`distribute.check_dataset`)."""
+    def _split_evenly(self, x, y, kwargs, training):
+        """Under several replicas every global batch must split evenly (the
+        loss contrasts against the global batch). Datasets must say so
+        statically (`distribute.check_dataset`). Arrays whose last batch is
+        uneven: `fit` drops the remainder with a warning (in whole batches,
+        reshuffled each epoch when `shuffle`); `evaluate` raises, as dropping
+        would change the result. Returns `(x, y)` to pass on."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
         if isinstance(x, tf.data.Dataset):
             check_dataset(x, self.distribute_strategy)
+            return x, y
+        if replicas == 1 or x is None or not hasattr(x, "shape"):
+            return x, y
+        batch_size = kwargs.get("batch_size") or 32
+        if batch_size % replicas:
+            raise ValueError(
+                f"With {replicas} replicas `batch_size` must be divisible by {replicas} "
+                f"(each replica takes an equal share). Received: batch_size={batch_size}")
+        n = int(x.shape[0])
+        if n % batch_size == 0:
+            return x, y
+        if not training:
+            raise ValueError(
+                f"With {replicas} replicas every batch must split evenly, but {n} samples "
+                f"leave a last batch of {n % batch_size} at batch_size={batch_size}. Pass a "
+                "number of samples divisible by `batch_size`, or a dataset batched with "
+                "`drop_remainder=True`.")
+        if n < batch_size:
+            raise ValueError(f"`batch_size` ({batch_size}) is larger than the {n} samples.")
+        warnings.warn(
+            f"{n % batch_size} of {n} samples are left out of each epoch: with {replicas} "
+            f"replicas every batch must hold {batch_size} samples. Pass a dataset batched "
+            "with `drop_remainder=True` to choose yourself.", stacklevel=3)
+        sample_weight = kwargs.pop("sample_weight", None)
+        parts = tuple(v for v in (x, y, sample_weight) if v is not None)
+        ds = tf.data.Dataset.from_tensor_slices(parts)
+        if kwargs.pop("shuffle", True):
+            ds = ds.shuffle(n, reshuffle_each_iteration=True)
+        kwargs.pop("batch_size", None)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`. Under a strategy with several replicas, first
+        checks that a `tf.data.Dataset` input has a static global batch size
+        divisible by the number of replicas (`distribute.check_dataset`), and
+        for arrays drops an uneven last batch with a warning."""
+        x, y = self._split_evenly(x, y, kwargs, training=True)
         self._check_input_rank(x)
         if self.built and getattr(self, "optimizer", None) is not None and not self.optimizer.built:
             # For every trainable variable, also those without a gradient in
@@ -181,6 +223,9 @@ class ContrastiveModel(keras.Model):
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with the checks of `fit` (an uneven last
+        batch under several replicas is an error here)."""
+        x, y = self._split_evenly(x, y, kwargs, training=False)
         self._check_input_rank(x)
         return super().evaluate(x, y, *args, **kwargs)
 

@@ -26,6 +26,8 @@ import re
 import shutil
 import tarfile
 import tempfile
+import warnings
+import zlib
 
 import keras
 import numpy as np
@@ -163,26 +165,69 @@ def _find_archive(name, entry, cache, cache_first=False):
         raise
 
 
-def _extract(archive, name, entry, cache):
-    """Extracts the SavedModel once per sha256, atomically (temp dir, rename)."""
-    target = os.path.join(cache, name, entry["sha256"][:16])
-    saved_model = os.path.join(target, "savedmodel")
-    if os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-        return saved_model
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".extract-", dir=os.path.dirname(target))
+def _archive_files(archive, name):
+    """`{relative path: sha256}` of the regular files in the (verified) archive."""
+    files = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")  # no absolute paths, no "..", no links out
+            for member in tar:
+                if member.isfile():
+                    files[os.path.normpath(member.name)] = hashlib.sha256(
+                        tar.extractfile(member).read()).hexdigest()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise ValueError(f"The archive of zoo model {name!r} ({archive}) is truncated or "
+                         f"corrupt ({type(err).__name__}: {err}); nothing was loaded.") from err
+    return files
+
+
+def _matches(target, files):
+    """Whether the folder `target` holds exactly `files`, byte for byte."""
+    found = set()
+    for root, _, names in os.walk(target):
+        for fname in names:
+            found.add(os.path.relpath(os.path.join(root, fname), target))
+    if found != set(files):
+        return False
+    return all(sha256(os.path.join(target, rel)) == digest for rel, digest in files.items())
+
+
+def _extract(archive, name, entry, cache):
+    """The SavedModel of the verified `archive`, extracted into the cache.
+
+    What is loaded is verified too: an extraction already in the cache is
+    used only if its files are byte for byte those of the archive (hashes
+    computed from the archive itself, never from something on disk);
+    otherwise it is extracted again, atomically (temp dir, rename)."""
+    target = os.path.join(cache, name, entry["sha256"][:16])
+    saved_model = os.path.join(target, "savedmodel")
+    files = _archive_files(archive, name)
+    if os.path.isdir(target):
+        if _matches(target, files):
+            return saved_model
+        warnings.warn(f"The extracted copy of zoo model {name!r} in {target} differs from "
+                      "its verified archive; extracting it again.", stacklevel=3)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".extract-", dir=os.path.dirname(target))
+    old = None
+    try:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(tmp, filter="data")  # no absolute paths, no "..", no links out
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise ValueError(f"The archive of zoo model {name!r} ({archive}) is truncated "
+                             f"or corrupt ({type(err).__name__}: {err}); nothing was "
+                             "loaded.") from err
         if not os.path.isfile(os.path.join(tmp, "savedmodel", "saved_model.pb")):
             raise ValueError(f"The archive of zoo model {name!r} holds no "
                              "savedmodel/saved_model.pb")
         if os.path.exists(target):
-            shutil.rmtree(target)
+            old = tmp + ".old"
+            os.rename(target, old)
         os.rename(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover is not None and os.path.exists(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
     return saved_model
 
 
@@ -198,10 +243,19 @@ def load(name, output="embedding", cache=None):
     """A Keras model mapping raw images to embeddings, from the zoo.
 
     The archive's sha256 is checked before anything is extracted or loaded; a
-    mismatch raises `ValueError` and returns nothing. The model wraps the
+    mismatch raises `ValueError` and returns nothing. The extracted SavedModel
+    in the cache is checked file by file against the archive at every load
+    (a copy that differs is extracted again). The model wraps the
     SavedModel's `serving_default` signature in `keras.layers.TFSMLayer`, so it
     needs none of supcon_tf's code; `model.zoo_entry` holds the model card's
     facts.
+
+    Saving: because it wraps a `TFSMLayer`, `model.save("x.keras")` writes a
+    file that `keras.models.load_model` reloads only with `safe_mode=False`
+    (Keras treats the wrapped SavedModel as arbitrary code). To keep a zoo
+    model, keep its name and call `load` again, or use the SavedModel itself:
+    `saved_model_path(name)` is a folder `tf.saved_model.load` and
+    `keras.layers.TFSMLayer` read directly.
 
     Args:
         name: A name from `list()`.
