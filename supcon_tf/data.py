@@ -166,10 +166,18 @@ def _tfds_prepared(builder):
 
 
 def _from_tfds(builder, split):
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    return ds.map(lambda image, label: (tf.cast(image, tf.uint8),
-                                        tf.cast(label, tf.int64)),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    cast = lambda image, label: (tf.cast(image, tf.uint8), tf.cast(label, tf.int64))  # noqa: E731
+    if builder.info.supervised_keys is not None:
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        return ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
+    # Datasets without supervised keys (e.g. prepared locally from arrays):
+    # the usual feature names.
+    keys = set(builder.info.features.keys())
+    if not {"image", "label"} <= keys:
+        raise ValueError(f"The TFDS dataset {builder.name!r} has no supervised keys and no "
+                         f"'image' and 'label' features. Received features: {sorted(keys)}")
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    return ds.map(lambda ex: cast(ex["image"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _how_to_get(name):
