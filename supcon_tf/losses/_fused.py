@@ -189,6 +189,20 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size):
     return lse(anchor, contrast)
 
 
+def lse(anchor, contrast, diag, temperature, unit_norm, block_size=None):
+    """Row log-sum-exp of `anchor @ contrast.T / temperature` (each anchor's
+    own row `i + diag` excluded unless `diag` is None), with its own gradient;
+    dense, or blockwise with `block_size` rows (None: decided as in
+    `supcon_out_per_anchor`)."""
+    if block_size is None:
+        rows = (anchor.shape[0], contrast.shape[0])
+        if None not in rows and rows[0] * rows[1] > AUTO_BLOCKWISE_ABOVE:
+            block_size = AUTO_BLOCK_SIZE
+    if block_size is None:
+        return _lse_dense(anchor, contrast, diag, temperature, unit_norm)
+    return _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size)
+
+
 def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
                           temperature, block_size, unit_norm):
     """`L_out` with `denominator="all"` for each anchor row.
@@ -226,16 +240,8 @@ def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
     positive_term = tf.reduce_sum(anchor * positives_sum, axis=1) / (
         temperature * safe_n_pos)
 
-    if block_size is None:
-        # Decided when the function is traced (a `tf.cond` between the two
-        # custom gradients breaks TensorFlow's graph optimisations): with
-        # row counts unknown then, the dense path.
-        rows = (anchor.shape[0], contrast.shape[0])
-        if None not in rows and rows[0] * rows[1] > AUTO_BLOCKWISE_ABOVE:
-            block_size = AUTO_BLOCK_SIZE
-    if block_size is None:
-        lse = _lse_dense(anchor, contrast, diag, temperature, unit_norm)
-    else:
-        lse = _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size)
-    per_anchor = lse - positive_term
+    # The path is decided when the function is traced (a `tf.cond` between
+    # the two custom gradients breaks TensorFlow's graph optimisations): with
+    # row counts unknown then, the dense path.
+    per_anchor = lse(anchor, contrast, diag, temperature, unit_norm, block_size) - positive_term
     return tf.where(has_pos, per_anchor, tf.zeros_like(per_anchor))

@@ -79,12 +79,16 @@ def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
             queue = tf.math.l2_normalize(queue, axis=-1)
     poison = nonfinite_marker(query, key, queue)
     if y_true is None:
-        positive = tf.reduce_sum(query * key, axis=1, keepdims=True) / temperature
-        logits = positive
-        if queue is not None:
-            logits = tf.concat(
-                [positive, tf.matmul(query, queue, transpose_b=True) / temperature], 1)
-        return tf.reduce_logsumexp(logits, axis=1) - positive[:, 0] + poison
+        positive = tf.reduce_sum(query * key, axis=1) / temperature
+        if queue is None:
+            return tf.zeros_like(positive) + poison
+        # -log(e^pos / (e^pos + sum_j e^neg_j)) = softplus(lse_neg - pos), with
+        # the queue's log-sum-exp on the fused path (its own gradient, no
+        # [batch, 1 + K] concatenation).
+        lse_neg = _fused.lse(query, queue, None, temperature, normalize)
+        has_negatives = tf.shape(queue)[0] > 0
+        return tf.where(has_negatives, tf.nn.softplus(lse_neg - positive),
+                        tf.zeros_like(positive)) + poison
     batch = tf.shape(query)[0]
     y_true, check = checked_labels(y_true, batch)
     with tf.control_dependencies([check]):
