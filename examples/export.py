@@ -56,7 +56,8 @@ TRAINING_FLAGS = ("method", "dataset", "train_size", "encoder", "width", "epochs
                   "batch_size", "views", "temperature", "augment", "crop_min_scale",
                   "color_strength", "optimizer", "lr", "weight_decay", "warmup_epochs",
                   "projection_dim", "projection_hidden_dims", "seed", "distribute",
-                  "synchronized_bn", "mixed_precision")
+                  "synchronized_bn", "mixed_precision", "queue_size", "momentum",
+                  "symmetric", "bn_groups")
 PREPROCESSING = ("raw pixel values in [0, 255] (uint8 or float32); the model scales "
                  "them to [0, 1] itself")
 
@@ -220,6 +221,7 @@ def main(argv):
         "method": method,
         "method_long": {"supcon": "Supervised contrastive (SupCon)",
                         "simclr": "Self-supervised contrastive (SimCLR)",
+                        "moco": "Momentum contrast (MoCo v2)",
                         "ce": "Cross-entropy baseline"}[method],
         "dataset": flags_["dataset"],
         "encoder": flags_["encoder"],
