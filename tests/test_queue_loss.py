@@ -64,15 +64,18 @@ def test_queue_by_hand():
 def test_queue_gradients_fused_equal_masked_and_none_into_queue(kind):
     y, z, queue, queue_y = _data(kind, seed=3)
     z, queue = tf.constant(z), tf.constant(queue)
-    grads = []
-    for fused in (True, False):
+    grads, values = [], []
+    for options in (dict(fused=False), dict(), dict(block_size=3), dict(block_size=1)):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch([z, queue])
             value = tf.reduce_sum(supcon_loss(y, z, queue=queue, queue_labels=queue_y,
-                                              fused=fused))
+                                              **options))
         grads.append(tape.gradient(value, z).numpy())
+        values.append(float(value))
         assert tape.gradient(value, queue) is None
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+    for got, got_value in zip(grads[1:], values[1:]):
+        np.testing.assert_allclose(got, grads[0], rtol=1e-5, atol=1e-6)
+        assert got_value == pytest.approx(values[0], rel=1e-5)
     assert np.abs(grads[0]).max() > 1e-3
 
 

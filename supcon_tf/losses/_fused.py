@@ -112,7 +112,19 @@ def _lse_block(anchor_block, contrast, diag, temperature, unit_norm):
     return shift + tf.math.log(safe), exp, safe
 
 
-def _lse_dense(anchor, contrast, diag, temperature, unit_norm):
+def _contrast_grad(weights, operand, contrast, grad_rows):
+    """`weights.T @ operand` for the first `grad_rows` contrast rows (all when
+    None), zeros for the rest: rows such as a queue's take no gradient, and
+    their product is not computed."""
+    if grad_rows is None:
+        return tf.matmul(weights, operand, transpose_a=True)
+    head = tf.matmul(weights[:, :grad_rows], operand, transpose_a=True)
+    rest = tf.zeros(tf.stack([tf.shape(contrast)[0] - grad_rows, tf.shape(contrast)[1]]),
+                    contrast.dtype)
+    return tf.concat([head, rest], 0)
+
+
+def _lse_dense(anchor, contrast, diag, temperature, unit_norm, grad_rows=None):
     @tf.custom_gradient
     def lse(a, c):
         value, exp, total = _lse_block(a, c, diag, temperature, unit_norm)
@@ -123,7 +135,7 @@ def _lse_dense(anchor, contrast, diag, temperature, unit_norm):
             # N x N exponentials: the backward pass is the two products.
             row_weight = (upstream / total / temperature)[:, None]
             return (tf.matmul(exp, c) * row_weight,
-                    tf.matmul(exp, a * row_weight, transpose_a=True))
+                    _contrast_grad(exp, a * row_weight, c, grad_rows))
 
         return value, grad
 
@@ -134,7 +146,8 @@ def _shift(diag, start):
     return None if diag is None else diag + start
 
 
-def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size):
+def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size,
+                   grad_rows=None):
     n_anchor = tf.shape(anchor)[0]
     n_blocks = (n_anchor + block_size - 1) // block_size
 
@@ -172,7 +185,7 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size):
                 row_weight = (upstream[start:stop] / temperature)[:, None]
                 d_anchor = d_anchor.write(b, tf.matmul(softmax, c) * row_weight)
                 d_contrast = tf.ensure_shape(
-                    d_contrast + tf.matmul(softmax, block * row_weight, transpose_a=True),
+                    d_contrast + _contrast_grad(softmax, block * row_weight, c, grad_rows),
                     c.shape)
                 return b + 1, d_anchor, d_contrast
 
@@ -189,22 +202,24 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size):
     return lse(anchor, contrast)
 
 
-def lse(anchor, contrast, diag, temperature, unit_norm, block_size=None):
+def lse(anchor, contrast, diag, temperature, unit_norm, block_size=None, grad_rows=None):
     """Row log-sum-exp of `anchor @ contrast.T / temperature` (each anchor's
     own row `i + diag` excluded unless `diag` is None), with its own gradient;
     dense, or blockwise with `block_size` rows (None: decided as in
-    `supcon_out_per_anchor`)."""
+    `supcon_out_per_anchor`). Only the first `grad_rows` contrast rows get a
+    gradient (None: all)."""
     if block_size is None:
         rows = (anchor.shape[0], contrast.shape[0])
         if None not in rows and rows[0] * rows[1] > AUTO_BLOCKWISE_ABOVE:
             block_size = AUTO_BLOCK_SIZE
     if block_size is None:
-        return _lse_dense(anchor, contrast, diag, temperature, unit_norm)
-    return _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size)
+        return _lse_dense(anchor, contrast, diag, temperature, unit_norm, grad_rows)
+    return _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size,
+                          grad_rows)
 
 
 def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
-                          temperature, block_size, unit_norm):
+                          temperature, block_size, unit_norm, grad_rows=None):
     """`L_out` with `denominator="all"` for each anchor row.
 
     Args:
@@ -221,6 +236,8 @@ def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
             blockwise path.
         unit_norm: whether the rows are L2-normalised (their logits are then
             bounded by 1/T, which allows a fixed shift).
+        grad_rows: None, or how many leading contrast rows take a gradient
+            (a queue's rows after them do not; 0: none do).
 
     Returns:
         `[Na]` float32; 0 for an anchor with no positive.
@@ -243,5 +260,6 @@ def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
     # The path is decided when the function is traced (a `tf.cond` between
     # the two custom gradients breaks TensorFlow's graph optimisations): with
     # row counts unknown then, the dense path.
-    per_anchor = lse(anchor, contrast, diag, temperature, unit_norm, block_size) - positive_term
+    per_anchor = lse(anchor, contrast, diag, temperature, unit_norm, block_size,
+                     grad_rows) - positive_term
     return tf.where(has_pos, per_anchor, tf.zeros_like(per_anchor))

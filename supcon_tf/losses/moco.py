@@ -85,7 +85,7 @@ def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
         # -log(e^pos / (e^pos + sum_j e^neg_j)) = softplus(lse_neg - pos), with
         # the queue's log-sum-exp on the fused path (its own gradient, no
         # [batch, 1 + K] concatenation).
-        lse_neg = _fused.lse(query, queue, None, temperature, normalize)
+        lse_neg = _fused.lse(query, queue, None, temperature, normalize, grad_rows=0)
         has_negatives = tf.shape(queue)[0] > 0
         return tf.where(has_negatives, tf.nn.softplus(lse_neg - positive),
                         tf.zeros_like(positive)) + poison
@@ -99,9 +99,9 @@ def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
         contrast = tf.concat([keys, queue], 0)
         labels = tf.concat([labels, class_ids(queue_labels, "queue_labels")], 0)
     segments = _fused.class_segments(labels)
-    per_query = _fused.supcon_out_per_anchor(
+    per_query = _fused.supcon_out_per_anchor(               # keys and queue: no gradient
         query, contrast, segments[offset:offset + batch], segments, None,
-        temperature, None, normalize)
+        temperature, None, normalize, grad_rows=0)
     return per_query + poison
 
 

@@ -189,12 +189,14 @@ def _fused_per_anchor(features, contrast_features, y_true, batch, views, offset,
             seg_contrast = _fused.class_segments(labels)
     seg_anchor = seg_contrast[offset:offset + batch]
     seg_rows = tf.repeat(seg_contrast[:n_contrast], views)
+    grad_rows = None
     if queue is not None:
+        grad_rows = tf.shape(contrast)[0]           # the queue's rows take no gradient
         contrast = tf.concat([contrast, queue], 0)
         seg_rows = tf.concat([seg_rows, seg_contrast[n_contrast:]], 0)
     return _fused.supcon_out_per_anchor(
         tf.reshape(features, [-1, dim]), contrast, tf.repeat(seg_anchor, views), seg_rows,
-        offset * views, float(temperature), block_size, unit_norm)
+        offset * views, float(temperature), block_size, unit_norm, grad_rows)
 
 
 def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=None,
