@@ -21,7 +21,6 @@
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,15 +29,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import supcon_tf as sct  # noqa: E402
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    def on_train_batch_begin(self, batch, logs=None):
-        if batch == 0:
-            self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds = time.perf_counter() - self.start
+from loss import median_seconds  # noqa: E402  (benchmarks/loss.py)
+from train import _EpochTimer  # noqa: E402  (benchmarks/train.py)
 
 
 def step_variants(args):
@@ -85,16 +77,6 @@ def time_steps(args):
     print("| --- | --- | --- |")
     for name, r in rates.items():
         print(f"| {name} | {np.median(r):.1f} | {base / np.median(r):.2f} |")
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def time_losses(args):

@@ -211,39 +211,37 @@ def _verify(saved_path, module, image_shape):
                                    f"in-memory model by {err:.3g} (> 1e-5)")
 
 
-def save_model(model, path):
-    """`model.save(path)` (a `.keras` file) that never leaves a half-written
-    file at `path`: it writes a hidden temporary file next to it and renames it
-    into place (atomic on one filesystem), so a kill at any moment leaves the
-    old file or the new one. Returns the path."""
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"`path` must end in .keras. Received: path={path!r}")
+def _write_atomically(path, write, suffix=""):
+    """Calls `write(tmp)` on a hidden temporary file next to `path`, then
+    renames it into place (atomic on one filesystem), so a kill at any moment
+    leaves the old file or the new one; it gets the mode of the umask."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=".keras",
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix,
                                dir=parent)
     os.close(fd)
     try:
-        model.save(tmp)
+        write(tmp)
         os.chmod(tmp, 0o666 & _umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def save_model(model, path):
+    """`model.save(path)` (a `.keras` file) that never leaves a half-written
+    file at `path`: written to a temporary name, then renamed. Returns the path."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"`path` must end in .keras. Received: path={path!r}")
+    return _write_atomically(path, model.save, suffix=".keras")
 
 
 def write_json(obj, path, **kwargs):
-    """`json.dump(obj)` to `path` through a temporary file and a rename."""
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as f:
+    """`json.dump(obj, **kwargs)` to `path` through a temporary file and a rename."""
+    def write(tmp):
+        with open(tmp, "w") as f:
             json.dump(obj, f, **kwargs)
-        os.chmod(tmp, 0o666 & _umask_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return _write_atomically(os.fspath(path), write)

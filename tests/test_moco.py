@@ -9,6 +9,7 @@ import supcon_tf as sct
 from supcon_tf.memory import FeatureQueue
 from supcon_tf.momentum import ema_update, momentum_at, weight_pairs
 from tests.reference import moco_reference
+from tests.test_models import _images
 from tests.test_distribute import strategy  # noqa: F401
 
 SHAPE = (28, 28, 1)
@@ -78,14 +79,6 @@ def test_ema_update_and_schedules_against_numpy():
 
 
 # -- the model -----------------------------------------------------------------------
-
-def _images(n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 4, size=n)
-    base = rng.integers(0, 256, size=(4,) + SHAPE)
-    noise = rng.integers(-30, 30, size=(n,) + SHAPE)
-    return np.clip(base[labels] + noise, 0, 255).astype(np.float32), labels
-
 
 def _moco(**kwargs):
     keras.utils.set_random_seed(0)

@@ -14,7 +14,7 @@ from supcon_tf import _cross_replica
 from supcon_tf.losses import _fused
 from supcon_tf.losses._masks import checked_labels, class_ids, validate_labels
 from supcon_tf.losses.supcon import (_as_views, _check_queue, _positive_number,
-                                     nonfinite_marker)
+                                     call_with_queue, nonfinite_marker)
 
 
 def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
@@ -142,15 +142,11 @@ class MoCoLoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None, queue=None, queue_labels=None):
         """As `keras.losses.Loss.__call__`, plus `queue` and `queue_labels`."""
-        self._queue = (queue, queue_labels)
         self._labelled = y_true is not None
         if y_true is None:
             # The base class needs a tensor; `call` knows these are no labels.
             y_true = tf.zeros(tf.shape(tf.convert_to_tensor(y_pred))[:1])
-        try:
-            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-        finally:
-            self._queue = (None, None)
+        return call_with_queue(self, y_true, y_pred, sample_weight, queue, queue_labels)
 
     def call(self, y_true, y_pred):
         queue, queue_labels = self._queue

@@ -439,6 +439,17 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     return per_sample + poison
 
 
+def call_with_queue(loss, y_true, y_pred, sample_weight, queue, queue_labels):
+    """`keras.losses.Loss.__call__` of `loss` (sample weights, reduction,
+    distribution scaling) with the queue handed to its `call` through
+    `loss._queue`, which Keras's signature `call(y_true, y_pred)` has no room for."""
+    loss._queue = (queue, queue_labels)
+    try:
+        return keras.losses.Loss.__call__(loss, y_true, y_pred, sample_weight=sample_weight)
+    finally:
+        loss._queue = (None, None)
+
+
 @keras.saving.register_keras_serializable(package="supcon_tf")
 class SupConLoss(keras.losses.Loss):
     """Supervised contrastive loss as a Keras loss.
@@ -518,11 +529,7 @@ class SupConLoss(keras.losses.Loss):
                 queue_labels = -1 - tf.range(tf.shape(tf.convert_to_tensor(queue))[0])
         else:
             y_true = validate_labels(y_true)
-        self._queue = (queue, queue_labels)
-        try:
-            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-        finally:
-            self._queue = (None, None)
+        return call_with_queue(self, y_true, y_pred, sample_weight, queue, queue_labels)
 
     def call(self, y_true, y_pred):
         queue, queue_labels = self._queue
