@@ -13,8 +13,9 @@ import tensorflow as tf
 from supcon_tf import _cross_replica
 from supcon_tf.losses import _fused
 from supcon_tf.losses._masks import checked_labels, class_ids, validate_labels
-from supcon_tf.losses.supcon import (_as_views, _check_queue, _positive_number,
-                                     call_with_queue, nonfinite_marker)
+from supcon_tf.losses._checks import (_as_views, _check_queue, _positive_number,
+                                      nonfinite_marker)
+from supcon_tf.losses.supcon import call_with_queue
 
 
 def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,

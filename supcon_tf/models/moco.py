@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf.losses import MoCoLoss
-from supcon_tf.losses.supcon import _positive_number
+from supcon_tf.losses._checks import _positive_number
 from supcon_tf.memory import FeatureQueue
 from supcon_tf.metrics import query_key_accuracy
 from supcon_tf.models.base import ContrastiveModel, build_if_known, check_int, feature_shape

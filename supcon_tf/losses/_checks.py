@@ -1,0 +1,153 @@
+"""Argument checks shared by the contrastive losses: options, embeddings,
+the queue, and the marker that turns non-finite inputs into a NaN loss."""
+
+import math
+import numbers
+
+import tensorflow as tf
+
+from supcon_tf.losses._masks import checked_labels, label_kind
+
+CONTRAST_MODES = ("all", "one")
+VARIANTS = ("out", "in")
+DENOMINATORS = ("all", "one_positive", "only_negatives")
+
+
+def _positive_number(value, name, alternative=""):
+    """`value` as a Python float; a `TypeError` / `ValueError` naming `name`
+    unless it is a finite real number > 0 (numpy scalars are fine)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number{alternative}. Received: {name}={value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value}")
+    return float(value)
+
+
+def _check_options(temperature, base_temperature, contrast_mode, variant,
+                   denominator, positives_cap, block_size=None):
+    """Validates the loss options; returns the resolved base temperature."""
+    temperature = _positive_number(temperature, "temperature")
+    if base_temperature is None:
+        base_temperature = temperature
+    base_temperature = _positive_number(base_temperature, "base_temperature",
+                                        " or None")
+    if contrast_mode not in CONTRAST_MODES:
+        raise ValueError(
+            f"`contrast_mode` must be one of {CONTRAST_MODES}. "
+            f"Received: contrast_mode={contrast_mode!r}")
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    if denominator not in DENOMINATORS:
+        raise ValueError(
+            f"`denominator` must be one of {DENOMINATORS}. "
+            f"Received: denominator={denominator!r}")
+    if positives_cap is not None:
+        if isinstance(positives_cap, bool) or not isinstance(positives_cap, numbers.Integral):
+            raise TypeError(
+                "`positives_cap` must be None or an integer >= 0. "
+                f"Received: positives_cap={positives_cap!r}")
+        if positives_cap < 0:
+            raise ValueError(
+                "`positives_cap` must be None or an integer >= 0. "
+                f"Received: positives_cap={positives_cap}")
+    if block_size is not None:
+        if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
+            raise TypeError(
+                "`block_size` must be None or an integer >= 1. "
+                f"Received: block_size={block_size!r}")
+        if block_size < 1:
+            raise ValueError(
+                "`block_size` must be None or an integer >= 1. "
+                f"Received: block_size={block_size}")
+        unsupported = {
+            "contrast_mode": (contrast_mode, "all"), "variant": (variant, "out"),
+            "denominator": (denominator, "all"), "positives_cap": (positives_cap, None)}
+        for name, (value, default) in unsupported.items():
+            if value != default:
+                raise ValueError(
+                    f"`block_size` needs the default `{name}={default!r}` (the "
+                    "blockwise path implements the paper's L_out over all "
+                    f"other views). Received: block_size={block_size}, "
+                    f"{name}={value!r}")
+    return temperature, base_temperature
+
+
+def _as_views(y_pred):
+    """Returns embeddings as float32 `[batch, views, dim]`."""
+    y_pred = tf.convert_to_tensor(y_pred)
+    rank = y_pred.shape.rank
+    if rank is None:
+        raise ValueError(
+            "`y_pred` must have a known rank >= 2 ([batch, dim] or "
+            "[batch, views, dim, ...]). Received a tensor of unknown rank.")
+    if rank < 2:
+        raise ValueError(
+            "`y_pred` must have rank >= 2 ([batch, dim] or [batch, views, dim, "
+            f"...]). Received: y_pred.shape={y_pred.shape}")
+    if not (y_pred.dtype.is_floating or y_pred.dtype.is_integer) or y_pred.dtype == tf.bool:
+        raise TypeError(
+            f"`y_pred` must be a real tensor. Received: y_pred.dtype={y_pred.dtype}")
+    if y_pred.shape[0] == 0 or 0 in y_pred.shape[1:]:
+        raise ValueError(
+            "`y_pred` must hold at least one sample, one view and one feature. "
+            f"Received: y_pred.shape={y_pred.shape}")
+    # All arithmetic in float32, also for float16 / bfloat16 embeddings.
+    y_pred = tf.cast(y_pred, tf.float32)
+    if rank == 2:
+        return y_pred[:, None, :]
+    if rank > 3:
+        shape = tf.shape(y_pred)
+        flat = y_pred.shape[2:].num_elements()
+        y_pred = tf.reshape(y_pred, [shape[0], shape[1], flat if flat else -1])
+    return y_pred
+
+
+def _check_queue(queue, queue_labels, features, y_true, mask, labelled=None):
+    """The queue as float32 `[K, dim]` (no gradient) and its labels, checked
+    against the embeddings and the labels of the batch."""
+    if queue is None:
+        if queue_labels is not None:
+            raise ValueError("`queue_labels` needs a `queue`. Received: queue=None and "
+                             f"queue_labels.shape={tf.convert_to_tensor(queue_labels).shape}")
+        return None, None
+    if mask is not None:
+        raise ValueError("A `queue` cannot be combined with an explicit `mask` (the mask "
+                         "says nothing of the queue's entries); pass labels instead. "
+                         f"Received: mask.shape={tf.convert_to_tensor(mask).shape}")
+    queue = tf.stop_gradient(tf.cast(tf.convert_to_tensor(queue), tf.float32))
+    dim = features.shape[-1]
+    if queue.shape.rank != 2 or (dim is not None and queue.shape[1] is not None
+                                 and queue.shape[1] != dim):
+        raise ValueError(
+            f"`queue` must be [entries, dim] with the embeddings' dim ({dim}). "
+            f"Received: queue.shape={queue.shape}")
+    labelled = y_true is not None if labelled is None else labelled
+    if labelled and queue_labels is None:
+        raise ValueError("With labels, the `queue` needs `queue_labels` (its entries' "
+                         "classes, [entries]). Received: queue_labels=None")
+    if not labelled and queue_labels is not None:
+        raise ValueError("`queue_labels` were given without labels for the batch "
+                         "(y_true=None): with no labels every queue entry is a "
+                         "negative. Received: queue_labels.shape="
+                         f"{tf.convert_to_tensor(queue_labels).shape}")
+    if queue_labels is not None:
+        queue_labels, check = checked_labels(queue_labels, tf.shape(queue)[0], "queue_labels")
+        if label_kind(queue_labels) != label_kind(tf.convert_to_tensor(y_true)):
+            raise ValueError(
+                "`queue_labels` must be of the same kind as `y_true` (class ids, or "
+                f"multi-hot with the same classes). Received: queue_labels.shape="
+                f"{queue_labels.shape}, y_true.shape={tf.convert_to_tensor(y_true).shape}")
+        with tf.control_dependencies([check]):
+            queue = tf.identity(queue)
+    return queue, queue_labels
+
+
+def nonfinite_marker(*tensors):
+    """A float32 scalar: 0 when every tensor is finite, NaN otherwise. Added to
+    a loss, it makes a NaN or infinite embedding give a NaN loss on every path
+    (Keras's NaN handling, e.g. `TerminateOnNaN`, then sees it)."""
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
+    return tf.stop_gradient(tf.where(tf.reduce_all(finite), 0.0, float("nan")))
+
+
