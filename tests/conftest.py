@@ -9,3 +9,19 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+import pytest  # noqa: E402
+
+REPLICAS = 2
+
+
+@pytest.fixture(scope="session")
+def strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session:
+    two strategies in one process number their collective ops alike, and the
+    second one's all-gathers then abort ("Collective instance ... expected
+    type ..."), so every test module shares this one."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:REPLICAS]
+    assert len(devices) == REPLICAS, devices
+    return tf.distribute.MirroredStrategy(devices)

@@ -19,13 +19,6 @@ VIEWS = 2
 DIM = 8
 
 
-@pytest.fixture(scope="module")
-def strategy():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:REPLICAS]
-    assert len(devices) == REPLICAS, devices
-    return tf.distribute.MirroredStrategy(devices)
-
-
 def split(strategy, array):
     """A per-replica value: replica r holds rows [r * n, (r + 1) * n)."""
     parts = np.split(np.asarray(array), strategy.num_replicas_in_sync)

@@ -17,7 +17,6 @@ import supcon_tf as sct
 from supcon_tf import data, zoo
 from supcon_tf.losses import SupConLoss, supcon_loss
 from tests.reference import supcon_reference
-from tests.test_distribute import strategy  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Y = np.array([0, 0, 1, 1])
@@ -143,7 +142,7 @@ def _small_model():
     return sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(8, hidden_dims=(8,)))
 
 
-def test_uneven_numpy_batches_under_mirrored(strategy):  # noqa: F811
+def test_uneven_numpy_batches_under_mirrored(strategy):
     rng = np.random.default_rng(5)
     views = rng.uniform(0, 1, size=(33, 2, 8, 8, 1)).astype("float32")   # last batch of 1
     y = rng.integers(0, 3, size=33)

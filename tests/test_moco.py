@@ -10,7 +10,6 @@ from supcon_tf.memory import FeatureQueue
 from supcon_tf.momentum import ema_update, momentum_at, weight_pairs
 from tests.reference import moco_reference
 from tests.test_models import _images
-from tests.test_distribute import strategy  # noqa: F401
 
 SHAPE = (28, 28, 1)
 
@@ -226,7 +225,7 @@ def test_cosine_momentum_follows_the_planned_steps():
     assert int(model.planned_steps) == 6
 
 
-def test_two_replicas_equal_one_device_queue_and_weights(strategy):  # noqa: F811
+def test_two_replicas_equal_one_device_queue_and_weights(strategy):
     """One device with bn_groups=2 is MoCo's shuffle-BN on two devices: the same
     permutation, each device one group. After three steps of fit both hold the
     same queue, key networks and weights."""

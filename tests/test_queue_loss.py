@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from supcon_tf.losses import MoCoLoss, SupConLoss, moco_loss, supcon_loss
 from tests.reference import moco_reference, supcon_reference
-from tests.test_distribute import replicated, single_device, strategy  # noqa: F401
+from tests.test_distribute import replicated, single_device
 
 B, V, D, K = 6, 2, 5, 7
 
@@ -167,7 +167,7 @@ def test_nan_in_queue_gives_nan():
 
 @pytest.mark.parametrize("kind,options", [("ids", {}), ("none", {}), ("ids", {"variant": "in"}),
                                           ("ids", {"positives_cap": 2})])
-def test_queue_loss_two_replicas_equal_one_device(strategy, kind, options):  # noqa: F811
+def test_queue_loss_two_replicas_equal_one_device(strategy, kind, options):
     y, z, queue, queue_y = _data(kind, seed=9, batch=8)
     loss = SupConLoss(temperature=0.2, **options)
 
@@ -182,7 +182,7 @@ def test_queue_loss_two_replicas_equal_one_device(strategy, kind, options):  # n
 
 
 @pytest.mark.parametrize("labelled", [False, True])
-def test_moco_loss_two_replicas_equal_one_device(strategy, labelled):  # noqa: F811
+def test_moco_loss_two_replicas_equal_one_device(strategy, labelled):
     rng = np.random.default_rng(2)
     qk = rng.normal(size=(8, 2, D)).astype("float32")
     queue = rng.normal(size=(K, D)).astype("float32")
