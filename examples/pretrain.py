@@ -1,8 +1,12 @@
-"""Stage 1: contrastive pretraining of an encoder (SupCon, SimCLR, MoCo v2).
+"""Stage 1: contrastive pretraining of an encoder (SupCon, SimCLR, MoCo v2,
+BYOL, SimSiam, Barlow Twins, VICReg).
 
     python examples/pretrain.py --method supcon --epochs 10 --model_dir runs/supcon
     python examples/pretrain.py --method moco --temperature 0.2 --model_dir runs/moco
     python examples/pretrain.py --method supcon --queue_size 4096   # SupCon + MoCo queue
+    python examples/pretrain.py --method byol --projection_hidden_dims 512 --model_dir runs/byol
+    python examples/pretrain.py --method barlow --projection_dim 1024 \
+        --projection_hidden_dims 1024,1024 --model_dir runs/barlow
 
 Writes to --model_dir: `encoder.keras` (the pretrained encoder, for
 examples/linear_eval.py), `model.keras` (encoder + head), TensorBoard logs in
@@ -28,12 +32,25 @@ import tensorflow as tf
 import supcon_tf as sct
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("method", "supcon", ["supcon", "simclr", "moco"],
-                  "supcon uses the labels; simclr and moco ignore them.")
+METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg"]
+NO_NEGATIVES = ("byol", "simsiam", "barlow", "vicreg")
+flags.DEFINE_enum("method", "supcon", METHODS,
+                  "supcon uses the labels; the others ignore them (except for the online "
+                  "probe of the methods without negatives).")
 flags.DEFINE_integer("queue_size", None,
                      "MoCo's queue of past keys (default 4096 for --method moco). With "
                      "--method supcon: SupCon with a momentum encoder and a labelled queue.")
-flags.DEFINE_float("momentum", 0.99, "Momentum of MoCo's key encoder.")
+flags.DEFINE_float("momentum", 0.99, "Momentum of MoCo's key encoder or BYOL's target "
+                   "(its start, with the cosine schedule).")
+flags.DEFINE_enum("momentum_schedule", None, ["constant", "cosine"],
+                  "Default: constant for moco, cosine for byol.")
+flags.DEFINE_integer("predictor_hidden_dim", None,
+                     "BYOL / SimSiam predictor's hidden layer (default: BYOL, the "
+                     "projector's first hidden size; SimSiam, projection_dim / 4).")
+flags.DEFINE_float("barlow_lambda", 0.0051, "Barlow Twins' off-diagonal weight.")
+flags.DEFINE_float("vicreg_sim", 25.0, "VICReg's invariance weight.")
+flags.DEFINE_float("vicreg_std", 25.0, "VICReg's variance weight.")
+flags.DEFINE_float("vicreg_cov", 1.0, "VICReg's covariance weight.")
 flags.DEFINE_bool("symmetric", False, "MoCo: also the loss with the views swapped (v2+).")
 flags.DEFINE_integer("bn_groups", 2, "MoCo: BatchNorm groups per replica (shuffle-BN).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
@@ -96,6 +113,37 @@ def parse_hidden_dims(values):
     return dims
 
 
+def no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes):
+    """BYOL, SimSiam, Barlow Twins or VICReg with the papers' head shapes at
+    --projection_dim / --projection_hidden_dims (not L2-normalised)."""
+    method, dim = FLAGS.method, FLAGS.projection_dim
+    head_options = {"simsiam": {"output_batch_norm": True},
+                    "barlow": {"output_bias": False},
+                    "vicreg": {"output_bias": False}}.get(method, {})
+    head = sct.layers.ProjectionHead(dim, hidden_dims=hidden_dims, normalize=False,
+                                     synchronized_bn=sync_bn, name="projector",
+                                     **head_options)
+    common = {"head": head, "augmenter": augmenter, "views": FLAGS.views,
+              "probe_classes": probe_classes}
+    if method == "byol":
+        hidden = FLAGS.predictor_hidden_dim or (hidden_dims[0] if hidden_dims else 4096)
+        return sct.models.BYOLModel(
+            encoder, predictor=sct.layers.byol_predictor(dim, hidden, synchronized_bn=sync_bn),
+            momentum=FLAGS.momentum, momentum_schedule=FLAGS.momentum_schedule or "cosine",
+            **common)
+    if method == "simsiam":
+        hidden = FLAGS.predictor_hidden_dim or max(1, dim // 4)
+        return sct.models.SimSiamModel(
+            encoder, predictor=sct.layers.simsiam_predictor(dim, hidden,
+                                                            synchronized_bn=sync_bn),
+            **common)
+    if method == "barlow":
+        return sct.models.BarlowTwinsModel(encoder, lambda_=FLAGS.barlow_lambda, **common)
+    return sct.models.VICRegModel(encoder, sim_coeff=FLAGS.vicreg_sim,
+                                  std_coeff=FLAGS.vicreg_std, cov_coeff=FLAGS.vicreg_cov,
+                                  **common)
+
+
 class _RestoreOnly(keras.callbacks.BackupAndRestore):
     """A non-chief worker's BackupAndRestore: restores from the chief's backup
     (a filesystem all workers share) but never writes or deletes it."""
@@ -150,8 +198,9 @@ def main(argv):
     queue_size = FLAGS.queue_size
     if FLAGS.method == "moco" and queue_size is None:
         queue_size = 4096
-    if FLAGS.method == "simclr" and queue_size is not None:
-        raise app.UsageError("--queue_size is for --method moco or supcon (simclr has no queue).")
+    if FLAGS.method not in ("moco", "supcon") and queue_size is not None:
+        raise app.UsageError(f"--queue_size is for --method moco or supcon ({FLAGS.method} "
+                             "has no queue).")
     strategy = sct.distribute.get_strategy(FLAGS.distribute)
     chief = sct.distribute.is_chief(strategy)
     # Only the chief writes into --model_dir; other workers write to a
@@ -163,6 +212,7 @@ def main(argv):
     image_shape = tuple(train.element_spec[0].shape)
     if FLAGS.method in ("simclr", "moco"):
         train = train.map(lambda image, label: image)
+    # The methods without negatives keep the labels for their online probe only.
     # --batch_size is the global batch; under a strategy each replica gets an
     # equal share of every batch (drop_remainder=True).
     train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
@@ -184,20 +234,26 @@ def main(argv):
                 else {"crop_scale": (FLAGS.crop_min_scale, 1.0)})
         if FLAGS.color_strength is not None:
             recipe_args["strength"] = FLAGS.color_strength
-        head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
-                                         synchronized_bn=sync_bn)
         augmenter = recipe(image_shape, seed=FLAGS.seed, **recipe_args)
         probe_classes = (sct.data.num_classes(FLAGS.dataset)
-                         if FLAGS.method == "supcon" else None)
-        if queue_size is None:
+                         if FLAGS.method == "supcon" or FLAGS.method in NO_NEGATIVES else None)
+        if FLAGS.method in NO_NEGATIVES:
+            model = no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes)
+            loss = None                      # the method's own
+        elif queue_size is None:
+            head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
+                                             synchronized_bn=sync_bn)
             model = sct.models.SupConModel(encoder, head=head, augmenter=augmenter,
                                            views=FLAGS.views, probe_classes=probe_classes)
             loss = sct.losses.SupConLoss(temperature=FLAGS.temperature)
         else:
+            head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
+                                             synchronized_bn=sync_bn)
             model = sct.models.MoCoModel(
                 encoder, head=head, augmenter=augmenter, views=FLAGS.views,
                 queue_size=queue_size, momentum=FLAGS.momentum, temperature=FLAGS.temperature,
                 symmetric=FLAGS.symmetric, bn_groups=FLAGS.bn_groups,
+                momentum_schedule=FLAGS.momentum_schedule or "constant",
                 probe_classes=probe_classes)
             loss = None                      # MoCoLoss(temperature)
         total_steps = FLAGS.epochs * steps_per_epoch

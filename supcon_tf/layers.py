@@ -1,4 +1,6 @@
-"""Small building blocks: the projection head and L2 normalisation."""
+"""Small building blocks: the projection head (and the projectors and
+predictors of the methods without negatives, with the papers' shapes) and L2
+normalisation."""
 
 import keras
 
@@ -37,6 +39,9 @@ class ProjectionHead(keras.layers.Layer):
     `"mlp"`: Dense -> (BatchNorm) -> ReLU for each hidden layer, then a linear
     Dense to `output_dim`; `"linear"`: a single Dense; `"none"`: only the
     normalisation. Accepts `[batch, features]` or `[batch, views, features]`.
+    With `normalize=False` it is a plain MLP: the projectors and predictors of
+    BYOL, SimSiam, Barlow Twins and VICReg (`byol_projector` and the other
+    functions below build them with the papers' shapes).
 
     Args:
         output_dim: Size of the projection. Defaults to 128.
@@ -49,6 +54,11 @@ class ProjectionHead(keras.layers.Layer):
         synchronized_bn: BatchNorm statistics over the global batch under a
             `tf.distribute` strategy (`BatchNormalization(synchronized=True)`).
             Defaults to False.
+        normalize: L2-normalise the output. Defaults to True.
+        output_batch_norm: BatchNorm without scale and offset after the last
+            Dense (SimSiam's projector). Defaults to False.
+        output_bias: A bias in the last Dense (off in Barlow Twins' and
+            VICReg's, and when `output_batch_norm`). Defaults to True.
 
     Example:
 
@@ -61,7 +71,8 @@ class ProjectionHead(keras.layers.Layer):
     """
 
     def __init__(self, output_dim=128, hidden_dims=None, batch_norm=True,
-                 kind="mlp", synchronized_bn=False, **kwargs):
+                 kind="mlp", synchronized_bn=False, normalize=True,
+                 output_batch_norm=False, output_bias=True, **kwargs):
         super().__init__(**kwargs)
         if kind not in HEAD_KINDS:
             raise ValueError(f"`kind` must be one of {HEAD_KINDS}. Received: kind={kind!r}")
@@ -79,9 +90,13 @@ class ProjectionHead(keras.layers.Layer):
         self.batch_norm = bool(batch_norm)
         self.kind = kind
         self.synchronized_bn = bool(synchronized_bn)
+        self.l2_normalize = bool(normalize)
+        self.output_batch_norm = bool(output_batch_norm)
+        self.output_bias = bool(output_bias)
         self.normalize = L2Normalize(name="l2")
         self.blocks = []
         self.out = None
+        self.out_norm = None
 
     def build(self, input_shape):
         in_dim = input_shape[-1]
@@ -99,11 +114,20 @@ class ProjectionHead(keras.layers.Layer):
                         synchronized=self.synchronized_bn, name=f"hidden{i}_bn")
                     norm.build(shape)
                 self.blocks.append((dense, norm))
-            self.out = keras.layers.Dense(self.output_dim, name="projection")
-            self.out.build(shape)
+            self.out = self._output_layer(shape)
         elif self.kind == "linear":
-            self.out = keras.layers.Dense(self.output_dim, name="projection")
-            self.out.build((None, in_dim))
+            self.out = self._output_layer((None, in_dim))
+
+    def _output_layer(self, shape):
+        out = keras.layers.Dense(self.output_dim, name="projection",
+                                 use_bias=self.output_bias and not self.output_batch_norm)
+        out.build(shape)
+        if self.output_batch_norm:
+            self.out_norm = keras.layers.BatchNormalization(
+                center=False, scale=False, synchronized=self.synchronized_bn,
+                name="projection_bn")
+            self.out_norm.build((None, self.output_dim))
+        return out
 
     def call(self, inputs, training=False):
         # [batch, views, features] -> [batch * views, features]: BatchNorm
@@ -117,7 +141,10 @@ class ProjectionHead(keras.layers.Layer):
             x = keras.ops.relu(x)
         if self.out is not None:
             x = self.out(x)
-        x = self.normalize(x)
+        if self.out_norm is not None:
+            x = self.out_norm(x, training=training)
+        if self.l2_normalize:
+            x = self.normalize(x)
         return keras.ops.reshape(x, tuple(leading) + (keras.ops.shape(x)[-1],))
 
     def compute_output_shape(self, input_shape):
@@ -130,5 +157,51 @@ class ProjectionHead(keras.layers.Layer):
         config.update({"output_dim": self.output_dim,
                        "hidden_dims": list(self.hidden_dims) if self.hidden_dims else None,
                        "batch_norm": self.batch_norm, "kind": self.kind,
-                       "synchronized_bn": self.synchronized_bn})
+                       "synchronized_bn": self.synchronized_bn,
+                       "normalize": self.l2_normalize,
+                       "output_batch_norm": self.output_batch_norm,
+                       "output_bias": self.output_bias})
         return config
+
+
+def _mlp(name, output_dim, hidden_dims, synchronized_bn, **kwargs):
+    return ProjectionHead(output_dim, hidden_dims=hidden_dims, normalize=False,
+                          synchronized_bn=synchronized_bn, name=name, **kwargs)
+
+
+def byol_projector(output_dim=256, hidden_dim=4096, synchronized_bn=False):
+    """BYOL's projector: Dense(hidden) -> BatchNorm -> ReLU -> Dense(output),
+    not normalised (Grill et al., 2020: 4096 -> 256 after a ResNet-50)."""
+    return _mlp("projector", output_dim, (hidden_dim,), synchronized_bn)
+
+
+def byol_predictor(output_dim=256, hidden_dim=4096, synchronized_bn=False):
+    """BYOL's predictor: the projector's shape, on the projection; not normalised."""
+    return _mlp("predictor", output_dim, (hidden_dim,), synchronized_bn)
+
+
+def simsiam_projector(output_dim=2048, hidden_dim=2048, synchronized_bn=False):
+    """SimSiam's projector: two Dense -> BatchNorm -> ReLU blocks, then Dense ->
+    BatchNorm without scale or offset (Chen & He, 2021: 2048 wide)."""
+    return _mlp("projector", output_dim, (hidden_dim, hidden_dim), synchronized_bn,
+                output_batch_norm=True)
+
+
+def simsiam_predictor(output_dim=2048, hidden_dim=512, synchronized_bn=False):
+    """SimSiam's predictor, a bottleneck: Dense(hidden) -> BatchNorm -> ReLU ->
+    Dense(output); not normalised (2048 -> 512 -> 2048 in the paper)."""
+    return _mlp("predictor", output_dim, (hidden_dim,), synchronized_bn)
+
+
+def barlow_twins_projector(output_dim=8192, hidden_dim=8192, synchronized_bn=False):
+    """Barlow Twins' projector: two Dense -> BatchNorm -> ReLU blocks, then a
+    Dense without bias (Zbontar et al., 2021: 8192-8192-8192)."""
+    return _mlp("projector", output_dim, (hidden_dim, hidden_dim), synchronized_bn,
+                output_bias=False)
+
+
+def vicreg_expander(output_dim=8192, hidden_dim=8192, synchronized_bn=False):
+    """VICReg's expander: two Dense -> BatchNorm -> ReLU blocks, then a Dense
+    without bias (Bardes et al., 2022: 8192-8192-8192)."""
+    return _mlp("expander", output_dim, (hidden_dim, hidden_dim), synchronized_bn,
+                output_bias=False)

@@ -1,5 +1,5 @@
 """Metrics of contrastive training: how often an anchor's nearest neighbour
-is a positive."""
+is a positive, and whether the outputs collapsed."""
 
 import tensorflow as tf
 
@@ -58,3 +58,24 @@ def query_key_accuracy(y_true, queries, keys):
     yg = None if y_true is None else _cross_replica.all_gather(y_true)
     pos = _positive_mask(y_true, yg, None, batch, tf.shape(kg)[0], offset)
     return tf.reduce_mean(tf.gather_nd(pos, tf.stack([tf.range(batch), nearest], axis=1)))
+
+
+def output_std(outputs):
+    """SimSiam's collapse monitor: the standard deviation over the (global)
+    batch of each dimension of the L2-normalised outputs, averaged over the
+    dimensions. About `1 / sqrt(dim)` when the outputs spread over the sphere;
+    0 when they collapse to one point.
+
+    Args:
+        outputs: `[batch, dim]` embeddings.
+
+    Returns:
+        A float32 scalar >= 0.
+
+    Reference:
+        Chen & He, "Exploring Simple Siamese Representation Learning", CVPR
+        2021, section 4.1 and figure 2.
+    """
+    z = tf.math.l2_normalize(tf.cast(outputs, tf.float32), axis=-1)
+    z, _ = _cross_replica.global_batch(tf.stop_gradient(z))
+    return tf.reduce_mean(tf.math.reduce_std(z, axis=0))

@@ -1,8 +1,14 @@
 """Contrastive losses. Each is a `keras.losses.Loss` (per-sample values from
 `call`, reduced by the Keras base class) with a plain function that does the
-maths."""
+maths. `BarlowTwinsLoss` and `VICRegLoss` are statistics of the whole batch
+and return one value per batch; `BYOLLoss` is BYOL's and SimSiam's
+normalised distance, from Keras's own cosine similarity."""
 
+from supcon_tf.losses.byol import BYOLLoss
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
+from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
+                                         vicreg_loss, vicreg_terms)
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 
-__all__ = ["MoCoLoss", "SupConLoss", "moco_loss", "supcon_loss"]
+__all__ = ["BYOLLoss", "BarlowTwinsLoss", "MoCoLoss", "SupConLoss", "VICRegLoss",
+           "barlow_twins_loss", "moco_loss", "supcon_loss", "vicreg_loss", "vicreg_terms"]

@@ -1,16 +1,22 @@
 """Models of the contrastive family and the classifiers of the second stage.
 
-`ContrastiveModel` (models/base.py) holds what every method shares; each
+`ContrastiveModel` (models/base.py) holds what every method shares and
+`MomentumModel` (models/target.py) adds a momentum target network; each
 method is a short subclass: `SupConModel` (SupCon / SimCLR), `MoCoModel`
-(MoCo v2, and SupCon with a labelled queue). `LinearClassifier` and
+(MoCo v2, and SupCon with a labelled queue), `BYOLModel`, `SimSiamModel`,
+`BarlowTwinsModel`, `VICRegModel`. `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder.
 """
 
 from supcon_tf.metrics import contrastive_accuracy
 from supcon_tf.models.base import ContrastiveModel
+from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel
+from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
 from supcon_tf.models.supcon import SupConModel
+from supcon_tf.models.target import MomentumModel
 
-__all__ = ["ContrastiveModel", "CrossEntropyClassifier", "LinearClassifier",
-           "MoCoModel", "SupConModel", "contrastive_accuracy"]
+__all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
+           "LinearClassifier", "MoCoModel", "MomentumModel", "SimSiamModel", "SupConModel",
+           "VICRegModel", "contrastive_accuracy"]

@@ -28,7 +28,7 @@ from supcon_tf.distribute import check_dataset, is_multi_worker
 from supcon_tf.encoders import as_encoder
 from supcon_tf.layers import ProjectionHead
 from supcon_tf.losses._masks import HOT, IDS, class_ids, label_kind
-from supcon_tf.metrics import contrastive_accuracy
+from supcon_tf.metrics import contrastive_accuracy, output_std
 
 _PACKAGE = "supcon_tf"
 
@@ -61,6 +61,12 @@ def check_int(value, name, minimum, allow_none=False):
         raise ValueError(f"`{name}` must be {'None or ' if allow_none else ''}an integer "
                          f">= {minimum}. Received: {name}={value!r}")
     return int(value)
+
+
+def check_two_views(name, views):
+    """A `ValueError` unless `views` is 2 (methods built on pairs of views)."""
+    if views != 2:
+        raise ValueError(f"{name} needs `views=2`. Received: views={views!r}")
 
 
 def _input_rank(x):
@@ -109,6 +115,10 @@ class ContrastiveModel(keras.Model):
         views: Number of views per image when `augmenter` is given. Defaults to 2.
         probe_classes: Number of classes of an online linear probe on
             stop-gradient features of view 0, or None. Defaults to None.
+
+    Every model logs `output_std` (`supcon_tf.metrics.output_std` of view 0's
+    projections): about `1 / sqrt(dim)` while healthy, 0 when the outputs
+    collapsed to a point.
     """
 
     def __init__(self, encoder, head=None, augmenter=None, views=2,
@@ -126,6 +136,7 @@ class ContrastiveModel(keras.Model):
         self.probe = (keras.layers.Dense(probe_classes, name="probe")
                       if probe_classes is not None else None)
         self.contrastive_accuracy_tracker = keras.metrics.Mean(name="contrastive_accuracy")
+        self.output_std_tracker = keras.metrics.Mean(name="output_std")
         if self.probe is not None:
             self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
             self.probe_accuracy_tracker = keras.metrics.Mean(name="probe_accuracy")
@@ -341,6 +352,8 @@ class ContrastiveModel(keras.Model):
         loss = self.contrastive_loss(x, y, out, sample_weight, training)
         probe_loss = self.probe_loss(y, out)
         self.update_metrics(y, out)
+        # The collapse monitor, on the projections of view 0.
+        self.output_std_tracker.update_state(output_std(out["projections"][:, 0]))
         return loss, probe_loss, out, y, sample_weight
 
     def train_step(self, data):
@@ -388,7 +401,7 @@ class ContrastiveModel(keras.Model):
 
     def _own_metrics(self):
         """The trackers this model updates itself (not the compiled metrics)."""
-        own = [self.contrastive_accuracy_tracker]
+        own = [self.contrastive_accuracy_tracker, self.output_std_tracker]
         if self.probe is not None:
             own += [self.probe_loss_tracker, self.probe_accuracy_tracker]
         return own

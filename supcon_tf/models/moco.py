@@ -9,13 +9,12 @@ from supcon_tf.losses import MoCoLoss
 from supcon_tf.losses._checks import _positive_number
 from supcon_tf.memory import FeatureQueue
 from supcon_tf.metrics import query_key_accuracy
-from supcon_tf.models.base import ContrastiveModel, build_if_known, check_int, feature_shape
-from supcon_tf.momentum import (check_momentum, copy_network, ema_update, freeze_as_target,
-                                momentum_at, weight_pairs)
+from supcon_tf.models.base import build_if_known, check_int, check_two_views, feature_shape
+from supcon_tf.models.target import MomentumModel
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class MoCoModel(ContrastiveModel):
+class MoCoModel(MomentumModel):
     """MoCo v2: a query encoder trained against a momentum key encoder and a queue.
 
     `fit(x)` trains MoCo v2: the query (view 0, online encoder and head) of
@@ -79,47 +78,26 @@ class MoCoModel(ContrastiveModel):
     def __init__(self, encoder, head=None, augmenter=None, views=2, queue_size=4096,
                  momentum=0.99, temperature=0.2, symmetric=False,
                  momentum_schedule="constant", bn_groups=2, probe_classes=None, **kwargs):
-        if views != 2:
-            raise ValueError(f"MoCoModel needs `views=2` (a query and a key). Received: views={views!r}")
+        check_two_views("MoCoModel", views)
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
+                         momentum=momentum, momentum_schedule=momentum_schedule,
                          probe_classes=probe_classes, **kwargs)
         self.queue_size = check_int(queue_size, "queue_size", 1)
-        self.momentum = check_momentum(momentum, momentum_schedule)
-        self.momentum_schedule = momentum_schedule
         self.temperature = _positive_number(temperature, "temperature")
         self.symmetric = bool(symmetric)
         self.bn_groups = check_int(bn_groups, "bn_groups", 1)
-        self.target_encoder = copy_network(self.encoder)
-        self.target_head = copy_network(self.head)
         self.queue = None
-        self.planned_steps = self.add_weight(shape=(), dtype="int64", initializer="zeros",
-                                             trainable=False, name="planned_steps")
         build_if_known(self)
 
     def build(self, input_shape):
         super().build(input_shape)
-        features = feature_shape(self.target_encoder, input_shape)
-        if not self.target_head.built:
-            self.target_head.build(features)
-        self.target_encoder.set_weights(self.encoder.get_weights())
-        self.target_head.set_weights(self.head.get_weights())
-        freeze_as_target(self.target_encoder)
-        freeze_as_target(self.target_head)
+        features = feature_shape(self.encoder, input_shape)
         if self.queue is None:
             dim = self.head.compute_output_shape(features)[-1]
             self.queue = FeatureQueue(self.queue_size, dim, with_labels=True, name="queue")
 
     def default_loss(self):
         return MoCoLoss(temperature=self.temperature)
-
-    def on_fit_begin(self, epochs, steps_per_epoch):
-        if self.momentum_schedule == "cosine":
-            if not epochs or not steps_per_epoch:
-                raise ValueError(
-                    "momentum_schedule='cosine' needs the number of steps: pass "
-                    "`steps_per_epoch` to fit, or a dataset of known cardinality. "
-                    f"Received: epochs={epochs}, steps_per_epoch={steps_per_epoch}")
-            self.planned_steps.assign(int(epochs) * int(steps_per_epoch))
 
     def _grouped(self, views, training, encoder, head):
         """`encode` in `bn_groups` consecutive groups of the batch (while
@@ -178,10 +156,7 @@ class MoCoModel(ContrastiveModel):
             query_key_accuracy(y, out["projections"][:, 0], out["keys"][:, 0]))
 
     def after_step(self, y, out):
-        m = momentum_at(self.optimizer.iterations, self.planned_steps, self.momentum,
-                        self.momentum_schedule)
-        ema_update(weight_pairs(self.target_encoder, self.encoder)
-                   + weight_pairs(self.target_head, self.head), m)
+        self.update_targets()
         keys = out["global_keys"]                                  # [n, v, D]
         n, v = tf.shape(keys)[0], tf.shape(keys)[1]
         if y is None:
@@ -194,6 +169,5 @@ class MoCoModel(ContrastiveModel):
 
     def get_config(self):
         return {**super().get_config(), "queue_size": self.queue_size,
-                "momentum": self.momentum, "temperature": self.temperature,
-                "symmetric": self.symmetric, "momentum_schedule": self.momentum_schedule,
+                "temperature": self.temperature, "symmetric": self.symmetric,
                 "bn_groups": self.bn_groups}

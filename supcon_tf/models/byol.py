@@ -1,0 +1,174 @@
+"""BYOL and SimSiam: an online network with a predictor regresses the
+projection of the other view, with no negatives. BYOL's targets come from a
+momentum copy of the network; SimSiam's from the same network, through a
+stop-gradient."""
+
+import keras
+import tensorflow as tf
+
+from supcon_tf._serialization import from_config_with_objects, serialize
+from supcon_tf.layers import (byol_predictor, byol_projector, simsiam_predictor,
+                              simsiam_projector)
+from supcon_tf.losses import BYOLLoss
+from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_two_views,
+                                   feature_shape)
+from supcon_tf.models.target import MomentumModel
+
+
+def _predictor_for(head, factory):
+    """The method's default predictor, sized to `head`'s output."""
+    dim = getattr(head, "output_dim", None)
+    if not isinstance(dim, int):
+        raise ValueError("Pass `predictor=`: the default predictor is sized from the "
+                         f"head's `output_dim`, which {type(head).__name__} does not have.")
+    return factory(output_dim=dim, synchronized_bn=getattr(head, "synchronized_bn", False))
+
+
+class _Predicting:
+    """What BYOL and SimSiam share: the predictor on the online projections,
+    and the symmetric loss `loss(target of view 1, prediction of view 0) +
+    loss(target of view 0, prediction of view 1)`, each direction weighted by
+    `direction_weight`."""
+
+    direction_weight = 1.0
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if not self.predictor.built:
+            self.predictor.build(self.head.compute_output_shape(
+                feature_shape(self.encoder, input_shape)))
+
+    def predict_views(self, projections, training):
+        return self.predictor(projections, training=training)
+
+    def contrastive_loss(self, x, y, out, sample_weight, training):
+        targets, predictions = out["targets"], out["predictions"]
+        total = 0.0
+        for view in (0, 1):
+            total += self.loss(targets[:, 1 - view], predictions[:, view],
+                               sample_weight=sample_weight)
+        return self.direction_weight * total
+
+    def get_config(self):
+        return {**super().get_config(), "predictor": serialize(self.predictor)}
+
+    @classmethod
+    def from_config(cls, config):
+        return from_config_with_objects(cls, config,
+                                        ["encoder", "head", "augmenter", "predictor"])
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class BYOLModel(_Predicting, MomentumModel):
+    """BYOL: the online network (encoder, projector `head`, `predictor`)
+    predicts the target network's projection of the other view.
+
+    The target network (encoder and projector) is the online one's EMA with
+    BYOL's cosine momentum schedule, `m` rising from `momentum` (0.99) to 1
+    over the steps of `fit` (`MomentumModel`). The loss is symmetric: for
+    each view, `BYOLLoss` (`2 - 2 cos`) between the prediction from that view
+    and the target projection of the other, summed over the two directions
+    (so it lies in [0, 8]). Targets get no gradient. Labels, when given, feed
+    only the online probe. `fit` needs a known number of steps (a dataset of
+    known cardinality, arrays, or `steps_per_epoch`) for the cosine schedule.
+
+    Args:
+        encoder: A Keras model from images to `[batch, features]`.
+        head: The projector. Defaults to None: `layers.byol_projector()`
+            (4096 -> 256; scale it to small encoders).
+        predictor: Defaults to None: `layers.byol_predictor` with the
+            projector's output size and a 4096-wide hidden layer.
+        augmenter: A Keras layer making each view, or None (views from the
+            pipeline, `[batch, 2, H, W, C]`). Defaults to None.
+        views: Must be 2. Defaults to 2.
+        momentum: Base momentum of the target network. Defaults to 0.99.
+        momentum_schedule: `"cosine"` (BYOL) or `"constant"`. Defaults to `"cosine"`.
+        probe_classes: Classes of an online linear probe, or None. Defaults to None.
+
+    Example:
+
+    >>> import supcon_tf as sct
+    >>> enc = sct.encoders.resnet18((28, 28, 1), width=0.125)
+    >>> model = BYOLModel(enc, head=sct.layers.byol_projector(128, 512),
+    ...                   augmenter=sct.augment.simclr((28, 28, 1)))
+    >>> model.compile(optimizer="adam")   # BYOLLoss()
+
+    Reference:
+        Grill et al., "Bootstrap Your Own Latent: A New Approach to
+        Self-Supervised Learning", NeurIPS 2020.
+    """
+
+    def __init__(self, encoder, head=None, predictor=None, augmenter=None, views=2,
+                 momentum=0.99, momentum_schedule="cosine", probe_classes=None, **kwargs):
+        check_two_views("BYOLModel", views)
+        head = head if head is not None else byol_projector()
+        super().__init__(encoder, head=head, augmenter=augmenter, views=views,
+                         momentum=momentum, momentum_schedule=momentum_schedule,
+                         probe_classes=probe_classes, **kwargs)
+        self.predictor = (predictor if predictor is not None
+                          else _predictor_for(self.head, byol_predictor))
+        build_if_known(self)
+
+    def default_loss(self):
+        return BYOLLoss()
+
+    def forward(self, views, training):
+        features, projections = self.encode(views, training)
+        _, targets = self.encode(views, training, self.target_encoder, self.target_head)
+        return {"features": features, "projections": projections,
+                "predictions": self.predict_views(projections, training),
+                "targets": tf.stop_gradient(targets)}
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class SimSiamModel(_Predicting, ContrastiveModel):
+    """SimSiam: one network (encoder, projector `head`, `predictor`); the
+    prediction from each view regresses the projection of the other through
+    a stop-gradient.
+
+    The loss is the paper's `D(p1, z2) / 2 + D(p2, z1) / 2` with `D` the
+    negative cosine similarity (Keras's `CosineSimilarity`, the default
+    loss): -1 at best. `stop_gradient=False` is the paper's ablation (figure
+    2), which collapses: the `output_std` metric then falls to 0. Labels,
+    when given, feed only the online probe.
+
+    Args:
+        encoder: A Keras model from images to `[batch, features]`.
+        head: The projector. Defaults to None: `layers.simsiam_projector()`
+            (2048 wide; scale it to small encoders).
+        predictor: Defaults to None: `layers.simsiam_predictor` with the
+            projector's output size and a 512-wide bottleneck.
+        augmenter: A Keras layer making each view, or None. Defaults to None.
+        views: Must be 2. Defaults to 2.
+        stop_gradient: Stop the gradient through the targets. Defaults to True.
+        probe_classes: Classes of an online linear probe, or None. Defaults to None.
+
+    Reference:
+        Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021.
+    """
+
+    direction_weight = 0.5
+
+    def __init__(self, encoder, head=None, predictor=None, augmenter=None, views=2,
+                 stop_gradient=True, probe_classes=None, **kwargs):
+        check_two_views("SimSiamModel", views)
+        head = head if head is not None else simsiam_projector()
+        super().__init__(encoder, head=head, augmenter=augmenter, views=views,
+                         probe_classes=probe_classes, **kwargs)
+        self.predictor = (predictor if predictor is not None
+                          else _predictor_for(self.head, simsiam_predictor))
+        self.stop_gradient = bool(stop_gradient)
+        build_if_known(self)
+
+    def default_loss(self):
+        return keras.losses.CosineSimilarity(axis=-1)
+
+    def forward(self, views, training):
+        features, projections = self.encode(views, training)
+        targets = tf.stop_gradient(projections) if self.stop_gradient else projections
+        return {"features": features, "projections": projections,
+                "predictions": self.predict_views(projections, training),
+                "targets": targets}
+
+    def get_config(self):
+        return {**super().get_config(), "stop_gradient": self.stop_gradient}
