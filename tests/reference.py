@@ -177,3 +177,49 @@ def moco_reference(labels, queries, keys, queue, queue_labels=None, temperature=
         positives = [x for x, p in contrast if p]
         out[i] = -sum(x - log_den for x in positives) / len(positives)
     return out
+
+
+def _standardised(z, eps, ddof=0):
+    """Each column of `z` minus its mean, over sqrt(variance + eps), by loops."""
+    n, d = z.shape
+    out = np.zeros((n, d))
+    for j in range(d):
+        mean = sum(z[i, j] for i in range(n)) / n
+        var = sum((z[i, j] - mean) ** 2 for i in range(n)) / (n - ddof)
+        for i in range(n):
+            out[i, j] = (z[i, j] - mean) / math.sqrt(var + eps)
+    return out
+
+
+def barlow_twins_reference(za, zb, lambda_=0.0051):
+    """Barlow Twins, from the paper's Algorithm 1 with the reference code's
+    BatchNorm standardisation (biased variance, eps 1e-5), by loops."""
+    za, zb = np.asarray(za, np.float64), np.asarray(zb, np.float64)
+    n, d = za.shape
+    a, b = _standardised(za, 1e-5), _standardised(zb, 1e-5)
+    loss = 0.0
+    for i in range(d):
+        for j in range(d):
+            c = sum(a[k, i] * b[k, j] for k in range(n)) / n
+            loss += (1.0 - c) ** 2 if i == j else lambda_ * c ** 2
+    return loss
+
+
+def vicreg_reference(za, zb, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
+    """VICReg, from the paper's Algorithm 1 / the reference code, by loops."""
+    za, zb = np.asarray(za, np.float64), np.asarray(zb, np.float64)
+    n, d = za.shape
+    invariance = sum((za[i, j] - zb[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+    variance = covariance = 0.0
+    for z in (za, zb):
+        means = [sum(z[i, j] for i in range(n)) / n for j in range(d)]
+        x = [[z[i, j] - means[j] for j in range(d)] for i in range(n)]
+        for j in range(d):
+            std = math.sqrt(sum(x[i][j] ** 2 for i in range(n)) / (n - 1) + 1e-4)
+            variance += max(0.0, 1.0 - std) / d / 2
+        for j in range(d):
+            for k in range(d):
+                if j != k:
+                    cov = sum(x[i][j] * x[i][k] for i in range(n)) / (n - 1)
+                    covariance += cov ** 2 / d
+    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance

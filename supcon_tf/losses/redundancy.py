@@ -40,7 +40,7 @@ def _two_views(y_pred, name):
     if z.shape.rank != 3 or (z.shape[1] is not None and z.shape[1] != 2):
         raise ValueError(f"{name} needs `y_pred` of shape [batch, 2, dim]: two views of "
                          f"each sample. Received: y_pred.shape={z.shape}")
-    if z.shape[0] is not None and _cross_replica.num_replicas() == 1 and z.shape[0] < 2:
+    if z.shape[0] is not None and _cross_replica.replica_context() is None and z.shape[0] < 2:
         raise ValueError(f"{name} standardises over the batch and needs at least 2 "
                          f"samples. Received: y_pred.shape={z.shape}")
     z, _ = _cross_replica.global_batch(tf.cast(z, tf.float32))
@@ -147,7 +147,9 @@ def vicreg_terms(y_pred):
 
 class _BatchLoss(keras.losses.Loss):
     """A loss of the whole batch: `call` returns one value, `y_true` is
-    ignored (it may be None) and there are no sample weights."""
+    ignored (it may be None) and there are no sample weights. Inside a replica
+    context the value is divided by the number of replicas (Keras scales only
+    per-sample losses), so the replicas' values sum to the global batch's."""
 
     def __call__(self, y_true=None, y_pred=None, sample_weight=None):
         if y_pred is None:
@@ -158,7 +160,9 @@ class _BatchLoss(keras.losses.Loss):
         if y_true is None:
             # The base class needs a tensor; `call` ignores it.
             y_true = tf.zeros([1])
-        return super().__call__(y_true, y_pred)
+        value = super().__call__(y_true, y_pred)
+        ctx = _cross_replica.replica_context()
+        return value if ctx is None else value / ctx.num_replicas_in_sync
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
