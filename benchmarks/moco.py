@@ -30,17 +30,11 @@ import tensorflow as tf  # noqa: E402
 
 import supcon_tf as sct  # noqa: E402
 from loss import median_seconds  # noqa: E402  (benchmarks/loss.py)
-from train import _EpochTimer  # noqa: E402  (benchmarks/train.py)
+from methods import premade_views, time_fits  # noqa: E402  (benchmarks/methods.py)
 
 
-def step_variants(args):
-    train = sct.data.load("fashion_mnist", "train")
-    n = args.batch * args.steps
-    images, labels = next(iter(train.batch(n)))
-    views = sct.augment.MultiView(sct.augment.supcon((28, 28, 1), seed=0), 2)(
-        tf.cast(images, tf.float32), training=True).numpy()
-    ds = tf.data.Dataset.from_tensor_slices(views).batch(
-        args.batch, drop_remainder=True).cache().repeat()
+def time_steps(args):
+    ds = premade_views(args.batch, args.steps)
 
     def model(kind, **kwargs):
         keras.utils.set_random_seed(0)
@@ -55,28 +49,12 @@ def step_variants(args):
         m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=loss, jit_compile=False)
         return m
 
-    return {"supcon (simclr)": model("supcon"), "moco": model("moco"),
-            "moco bn_groups=1": model("moco", bn_groups=1),
-            "moco symmetric": model("moco", symmetric=True)}, ds
-
-
-def time_steps(args):
-    variants, ds = step_variants(args)
-    for name, m in variants.items():
-        m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)      # trace
-    rates = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, m in variants.items():
-            timer = _EpochTimer()
-            m.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0, callbacks=[timer])
-            rates[name].append(args.batch * args.steps / timer.seconds)
-    base = np.median(rates["supcon (simclr)"])
+    variants = {"supcon (simclr)": model("supcon"), "moco": model("moco"),
+                "moco bn_groups=1": model("moco", bn_groups=1),
+                "moco symmetric": model("moco", symmetric=True)}
     print(f"\n## step: batch {args.batch} x 2 views, ResNet-18 w{args.width}, "
           f"{args.steps} steps x {args.rounds} rounds (median)")
-    print("| model | images/s | step time / SupConModel |")
-    print("| --- | --- | --- |")
-    for name, r in rates.items():
-        print(f"| {name} | {np.median(r):.1f} | {base / np.median(r):.2f} |")
+    time_fits(variants, ds, args.batch, args.steps, args.rounds, "supcon (simclr)")
 
 
 def time_losses(args):

@@ -57,7 +57,8 @@ TRAINING_FLAGS = ("method", "dataset", "train_size", "encoder", "width", "epochs
                   "color_strength", "optimizer", "lr", "weight_decay", "warmup_epochs",
                   "projection_dim", "projection_hidden_dims", "seed", "distribute",
                   "synchronized_bn", "mixed_precision", "queue_size", "momentum",
-                  "symmetric", "bn_groups")
+                  "symmetric", "bn_groups", "momentum_schedule", "predictor_hidden_dim",
+                  "barlow_lambda", "vicreg_sim", "vicreg_std", "vicreg_cov")
 PREPROCESSING = ("raw pixel values in [0, 255] (uint8 or float32); the model scales "
                  "them to [0, 1] itself")
 
@@ -222,6 +223,10 @@ def main(argv):
         "method_long": {"supcon": "Supervised contrastive (SupCon)",
                         "simclr": "Self-supervised contrastive (SimCLR)",
                         "moco": "Momentum contrast (MoCo v2)",
+                        "byol": "Bootstrap your own latent (BYOL)",
+                        "simsiam": "Simple Siamese networks (SimSiam)",
+                        "barlow": "Redundancy reduction (Barlow Twins)",
+                        "vicreg": "Variance-invariance-covariance regularization (VICReg)",
                         "ce": "Cross-entropy baseline"}[method],
         "dataset": flags_["dataset"],
         "encoder": flags_["encoder"],

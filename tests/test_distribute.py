@@ -238,7 +238,7 @@ def _sync_bn_encoder():
     ])
 
 
-def _fit_losses(make_encoder, strategy, sync_head):
+def _fit_losses(make_encoder, strategy, sync_head, cls=sct.models.SupConModel):
     """Trains the same model (same initial weights, same batches of pre-made
     views) on one device and under `strategy`; returns both loss histories."""
     rng = np.random.default_rng(3)
@@ -252,8 +252,9 @@ def _fit_losses(make_encoder, strategy, sync_head):
     for scope in (None, strategy):
         keras.utils.set_random_seed(0)
         with (scope.scope() if scope else tf.device("/cpu:0")):
-            model = sct.models.SupConModel(make_encoder(), head=sct.layers.ProjectionHead(
-                16, hidden_dims=(16,), synchronized_bn=sync_head), probe_classes=4)
+            model = cls(make_encoder(), head=sct.layers.ProjectionHead(
+                16, hidden_dims=(16,), synchronized_bn=sync_head,
+                normalize=cls is sct.models.SupConModel), probe_classes=4)
             model.compile(optimizer=keras.optimizers.SGD(0.01))
             model.build((None, 8, 8, 1))
             if weights is None:
@@ -277,6 +278,17 @@ def test_fit_under_mirrored_matches_one_device(strategy, make_encoder):
                                one["contrastive_accuracy"], atol=1e-6)
     np.testing.assert_allclose(mirrored["probe_loss"], one["probe_loss"], rtol=1e-4)
     assert one["loss"][-1] < one["loss"][0]  # it trains
+
+
+@pytest.mark.parametrize("cls", [sct.models.BarlowTwinsModel, sct.models.VICRegModel,
+                                 sct.models.BYOLModel])
+def test_methods_without_negatives_under_mirrored_match_one_device(strategy, cls):
+    """The batch statistics of Barlow Twins and VICReg (and BYOL's target
+    update) are the global batch's: two replicas train as one device."""
+    one, mirrored = _fit_losses(_sync_bn_encoder, strategy, sync_head=True, cls=cls)
+    for name in ("loss", "output_std", "probe_loss"):
+        np.testing.assert_allclose(mirrored[name], one[name], rtol=1e-4, err_msg=name)
+    assert one["loss"][-1] != one["loss"][0]
 
 
 def test_unsynchronized_batch_norm_differs(strategy):

@@ -93,6 +93,34 @@ def test_other_entry_points_run(tmp_path, script, extra):
         assert model.queue.size == 256 and int(model.queue.count) == 256
 
 
+@pytest.mark.parametrize("method,extra,cls", [
+    ("byol", ["--projection_hidden_dims", "32", "--predictor_hidden_dim", "24"], "BYOLModel"),
+    ("simsiam", ["--projection_hidden_dims", "32,32"], "SimSiamModel"),
+    ("barlow", ["--projection_hidden_dims", "32,32", "--barlow_lambda", "0.01"],
+     "BarlowTwinsModel"),
+    ("vicreg", ["--projection_hidden_dims", "32,32", "--vicreg_cov", "2"], "VICRegModel"),
+])
+def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
+    out = _run("pretrain.py", "--train_size", "256", "--batch_size", "128", "--width", "0.0625",
+               "--verbose", "2", "--epochs", "1", "--projection_dim", "16",
+               "--model_dir", str(tmp_path), "--method", method, *extra)
+    assert "probe_accuracy" in out and "output_std" in out      # labels feed the probe
+    import keras
+    import supcon_tf
+    model = keras.models.load_model(str(tmp_path / "model.keras"))
+    assert type(model) is getattr(supcon_tf.models, cls)
+    assert not model.head.get_config()["normalize"] and model.head.output_dim == 16
+    if method == "byol":
+        assert model.momentum_schedule == "cosine" and int(model.planned_steps) == 2
+        assert model.predictor.hidden_dims == (24,) and model.predictor.output_dim == 16
+    if method == "simsiam":
+        assert model.head.output_batch_norm and model.predictor.hidden_dims == (4,)
+    if method == "barlow":
+        assert model.lambda_ == 0.01 and isinstance(model.loss, supcon_tf.losses.BarlowTwinsLoss)
+    if method == "vicreg":
+        assert model.cov_coeff == 2.0 and not model.head.output_bias
+
+
 def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
     _run("pretrain.py", *TINY, "--epochs", "1", "--model_dir", str(tmp_path),
          "--method", "simclr", "--optimizer", "lars", "--augment", "simclr", "--views", "3",
@@ -115,6 +143,7 @@ def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
     (["--projection_hidden_dims", "wide"], "Received: wide"),
     (["--color_strength", "1.0"], "--color_strength needs --augment simclr"),
     (["--augment", "simclr", "--color_strength", "2"], "strength=2.0"),
+    (["--method", "byol", "--queue_size", "64"], "byol has no queue"),
 ])
 def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
     proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY, "--epochs", "1",

@@ -124,12 +124,13 @@ def test_moco_supervised_queue_labels_and_probe_and_save(tmp_path):
     model = _moco(probe_classes=4, symmetric=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
-    assert set(logs) == {"loss", "contrastive_accuracy", "probe_loss", "probe_accuracy"}
+    assert set(logs) == {"loss", "contrastive_accuracy", "output_std", "probe_loss",
+                          "probe_accuracy"}
     # Symmetric: both views' keys, with their labels, 2 x 32 > 40 slots.
     assert int(model.queue.count) == 40
     assert set(model.queue.read()[1].numpy()) <= set(range(4))
     logs = model.fit(x, batch_size=16, epochs=1, verbose=0).history
-    assert set(logs) == {"loss", "contrastive_accuracy"}   # no labels: no probe logs
+    assert set(logs) == {"loss", "contrastive_accuracy", "output_std"}   # no labels: no probe logs
     path = str(tmp_path / "moco.keras")
     model.save(path)
     loaded = keras.models.load_model(path)

@@ -43,12 +43,14 @@ def test_fit_supervised_and_self_supervised_report_metrics():
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     assert isinstance(model.loss, sct.losses.SupConLoss)
     logs = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
-    assert set(logs) == {"loss", "contrastive_accuracy", "probe_loss", "probe_accuracy"}
+    assert set(logs) == {"loss", "contrastive_accuracy", "output_std", "probe_loss",
+                            "probe_accuracy"}
     assert all(np.isfinite(v).all() for v in logs.values())
     logs = model.fit(x, batch_size=16, epochs=1, verbose=0).history
     assert set(logs) >= {"loss", "contrastive_accuracy"}
     results = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
-    assert set(results) == {"loss", "contrastive_accuracy", "probe_loss", "probe_accuracy"}
+    assert set(results) == {"loss", "contrastive_accuracy", "output_std", "probe_loss",
+                            "probe_accuracy"}
 
 
 def test_all_views_go_through_the_encoder_as_one_batch():
@@ -201,6 +203,6 @@ def test_probe_logs_only_with_labels():
     model = _model(probe_classes=4)
     model.compile(optimizer="sgd")
     logs = model.fit(x, batch_size=8, epochs=1, verbose=0).history
-    assert set(logs) == {"loss", "contrastive_accuracy"}
+    assert set(logs) == {"loss", "contrastive_accuracy", "output_std"}
     results = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
-    assert set(results) == {"loss", "contrastive_accuracy"}
+    assert set(results) == {"loss", "contrastive_accuracy", "output_std"}

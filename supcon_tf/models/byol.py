@@ -49,6 +49,13 @@ class _Predicting:
                                sample_weight=sample_weight)
         return self.direction_weight * total
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss compares predictions with targets, which
+        `contrastive_loss` passes to it, not the model's output with labels.
+        Keras calls this once on symbolic labels and outputs to build its loss
+        state; here that builds it on the outputs against themselves."""
+        return super().compute_loss(x=x, y=y_pred, y_pred=y_pred, training=training)
+
     def get_config(self):
         return {**super().get_config(), "predictor": serialize(self.predictor)}
 

@@ -1,0 +1,106 @@
+"""Step time of each method's `fit` against `SupConModel.fit`, in one run.
+
+    python benchmarks/methods.py [--batch 128] [--width 0.125] [--steps 20] [--rounds 3]
+
+Same batch of 2 pre-made views of real Fashion-MNIST images (augmentation
+costs nothing), CIFAR-stem ResNet-18 at --width, AdamW, `jit_compile=False`
+as examples/pretrain.py, and each method's heads as in the recipe of
+docs/RESULTS.md (64 encoder features at w0.125):
+
+- supcon (simclr): ProjectionHead(128, hidden 512), SupConLoss;
+- moco: the same head, queue 4096, key encoder on one view;
+- byol: projector 512 -> 128, predictor 512 -> 128, target network on both views;
+- simsiam: projector 512-512-512 (output BatchNorm), predictor 128 -> 512;
+- barlow, vicreg: projector 1024-1024-1024.
+
+Each model is timed --rounds times, interleaved (the machine is shared and
+noisy); the median images/s is reported, and its step time over SupCon's.
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import supcon_tf as sct  # noqa: E402
+from train import _EpochTimer  # noqa: E402  (benchmarks/train.py)
+
+
+def premade_views(batch, steps):
+    """A repeated dataset of `steps` batches of 2 augmented views."""
+    train = sct.data.load("fashion_mnist", "train")
+    images, _ = next(iter(train.batch(batch * steps)))
+    views = sct.augment.MultiView(sct.augment.supcon((28, 28, 1), seed=0), 2)(
+        tf.cast(images, tf.float32), training=True).numpy()
+    return tf.data.Dataset.from_tensor_slices(views).batch(
+        batch, drop_remainder=True).cache().repeat()
+
+
+def time_fits(models, ds, batch, steps, rounds, base):
+    """Median images/s of `fit` for each of `models` (a dict), interleaved;
+    prints a markdown table with step time relative to `models[base]`."""
+    for m in models.values():
+        m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)           # trace
+    rates = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            timer = _EpochTimer()
+            m.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+            rates[name].append(batch * steps / timer.seconds)
+    reference = np.median(rates[base])
+    print(f"| model | images/s | step time / {base} |")
+    print("| --- | --- | --- |")
+    for name, r in rates.items():
+        print(f"| {name} | {np.median(r):.1f} | {reference / np.median(r):.2f} |", flush=True)
+
+
+def methods(width):
+    L = sct.layers
+
+    def make(name):
+        keras.utils.set_random_seed(0)
+        encoder = sct.encoders.resnet18((28, 28, 1), width=width)
+        loss = None
+        if name == "supcon (simclr)":
+            m = sct.models.SupConModel(encoder, head=L.ProjectionHead(128, (512,)))
+            loss = sct.losses.SupConLoss(temperature=0.2)
+        elif name == "moco":
+            m = sct.models.MoCoModel(encoder, head=L.ProjectionHead(128, (512,)),
+                                     queue_size=4096)
+        elif name == "byol":
+            m = sct.models.BYOLModel(encoder, head=L.byol_projector(128, 512),
+                                     predictor=L.byol_predictor(128, 512))
+        elif name == "simsiam":
+            m = sct.models.SimSiamModel(encoder, head=L.simsiam_projector(512, 512),
+                                        predictor=L.simsiam_predictor(512, 128))
+        elif name == "barlow":
+            m = sct.models.BarlowTwinsModel(encoder, head=L.barlow_twins_projector(1024, 1024))
+        else:
+            m = sct.models.VICRegModel(encoder, head=L.vicreg_expander(1024, 1024))
+        m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=loss, jit_compile=False)
+        return m
+
+    names = ["supcon (simclr)", "moco", "byol", "simsiam", "barlow", "vicreg"]
+    return {name: make(name) for name in names}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"# {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    print(f"\n## step: batch {args.batch} x 2 views, ResNet-18 w{args.width}, "
+          f"{args.steps} steps x {args.rounds} rounds (median)")
+    time_fits(methods(args.width), premade_views(args.batch, args.steps), args.batch,
+              args.steps, args.rounds, "supcon (simclr)")
+
+
+if __name__ == "__main__":
+    main()
