@@ -160,6 +160,7 @@ import sys
 import numpy as np, tensorflow as tf
 from supcon_tf.losses import supcon_loss
 n, block = 12288, (None if sys.argv[1] == "none" else int(sys.argv[1]))
+options = {"in": dict(variant="in"), "default": {}}[sys.argv[2]]
 z = tf.constant(np.random.default_rng(0).normal(size=(n // 2, 2, 32)), tf.float32)
 y = tf.constant(np.arange(n // 2) % 10)
 
@@ -167,7 +168,7 @@ y = tf.constant(np.arange(n // 2) % 10)
 def step():
     with tf.GradientTape() as tape:
         tape.watch(z)
-        value = tf.reduce_sum(supcon_loss(y, z, block_size=block))
+        value = tf.reduce_sum(supcon_loss(y, z, block_size=block, **options))
     return tape.gradient(value, z)
 
 def status_mb(key):
@@ -186,10 +187,10 @@ print(status_mb("VmHWM:") - before)
 """
 
 
-def _peak_growth_mb(block):
+def _peak_growth_mb(block, options="default"):
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(block)],
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(block), options],
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -202,6 +203,9 @@ def test_blockwise_bounds_peak_memory():
     dense, blockwise = _peak_growth_mb("none"), _peak_growth_mb(256)
     assert dense > 600, dense
     assert blockwise < dense / 4, (blockwise, dense)
+    # The general path (here variant="in") is bounded too.
+    general = _peak_growth_mb(256, "in")
+    assert general < dense / 4, (general, dense)
 
 
 def test_keras_loss_with_block_size_fits_and_round_trips():
@@ -223,10 +227,7 @@ def test_keras_loss_with_block_size_fits_and_round_trips():
 
 @pytest.mark.parametrize("options,message", [
     (dict(block_size=0), "block_size=0"),
-    (dict(block_size=4, variant="in"), "variant='in'"),
-    (dict(block_size=4, contrast_mode="one"), "contrast_mode='one'"),
-    (dict(block_size=4, denominator="one_positive"), "denominator='one_positive'"),
-    (dict(block_size=4, positives_cap=2), "positives_cap=2"),
+    (dict(block_size=-3, variant="in"), "block_size=-3"),
 ])
 def test_bad_block_size_raises_value_error(options, message):
     z = np.zeros((4, 2, 3), "float32")
@@ -236,15 +237,52 @@ def test_bad_block_size_raises_value_error(options, message):
         SupConLoss(**options)
 
 
-def test_block_size_type_and_unsupported_labels():
-    z = np.random.default_rng(10).normal(size=(4, 2, 3)).astype("float32")
+def test_block_size_type():
     for bad in [2.0, True, "8"]:
         with pytest.raises(TypeError, match="block_size"):
             SupConLoss(block_size=bad)
-    with pytest.raises(ValueError, match=r"y_true.shape=\(4, 3\)"):
-        supcon_loss(np.eye(3)[[0, 1, 2, 0]], z, block_size=2)
-    with pytest.raises(ValueError, match="mask"):
-        supcon_loss(None, z, mask=np.eye(4), block_size=2)
+
+
+GENERAL_OPTIONS = [
+    dict(variant="in"), dict(denominator="one_positive"), dict(denominator="only_negatives"),
+    dict(positives_cap=1), dict(positives_cap=0, variant="in"), dict(contrast_mode="one"),
+    dict(contrast_mode="one", denominator="only_negatives", positives_cap=2),
+    dict(fused=False),
+]
+
+
+@pytest.mark.parametrize("options", GENERAL_OPTIONS)
+@pytest.mark.parametrize("kind", ["ids", "multi_hot", "mask", "none", "queue"])
+def test_every_option_blockwise_equals_dense_and_the_loop_reference(kind, options):
+    """The general path in row blocks (`block_size`) gives the dense path's
+    values and gradients for every option, labels, mask and queue."""
+    rng = np.random.default_rng(len(kind) + 7 * len(options))
+    batch, views = 7, 2
+    z = rng.normal(size=(batch, views, 5)).astype("float32")
+    y, extra = rng.integers(0, 3, size=batch), {}
+    if kind == "multi_hot":
+        y = (rng.random((batch, 4)) < 0.4).astype("float32")
+    elif kind == "mask":
+        extra["mask"] = (rng.random((batch, batch)) < 0.4).astype("float32")
+        extra["mask"][np.arange(batch), np.arange(batch)] = 1.0
+        y = None
+    elif kind == "none":
+        y = None
+    elif kind == "queue":
+        extra["queue"] = rng.normal(size=(6, 5)).astype("float32")
+        extra["queue_labels"] = rng.integers(0, 3, size=6)
+    want, want_grad = _value_and_grad(y, z, temperature=0.3, **extra, **options)
+    reference = supcon_reference(y, z, temperature=0.3, **extra,
+                                 **{k: v for k, v in options.items() if k != "fused"})
+    np.testing.assert_allclose(want, reference, rtol=1e-5, atol=1e-5)
+    assert np.abs(want_grad).max() > 1e-3
+    anchors = batch * (1 if options.get("contrast_mode") == "one" else views)
+    for block_size in [1, 3, anchors, 100]:
+        value, grad = _value_and_grad(y, z, temperature=0.3, block_size=block_size,
+                                      **extra, **options)
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=str(block_size))
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6,
+                                   err_msg=str(block_size))
 
 
 def test_class_segments():

@@ -60,16 +60,6 @@ def _check_options(temperature, base_temperature, contrast_mode, variant,
             raise ValueError(
                 "`block_size` must be None or an integer >= 1. "
                 f"Received: block_size={block_size}")
-        unsupported = {
-            "contrast_mode": (contrast_mode, "all"), "variant": (variant, "out"),
-            "denominator": (denominator, "all"), "positives_cap": (positives_cap, None)}
-        for name, (value, default) in unsupported.items():
-            if value != default:
-                raise ValueError(
-                    f"`block_size` needs the default `{name}={default!r}` (the "
-                    "blockwise path implements the paper's L_out over all "
-                    f"other views). Received: block_size={block_size}, "
-                    f"{name}={value!r}")
     return temperature, base_temperature
 
 

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
-from supcon_tf.losses import _fused
+from supcon_tf.losses import _fused, _general
 from supcon_tf.losses._checks import (CONTRAST_MODES, DENOMINATORS, VARIANTS,  # noqa: F401
                                       _as_views, _check_options, _check_queue,
                                       _positive_number, nonfinite_marker)
@@ -211,86 +211,42 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
                                        queue_labels=queue_labels)
         per_anchor *= temperature / base_temperature
         return tf.reduce_mean(tf.reshape(per_anchor, [batch, views]), axis=1) + poison
-    if block_size is not None:
-        raise ValueError(
-            "`block_size` needs class-id labels ([batch] or [batch, 1]) or no "
-            "labels, and no `mask`. Received: "
-            + ("a mask" if mask is not None else f"y_true.shape={y_true.shape}"))
-    y_contrast = None if y_true is None else _cross_replica.all_gather(y_true)
-    sample_pos = _positive_mask(y_true, y_contrast, mask, batch, n_contrast,
-                                offset)                            # [B, Bc]
-    own = tf.cast(_self_mask(batch, n_contrast, offset), tf.float32)
-    if queue is not None:
-        # The queue's entries are one-view samples after the batch's.
-        queue_pos = (tf.zeros([batch, tf.shape(queue)[0]]) if y_true is None else
-                     tf.cast(same_class(y_true, queue_labels, label_kind(y_true),
-                                        "queue_labels"), tf.float32))
-        sample_pos = tf.concat([sample_pos, queue_pos], 1)
-        own = tf.concat([own, tf.zeros_like(queue_pos)], 1)
-    if positives_cap is not None:
-        others = sample_pos * (1.0 - own)
-        rank_in_class = tf.cumsum(others, axis=1)              # 1-based on positives
-        kept = others * tf.cast(rank_in_class <= positives_cap, tf.float32)
-        excluded = others - kept                               # capped out
-        sample_pos = kept + sample_pos * own
+    n_queue = 0 if queue is None else tf.shape(queue)[0]
+    if mask is not None:
+        # Checks the mask's shape (and that labels were not given as well).
+        mask = _positive_mask(y_true, None, mask, batch, n_contrast, offset) > 0
+        y_contrast = check = None
+    elif y_true is not None:
+        y_true, check = checked_labels(y_true, batch)
+        y_contrast = _cross_replica.all_gather(y_true)
     else:
-        excluded = tf.zeros_like(sample_pos)
-
+        y_contrast = check = None
+    relation = _general.sample_relation(
+        y_true, y_contrast, queue_labels, None if y_true is None else label_kind(y_true),
+        mask, offset, n_contrast + n_queue, positives_cap)
     # View-major layout, as in the reference code: row v * B + i is view v of
     # sample i; the queue's entries are the last columns.
     dim = tf.shape(features)[-1]
     contrast = tf.reshape(tf.transpose(contrast_features, [1, 0, 2]), [-1, dim])
+    if queue is not None:
+        contrast = tf.concat([contrast, queue], 0)
     if contrast_mode == "one":
-        anchor = features[:, 0]                                # [B, D]
-        anchor_views = 1
+        anchor, anchor_views = features[:, 0], 1
     else:
         anchor = tf.reshape(tf.transpose(features, [1, 0, 2]), [-1, dim])
         anchor_views = views
+    if block_size is None:
+        rows = (anchor.shape[0], contrast.shape[0])
+        if None not in rows and rows[0] * rows[1] > _fused.AUTO_BLOCKWISE_ABOVE:
+            block_size = _fused.AUTO_BLOCK_SIZE
 
-    def by_views(sample_level):
-        """`[B, Bc (+K)]` -> `[anchor rows, contrast columns]`."""
-        batch_part = tf.tile(sample_level[:, :n_contrast], [anchor_views, views])
-        if queue is None:
-            return batch_part > 0
-        queue_part = tf.tile(sample_level[:, n_contrast:], [anchor_views, 1])
-        return tf.concat([batch_part, queue_part], 1) > 0
+    def loss_of_block(anchor_rows, contrast_rows, row_ids):
+        return _general.block_loss(anchor_rows, contrast_rows, row_ids, relation, batch,
+                                   n_contrast, views, n_queue, offset, temperature,
+                                   variant, denominator)
 
-    if queue is not None:
-        contrast = tf.concat([contrast, queue], 0)
-    logits = tf.matmul(anchor, contrast, transpose_b=True) / temperature  # [A, N]
-    pos, out = by_views(sample_pos), by_views(excluded)
-    # The anchor itself: anchor row v * B + i is contrast column
-    # v * Bc + offset + i (the same view of the same sample); on one device
-    # this is the diagonal.
-    rows = tf.range(tf.shape(logits)[0])
-    self_col = (rows // batch) * n_contrast + offset + rows % batch
-    not_self = tf.not_equal(tf.range(tf.shape(logits)[1])[None, :], self_col[:, None])
-    pos = tf.logical_and(pos, not_self)
-    neg = tf.logical_not(tf.logical_or(tf.logical_or(pos, out),
-                                       tf.logical_not(not_self)))
-
-    if denominator == "one_positive":
-        log_neg, has_neg = _masked_logsumexp(logits, neg)
-        # log(exp(l) / (exp(l) + sum_neg)) = -softplus(log_sum_neg - l).
-        log_prob = -tf.nn.softplus(
-            tf.where(has_neg, log_neg, tf.constant(-float("inf"))) - logits)
-        valid_anchor = tf.ones_like(has_neg)
-    else:
-        den_mask = tf.logical_or(pos, neg) if denominator == "all" else neg
-        log_den, valid_anchor = _masked_logsumexp(logits, den_mask)
-        log_prob = logits - log_den
-
-    pos_f = tf.cast(pos, tf.float32)
-    n_pos = tf.reduce_sum(pos_f, axis=1)
-    has_pos = n_pos > 0
-    safe_n_pos = tf.where(has_pos, n_pos, tf.ones_like(n_pos))
-    if variant == "out":
-        per_anchor = -tf.reduce_sum(tf.where(pos, log_prob, 0.0), axis=1) / safe_n_pos
-    else:
-        log_mean, _ = _masked_logsumexp(log_prob, pos)
-        per_anchor = -(log_mean[:, 0] - tf.math.log(safe_n_pos))
-    keep = tf.logical_and(has_pos, valid_anchor[:, 0])
-    per_anchor = tf.where(keep, per_anchor, tf.zeros_like(per_anchor))
+    with tf.control_dependencies([] if check is None else [check]):
+        per_anchor = _general.per_anchor_loss(anchor, contrast, loss_of_block, block_size)
     per_anchor *= temperature / base_temperature
     per_sample = tf.reduce_mean(tf.reshape(per_anchor, [anchor_views, -1]), axis=0)
     return per_sample + poison
