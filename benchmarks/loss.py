@@ -2,21 +2,25 @@
 products it cannot avoid, measured in the same run.
 
     python benchmarks/loss.py [--sizes 1024,4096,8192,16384] [--dim 128] [--repeats 5]
-        [--paths masked,dense,blockwise] [--block_size 1024]
+        [--paths dense,blockwise] [--block_size 1024] [--options default,in,...]
     python benchmarks/loss.py --sizes 65536 --paths blockwise --repeats 1
 
 For N rows (views x batch; 2 views, labels from 10 classes) and dim d:
 
-- loss: `SupConLoss()(labels, z)` and its gradient with respect to z, in one
-  `tf.function`, by one of the implementations:
-  `masked` (`supcon_loss(..., fused=False)`, the general path with N x N
-  masks), `dense` (the default fused path: one N x N buffer) or `blockwise`
-  (`block_size` rows at a time: O(block x N) memory, one more product);
+- loss: `supcon_loss(labels, z, **option)` and its gradient with respect to
+  z, in one `tf.function`, for each --options entry: `default` (the fused
+  path), `in` (`variant="in"`), `one_positive` / `only_negatives`
+  (`denominator`), `cap` (`positives_cap=2`), `one` (`contrast_mode="one"`),
+  `mask` (an explicit `[B, B]` mask of the same classes), `multi_hot`
+  (two-hot labels over 10 classes), `masked` (`fused=False`: the general path
+  with the default options); each on the `dense` path (`block_size=None`,
+  one block) and the `blockwise` one (`block_size` rows at a time: O(block x
+  N) memory, one more product);
 - floor: the three N x N x d products any implementation needs (one forward,
-  `z @ z.T`; two backward, `G @ z` and `G.T @ z`), in one `tf.function`; for
-  the blockwise path the same products done `block_size` rows at a time (the
-  N x N operands of the plain floor do not fit in memory at N = 65,536);
-- ratio = loss / floor (target of issue 6: <= 1.5 at N = 8192);
+  `z @ z.T`; two backward, `G @ z` and `G.T @ z`), timed both as dense
+  products and in `block_size`-row blocks in the same run; the floor is the
+  faster of the two (at N = 65,536 only the blocks fit in memory);
+- ratio = loss / floor;
 - peak memory: the growth of the process's peak resident memory while the
   loss runs (its first call included), from the resident memory just before
   (Linux: the peak is reset first), each size and path in a fresh subprocess.
@@ -64,8 +68,16 @@ def median_seconds(fn, repeats):
     return sorted(times)[len(times) // 2]
 
 
-def measure(n, dim, repeats, path, block_size):
-    """One size and path, in this process: returns a dict of the measurements."""
+OPTIONS = {"default": {}, "masked": dict(fused=False), "in": dict(variant="in"),
+           "one_positive": dict(denominator="one_positive"),
+           "only_negatives": dict(denominator="only_negatives"),
+           "cap": dict(positives_cap=2), "one": dict(contrast_mode="one"),
+           "mask": {}, "multi_hot": {}}
+
+
+def measure(n, dim, repeats, path, block_size, option="default"):
+    """One size, path and option, in this process: returns a dict of the
+    measurements (the floor only for option "floor")."""
     import numpy as np
     import tensorflow as tf
 
@@ -74,10 +86,21 @@ def measure(n, dim, repeats, path, block_size):
     rng = np.random.default_rng(0)
     views = 2
     z = tf.constant(rng.normal(size=(n // views, views, dim)).astype("float32"))
-    labels = tf.constant(rng.integers(0, 10, size=n // views))
+    ids = rng.integers(0, 10, size=n // views)
+    labels = tf.constant(ids)
     flat = tf.reshape(z, [n, dim])
-    options = {"masked": dict(fused=False), "dense": dict(block_size=None),
-               "blockwise": dict(block_size=block_size)}[path]
+    if option == "floor":
+        return measure_floor(n, flat, repeats, block_size)
+    options = dict(OPTIONS[option])
+    options["block_size"] = block_size if path == "blockwise" else None
+    if option == "mask":
+        options["mask"] = tf.constant((ids[:, None] == ids[None, :]).astype("float32"))
+        labels = None
+    elif option == "multi_hot":
+        hot = np.zeros((n // views, 10), "float32")
+        hot[np.arange(n // views), ids] = 1
+        hot[np.arange(n // views), (ids + 1) % 10] = 1
+        labels = tf.constant(hot)
     if path == "dense" and n * n > 16384 * 16384:
         raise ValueError(f"the dense path is not chosen above 16384 rows (n={n})")
 
@@ -87,6 +110,16 @@ def measure(n, dim, repeats, path, block_size):
             tape.watch(z)
             value = tf.reduce_mean(supcon_loss(labels, z, temperature=0.1, **options))
         return value, tape.gradient(value, z)
+
+    before = reset_peak_rss()
+    loss_s = median_seconds(lambda: loss_and_grad()[0].numpy(), repeats)
+    return {"n": n, "dim": dim, "path": path, "option": option, "loss_s": loss_s,
+            "peak_growth_mb": peak_rss_mb() - before}
+
+
+def measure_floor(n, flat, repeats, block_size):
+    """The three products, dense (when N x N fits) and in row blocks."""
+    import tensorflow as tf
 
     @tf.function
     def floor(grad_rows):
@@ -107,20 +140,25 @@ def measure(n, dim, repeats, path, block_size):
             total += logits[0, 0] + d_anchor[0, 0]
         return total + d_contrast[0, 0]
 
-    # The loss first: its peak is then not hidden by the floor's N x N inputs.
-    before = reset_peak_rss()
-    loss_s = median_seconds(lambda: loss_and_grad()[0].numpy(), repeats)
-    growth = peak_rss_mb() - before
     # An upstream gradient of the logits, made outside the timed function.
-    if path == "blockwise":
-        grad_block = tf.random.stateless_normal([block_size, n], seed=[0, 1]) / n
-        floor_s = median_seconds(lambda: floor_in_blocks(grad_block).numpy(), repeats)
-    else:
+    grad_block = tf.random.stateless_normal([block_size, n], seed=[0, 1]) / n
+    result = {"n": n, "blocks_s": median_seconds(lambda: floor_in_blocks(grad_block).numpy(),
+                                                 repeats), "dense_s": None}
+    if n <= 16384:
         grad_rows = tf.random.stateless_normal([n, n], seed=[0, 1]) / n
-        floor_s = median_seconds(lambda: floor(grad_rows).numpy(), repeats)
-    return {"n": n, "dim": dim, "path": path, "loss_s": loss_s, "floor_s": floor_s,
-            "ratio": loss_s / floor_s, "peak_growth_mb": growth,
-            "peak_rss_mb": peak_rss_mb()}
+        result["dense_s"] = median_seconds(lambda: floor(grad_rows).numpy(), repeats)
+    return result
+
+
+def _run_one(n, args, path, option):
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim),
+         "--repeats", str(args.repeats), "--paths", path, "--options", option,
+         "--block_size", str(args.block_size)],
+        capture_output=True, text=True)
+    if proc.returncode != 0:
+        return (proc.stderr.strip().splitlines() or ["?"])[-1][:80]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -128,36 +166,40 @@ def main():
     parser.add_argument("--sizes", default="1024,4096,8192,16384")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--paths", default="masked,dense,blockwise")
+    parser.add_argument("--paths", default="dense,blockwise")
     parser.add_argument("--block_size", type=int, default=1024)
+    parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    paths = args.paths.split(",")
+    paths, options = args.paths.split(","), args.options.split(",")
     if args.one is not None:
         print(json.dumps(measure(args.one, args.dim, args.repeats, paths[0],
-                                 args.block_size)))
+                                 args.block_size, options[0])))
         return
     import tensorflow as tf
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, dim {args.dim}, "
           f"median of {args.repeats}, block_size {args.block_size}")
-    print("| N | path | loss fwd+bwd (s) | floor: 3 matmuls (s) | ratio | "
+    print("| N | option | path | loss fwd+bwd (s) | floor (s) | ratio | "
           "peak memory growth (MB) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in (int(s) for s in args.sizes.split(",")):
-        for path in paths:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim),
-                 "--repeats", str(args.repeats), "--paths", path,
-                 "--block_size", str(args.block_size)],
-                capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"| {n} | {path} | failed: {tail[:80]} | | | |", flush=True)
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            floor = "blocks" if path == "blockwise" else "dense"
-            print(f"| {n} | {path} | {r['loss_s']:.3f} | {r['floor_s']:.3f} ({floor}) | "
-                  f"{r['ratio']:.2f} | {r['peak_growth_mb']:.0f} |", flush=True)
+        floor = _run_one(n, args, "dense", "floor")
+        if isinstance(floor, str):
+            print(f"| {n} | floor | | failed: {floor} | | | |", flush=True)
+            continue
+        best = min(v for v in (floor["dense_s"], floor["blocks_s"]) if v is not None)
+        kind = "blocks" if best == floor["blocks_s"] else "dense"
+        dense = "n/a" if floor["dense_s"] is None else f"{floor['dense_s']:.3f}"
+        print(f"| {n} | floor: dense {dense} s, in blocks {floor['blocks_s']:.3f} s | | | "
+              f"{best:.3f} ({kind}) | 1.00 | |", flush=True)
+        for option in options:
+            for path in paths:
+                r = _run_one(n, args, path, option)
+                if isinstance(r, str):
+                    print(f"| {n} | {option} | {path} | failed: {r} | | | |", flush=True)
+                    continue
+                print(f"| {n} | {option} | {path} | {r['loss_s']:.3f} | {best:.3f} | "
+                      f"{r['loss_s'] / best:.2f} | {r['peak_growth_mb']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -60,18 +60,13 @@ def sample_relation(y_true, y_contrast, queue_labels, kind, mask, offset, n_samp
     return relation
 
 
-def block_loss(anchor, contrast, rows, relation, batch, n_batch_samples, views,
-               n_queue, offset, temperature, variant, denominator):
-    """Per-anchor loss `[b]` of the anchor rows `rows` (`anchor` holds them)."""
-    ids = rows % batch
-    col_sample = tf.concat([tf.tile(tf.range(n_batch_samples), [views]),
-                            n_batch_samples + tf.range(n_queue)], 0)
-    sample_pos, sample_out = relation(ids)
+def _loss_from_logits(logits, sample_pos, sample_out, col_sample, self_col, variant,
+                      denominator):
+    """Per-anchor loss `[b]` from a block's logits `[b, N]` and its sample-level
+    relations; the masks `[b, N]` are gathered from them here."""
     pos = tf.gather(sample_pos, col_sample, axis=1)
     out = tf.gather(sample_out, col_sample, axis=1)
-    logits = tf.matmul(anchor, contrast, transpose_b=True) / temperature   # [b, N]
     # The anchor itself: view v of sample i is column v * Bc + offset + i.
-    self_col = (rows // batch) * n_batch_samples + offset + ids
     not_self = tf.not_equal(tf.range(tf.shape(logits)[1])[None, :], self_col[:, None])
     pos = tf.logical_and(pos, not_self)
     neg = tf.logical_not(tf.logical_or(tf.logical_or(pos, out), tf.logical_not(not_self)))
@@ -99,25 +94,89 @@ def block_loss(anchor, contrast, rows, relation, batch, n_batch_samples, views,
     return tf.where(keep, per_anchor, tf.zeros_like(per_anchor))
 
 
-def per_anchor_loss(anchor, contrast, loss_of_block, block_size):
-    """`loss_of_block(anchor_rows, contrast, row_ids)` over all anchor rows:
-    in one block when `block_size` is None, else `block_size` rows at a time
-    with a custom gradient that recomputes each block (O(block x N) memory)."""
+# The element-wise passes over a block's logits (masks, log-sum-exps) are
+# compiled with XLA, which fuses them (the stock CPU kernels are built for AVX
+# only, see _fused); the products stay on TensorFlow's oneDNN kernels.
+_xla_loss = tf.function(_loss_from_logits, jit_compile=True, reduce_retracing=True)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _xla_loss_grad(logits, sample_pos, sample_out, col_sample, self_col, variant,
+                   denominator, upstream):
+    """The gradient of `upstream . _loss_from_logits(logits, ...)` w.r.t. the logits."""
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        value = _loss_from_logits(logits, sample_pos, sample_out, col_sample, self_col,
+                                  variant, denominator)
+    return tape.gradient(value, logits, output_gradients=upstream)
+
+
+class Blocks:
+    """What a block of anchor rows needs besides its rows: the sample-level
+    relations and the layout (see the module docstring)."""
+
+    def __init__(self, relation, batch, n_batch_samples, views, n_queue, offset,
+                 temperature, variant, denominator):
+        self.relation, self.batch, self.offset = relation, batch, offset
+        self.n_batch_samples = n_batch_samples
+        self.temperature, self.variant, self.denominator = temperature, variant, denominator
+        self.col_sample = tf.concat([tf.tile(tf.range(n_batch_samples), [views]),
+                                     n_batch_samples + tf.range(n_queue)], 0)
+
+    def inputs(self, rows):
+        """The element-wise pass's inputs for the anchor rows `rows`."""
+        ids = rows % self.batch
+        sample_pos, sample_out = self.relation(ids)
+        self_col = (rows // self.batch) * self.n_batch_samples + self.offset + ids
+        return sample_pos, sample_out, self.col_sample, self_col, self.variant, self.denominator
+
+    def logits(self, anchor, contrast):
+        return tf.matmul(anchor, contrast, transpose_b=True) / self.temperature
+
+    def loss(self, anchor, contrast, rows):
+        return _xla_loss(self.logits(anchor, contrast), *self.inputs(rows))
+
+    def grads(self, anchor, contrast, rows, upstream):
+        """`(d anchor, d contrast)` of `upstream . loss(anchor, contrast, rows)`:
+        the logits' gradient from the element-wise pass, then two products."""
+        d_logits = _xla_loss_grad(self.logits(anchor, contrast), *self.inputs(rows),
+                                  upstream) / self.temperature
+        return (tf.matmul(d_logits, contrast),
+                tf.matmul(d_logits, anchor, transpose_a=True))
+
+
+def per_anchor_loss(anchor, contrast, blocks, block_size):
+    """`blocks.loss` over all anchor rows, with its own gradient: in one block
+    when `block_size` is None (the logits kept for the backward pass), else
+    `block_size` rows at a time, each block's logits recomputed in the
+    backward pass (O(block x N) memory)."""
     n_anchor = tf.shape(anchor)[0]
     if block_size is None:
-        return loss_of_block(anchor, contrast, tf.range(n_anchor))
+        @tf.custom_gradient
+        def dense(a, c):
+            rows = tf.range(n_anchor)
+            logits = blocks.logits(a, c)
+            inputs = blocks.inputs(rows)
+
+            def grad(upstream):
+                d_logits = _xla_loss_grad(logits, *inputs, upstream) / blocks.temperature
+                return (tf.matmul(d_logits, c), tf.matmul(d_logits, a, transpose_a=True))
+
+            return _xla_loss(logits, *inputs), grad
+
+        return dense(anchor, contrast)
     n_blocks = (n_anchor + block_size - 1) // block_size
 
     def bounds(b):
         start = b * block_size
-        return start, tf.minimum(start + block_size, n_anchor)
+        stop = tf.minimum(start + block_size, n_anchor)
+        return start, stop, tf.range(start, stop)
 
     @tf.custom_gradient
     def run(a, c):
         def forward(b, values):
-            start, stop = bounds(b)
-            return b + 1, values.write(b, loss_of_block(a[start:stop], c,
-                                                        tf.range(start, stop)))
+            start, stop, rows = bounds(b)
+            return b + 1, values.write(b, blocks.loss(a[start:stop], c, rows))
 
         _, values = tf.while_loop(
             lambda b, _: b < n_blocks, forward,
@@ -126,15 +185,8 @@ def per_anchor_loss(anchor, contrast, loss_of_block, block_size):
 
         def grad(upstream):
             def backward(b, d_anchor, d_contrast):
-                start, stop = bounds(b)
-                block = a[start:stop]
-                with tf.GradientTape() as tape:
-                    tape.watch([block, c])
-                    value = loss_of_block(block, c, tf.range(start, stop))
-                d_block, d_c = tape.gradient(value, [block, c],
-                                             output_gradients=upstream[start:stop])
-                d_c = tf.zeros_like(c) if d_c is None else d_c
-                d_block = tf.zeros_like(block) if d_block is None else d_block
+                start, stop, rows = bounds(b)
+                d_block, d_c = blocks.grads(a[start:stop], c, rows, upstream[start:stop])
                 return (b + 1, d_anchor.write(b, d_block),
                         tf.ensure_shape(d_contrast + d_c, c.shape))
 

@@ -240,13 +240,10 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
         if None not in rows and rows[0] * rows[1] > _fused.AUTO_BLOCKWISE_ABOVE:
             block_size = _fused.AUTO_BLOCK_SIZE
 
-    def loss_of_block(anchor_rows, contrast_rows, row_ids):
-        return _general.block_loss(anchor_rows, contrast_rows, row_ids, relation, batch,
-                                   n_contrast, views, n_queue, offset, temperature,
-                                   variant, denominator)
-
+    blocks = _general.Blocks(relation, batch, n_contrast, views, n_queue, offset,
+                             temperature, variant, denominator)
     with tf.control_dependencies([] if check is None else [check]):
-        per_anchor = _general.per_anchor_loss(anchor, contrast, loss_of_block, block_size)
+        per_anchor = _general.per_anchor_loss(anchor, contrast, blocks, block_size)
     per_anchor *= temperature / base_temperature
     per_sample = tf.reduce_mean(tf.reshape(per_anchor, [anchor_views, -1]), axis=0)
     return per_sample + poison
