@@ -88,13 +88,18 @@ def methods(width):
     return {name: make(name) for name in names}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_parser(doc):
+    """The flags of a step-time benchmark: --batch, --width, --steps, --rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = step_parser(__doc__).parse_args()
     print(f"# {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"\n## step: batch {args.batch} x 2 views, ResNet-18 w{args.width}, "
           f"{args.steps} steps x {args.rounds} rounds (median)")

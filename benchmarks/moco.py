@@ -19,7 +19,6 @@
   and queue, the anchors' gradient over both, and the batch's own gradient.
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 import supcon_tf as sct  # noqa: E402
 from loss import median_seconds  # noqa: E402  (benchmarks/loss.py)
-from methods import premade_views, time_fits  # noqa: E402  (benchmarks/methods.py)
+from methods import premade_views, step_parser, time_fits  # noqa: E402  (benchmarks/methods.py)
 
 
 def time_steps(args):
@@ -112,11 +111,7 @@ def time_losses(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--width", type=float, default=0.125)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = step_parser(__doc__)
     parser.add_argument("--queue", type=int, default=65536)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--loss_batch", type=int, default=256)

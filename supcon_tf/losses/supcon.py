@@ -110,19 +110,19 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             gradient `block_size` anchor rows at a time, so the extra memory
             grows as O(block_size x N) instead of O(N^2) for N = batch x views
             rows (the logits of a block are recomputed in the backward pass:
-            one more N x N x dim product). Needs the default `contrast_mode`,
-            `variant`, `denominator` and `positives_cap`, class-id labels or
-            none, and no `mask`. None chooses when the function is traced:
+            one more N x N x dim product). Every option, label kind, `mask`
+            and `queue` works in blocks. None chooses when the function is traced:
             blockwise with 1024-row blocks above 16384 x 16384 logits, else
             in one block; when the number of rows is not known then (a
             dataset batched without `drop_remainder=True`), in one block.
             Defaults to None.
-        fused: With the default options (as for `block_size`), compute the
-            loss from per-class sums of the embeddings and one log-sum-exp over
-            the logits with its own gradient, instead of materialising N x N
-            masks. False forces the general masked implementation, which
-            gives the same values and gradients (to float32 round-off) more
-            slowly. Defaults to True.
+        fused: With the default options (class-id labels or none, no
+            `mask`, `contrast_mode="all"`, `variant="out"`, `denominator="all"`,
+            no `positives_cap`), compute the loss from per-class sums of the
+            embeddings and one log-sum-exp over the logits with its own
+            gradient, instead of building masks. False forces the general
+            path (the one of every other option), which gives the same values
+            and gradients (to float32 round-off) more slowly. Defaults to True.
         queue: Optional `[K, dim]` embeddings added to every anchor's contrast
             set after the views of the (global) batch, e.g. MoCo's queue of
             past keys (`supcon_tf.memory.FeatureQueue`). No gradient flows
@@ -154,8 +154,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             the batch size; both `y_true` and `mask` given; a `mask` that is not
             `[batch, batch]`; an unknown `contrast_mode`, `variant` or
             `denominator`; `temperature <= 0` or `base_temperature <= 0`;
-            `positives_cap < 0`; `block_size < 1`, or `block_size` with
-            options it does not implement. Shapes only known when the graph
+            `positives_cap < 0`; `block_size < 1`. Shapes only known when the graph
             runs are checked then (`tf.errors.InvalidArgumentError`).
         TypeError: a non-numeric `temperature`, `base_temperature`,
             `positives_cap` or `block_size`; string or bool labels.
