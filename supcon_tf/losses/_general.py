@@ -60,55 +60,89 @@ def sample_relation(y_true, y_contrast, queue_labels, kind, mask, offset, n_samp
     return relation
 
 
-def _loss_from_logits(logits, sample_pos, sample_out, col_sample, self_col, variant,
-                      denominator):
-    """Per-anchor loss `[b]` from a block's logits `[b, N]` and its sample-level
-    relations; the masks `[b, N]` are gathered from them here."""
+def _masks(logits, sample_pos, sample_out, col_sample, self_col):
+    """The positive and negative masks `[b, N]` of a block, gathered from its
+    sample-level relations (the anchor itself is neither)."""
     pos = tf.gather(sample_pos, col_sample, axis=1)
     out = tf.gather(sample_out, col_sample, axis=1)
     # The anchor itself: view v of sample i is column v * Bc + offset + i.
     not_self = tf.not_equal(tf.range(tf.shape(logits)[1])[None, :], self_col[:, None])
     pos = tf.logical_and(pos, not_self)
     neg = tf.logical_not(tf.logical_or(tf.logical_or(pos, out), tf.logical_not(not_self)))
+    return pos, neg
 
+
+def _forward(logits, sample_pos, sample_out, col_sample, self_col, variant, denominator):
+    """Per-anchor loss `[b]` of a block and the row statistics `[b, 4]` its
+    gradient needs: (log-sum-exp over the denominator, or over the negatives
+    for "one_positive"; the log-sum-exp over the positives of the log-probs
+    for variant "in"; the number of positives; whether the anchor counts)."""
+    pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col)
     if denominator == "one_positive":
-        log_neg, has_neg = _masked_logsumexp(logits, neg)
+        lse, has_neg = _masked_logsumexp(logits, neg)
+        lse = tf.where(has_neg, lse, tf.constant(-float("inf")))
         # log(exp(l) / (exp(l) + sum_neg)) = -softplus(log_sum_neg - l).
-        log_prob = -tf.nn.softplus(
-            tf.where(has_neg, log_neg, tf.constant(-float("inf"))) - logits)
-        valid_anchor = tf.ones_like(has_neg)
+        log_prob = -tf.nn.softplus(lse - logits)
+        valid = tf.ones_like(has_neg)
     else:
         den_mask = tf.logical_or(pos, neg) if denominator == "all" else neg
-        log_den, valid_anchor = _masked_logsumexp(logits, den_mask)
-        log_prob = logits - log_den
-
+        lse, valid = _masked_logsumexp(logits, den_mask)
+        log_prob = logits - lse
     n_pos = tf.reduce_sum(tf.cast(pos, tf.float32), axis=1)
     has_pos = n_pos > 0
     safe_n_pos = tf.where(has_pos, n_pos, tf.ones_like(n_pos))
     if variant == "out":
+        lse_pos = tf.zeros_like(n_pos)
         per_anchor = -tf.reduce_sum(tf.where(pos, log_prob, 0.0), axis=1) / safe_n_pos
     else:
-        log_mean, _ = _masked_logsumexp(log_prob, pos)
-        per_anchor = -(log_mean[:, 0] - tf.math.log(safe_n_pos))
-    keep = tf.logical_and(has_pos, valid_anchor[:, 0])
-    return tf.where(keep, per_anchor, tf.zeros_like(per_anchor))
+        lse_pos = _masked_logsumexp(log_prob, pos)[0][:, 0]
+        per_anchor = -(lse_pos - tf.math.log(safe_n_pos))
+    keep = tf.logical_and(has_pos, valid[:, 0])
+    per_anchor = tf.where(keep, per_anchor, tf.zeros_like(per_anchor))
+    stats = tf.stack([lse[:, 0], lse_pos, safe_n_pos, tf.cast(keep, tf.float32)], axis=1)
+    return per_anchor, stats
 
 
-# The element-wise passes over a block's logits (masks, log-sum-exps) are
-# compiled with XLA, which fuses them (the stock CPU kernels are built for AVX
-# only, see _fused); the products stay on TensorFlow's oneDNN kernels.
-_xla_loss = tf.function(_loss_from_logits, jit_compile=True, reduce_retracing=True)
+def _backward(logits, sample_pos, sample_out, col_sample, self_col, variant, denominator,
+              stats, upstream):
+    """The gradient of `upstream . per_anchor` w.r.t. the block's logits, in
+    closed form from the row statistics of `_forward`:
+
+    - denominator "all" / "only_negatives": `softmax_D - g` on the positives,
+      `g = 1 / |P|` (out) or the softmax of the log-probs over P (in);
+    - "one_positive": with `s_p = sigmoid(lse_neg - l_p)` and `c_p = g_p s_p`,
+      `-c` on the positives and `(sum_p c_p) softmax_neg` on the negatives.
+    """
+    pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col)
+    lse, lse_pos, safe_n_pos, keep = (stats[:, i:i + 1] for i in range(4))
+    scale = tf.where(keep > 0, upstream[:, None], tf.zeros_like(keep))
+    if denominator == "one_positive":
+        finite = tf.math.is_finite(lse)
+        sig = tf.sigmoid(lse - logits)
+        if variant == "out":
+            c = tf.where(pos, sig / safe_n_pos, 0.0)
+        else:
+            log_prob = -tf.nn.softplus(lse - logits)
+            c = tf.where(pos, sig * tf.exp(log_prob - lse_pos), 0.0)
+        soft_neg = tf.where(tf.logical_and(neg, finite),
+                            tf.exp(logits - tf.where(finite, lse, 0.0)), 0.0)
+        d = tf.reduce_sum(c, axis=1, keepdims=True) * soft_neg - c
+    else:
+        den_mask = tf.logical_or(pos, neg) if denominator == "all" else neg
+        soft_den = tf.where(den_mask, tf.exp(logits - lse), 0.0)
+        if variant == "out":
+            d = soft_den - tf.where(pos, 1.0 / safe_n_pos, 0.0)
+        else:
+            d = soft_den - tf.where(pos, tf.exp(logits - lse - lse_pos), 0.0)
+    return d * scale
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _xla_loss_grad(logits, sample_pos, sample_out, col_sample, self_col, variant,
-                   denominator, upstream):
-    """The gradient of `upstream . _loss_from_logits(logits, ...)` w.r.t. the logits."""
-    with tf.GradientTape() as tape:
-        tape.watch(logits)
-        value = _loss_from_logits(logits, sample_pos, sample_out, col_sample, self_col,
-                                  variant, denominator)
-    return tape.gradient(value, logits, output_gradients=upstream)
+# The element-wise passes over a block's logits (masks, log-sum-exps, the
+# closed-form gradient) are compiled with XLA, which fuses them (the stock CPU
+# kernels are built for AVX only, see _fused); the products stay on
+# TensorFlow's oneDNN kernels.
+_xla_forward = tf.function(_forward, jit_compile=True, reduce_retracing=True)
+_xla_backward = tf.function(_backward, jit_compile=True, reduce_retracing=True)
 
 
 class Blocks:
@@ -134,13 +168,15 @@ class Blocks:
         return tf.matmul(anchor, contrast, transpose_b=True) / self.temperature
 
     def loss(self, anchor, contrast, rows):
-        return _xla_loss(self.logits(anchor, contrast), *self.inputs(rows))
+        """`(per-anchor loss [b], row statistics [b, 4])` of the rows."""
+        return _xla_forward(self.logits(anchor, contrast), *self.inputs(rows))
 
-    def grads(self, anchor, contrast, rows, upstream):
+    def grads(self, anchor, contrast, rows, stats, upstream, logits=None):
         """`(d anchor, d contrast)` of `upstream . loss(anchor, contrast, rows)`:
-        the logits' gradient from the element-wise pass, then two products."""
-        d_logits = _xla_loss_grad(self.logits(anchor, contrast), *self.inputs(rows),
-                                  upstream) / self.temperature
+        the logits' gradient in one element-wise pass, then two products."""
+        logits = self.logits(anchor, contrast) if logits is None else logits
+        d_logits = _xla_backward(logits, *self.inputs(rows), stats,
+                                 upstream) / self.temperature
         return (tf.matmul(d_logits, contrast),
                 tf.matmul(d_logits, anchor, transpose_a=True))
 
@@ -156,13 +192,12 @@ def per_anchor_loss(anchor, contrast, blocks, block_size):
         def dense(a, c):
             rows = tf.range(n_anchor)
             logits = blocks.logits(a, c)
-            inputs = blocks.inputs(rows)
+            value, stats = _xla_forward(logits, *blocks.inputs(rows))
 
             def grad(upstream):
-                d_logits = _xla_loss_grad(logits, *inputs, upstream) / blocks.temperature
-                return (tf.matmul(d_logits, c), tf.matmul(d_logits, a, transpose_a=True))
+                return blocks.grads(a, c, rows, stats, upstream, logits=logits)
 
-            return _xla_loss(logits, *inputs), grad
+            return value, grad
 
         return dense(anchor, contrast)
     n_blocks = (n_anchor + block_size - 1) // block_size
@@ -174,27 +209,30 @@ def per_anchor_loss(anchor, contrast, blocks, block_size):
 
     @tf.custom_gradient
     def run(a, c):
-        def forward(b, values):
+        def forward(b, values, stats):
             start, stop, rows = bounds(b)
-            return b + 1, values.write(b, blocks.loss(a[start:stop], c, rows))
+            value, stat = blocks.loss(a[start:stop], c, rows)
+            return b + 1, values.write(b, value), stats.write(b, stat)
 
-        _, values = tf.while_loop(
-            lambda b, _: b < n_blocks, forward,
-            (tf.constant(0), tf.TensorArray(tf.float32, size=n_blocks, infer_shape=False)),
-            parallel_iterations=1)
+        def array():
+            return tf.TensorArray(tf.float32, size=n_blocks, infer_shape=False)
+
+        _, values, stats = tf.while_loop(lambda b, *_: b < n_blocks, forward,
+                                         (tf.constant(0), array(), array()),
+                                         parallel_iterations=1)
+        stats = stats.concat()
 
         def grad(upstream):
             def backward(b, d_anchor, d_contrast):
                 start, stop, rows = bounds(b)
-                d_block, d_c = blocks.grads(a[start:stop], c, rows, upstream[start:stop])
+                d_block, d_c = blocks.grads(a[start:stop], c, rows, stats[start:stop],
+                                            upstream[start:stop])
                 return (b + 1, d_anchor.write(b, d_block),
                         tf.ensure_shape(d_contrast + d_c, c.shape))
 
             _, d_anchor, d_contrast = tf.while_loop(
                 lambda b, *_: b < n_blocks, backward,
-                (tf.constant(0), tf.TensorArray(tf.float32, size=n_blocks, infer_shape=False),
-                 tf.zeros_like(c)),
-                parallel_iterations=1)
+                (tf.constant(0), array(), tf.zeros_like(c)), parallel_iterations=1)
             return tf.reshape(d_anchor.concat(), tf.shape(a)), d_contrast
 
         return values.concat(), grad
