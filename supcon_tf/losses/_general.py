@@ -23,6 +23,7 @@ of local sample `i`; contrast column `v * Bc + j` is view `v` of global sample
 
 import tensorflow as tf
 
+from supcon_tf.losses._fused import MAX_FIXED_SHIFT_SPAN
 from supcon_tf.losses._masks import _masked_logsumexp, same_class
 
 
@@ -62,7 +63,8 @@ def sample_relation(y_true, y_contrast, queue_labels, kind, mask, offset, n_samp
 
 def _masks(logits, sample_pos, sample_out, col_sample, self_col):
     """The positive and negative masks `[b, N]` of a block, gathered from its
-    sample-level relations (the anchor itself is neither)."""
+    sample-level relations (column `c` is sample `col_sample[c]`); the anchor
+    itself is neither."""
     pos = tf.gather(sample_pos, col_sample, axis=1)
     out = tf.gather(sample_out, col_sample, axis=1)
     # The anchor itself: view v of sample i is column v * Bc + offset + i.
@@ -72,21 +74,34 @@ def _masks(logits, sample_pos, sample_out, col_sample, self_col):
     return pos, neg
 
 
-def _forward(logits, sample_pos, sample_out, col_sample, self_col, variant, denominator):
+def _lse(x, mask, shift):
+    """Row log-sum-exp of `x` over `mask` and whether the row's set is
+    non-empty (`[b, 1]` each; 0 for an empty row). With `shift` (logits of
+    unit-norm rows, bounded by `shift = 1/T`), shifted by that bound instead
+    of the row maximum: one pass fewer."""
+    if shift is None:
+        return _masked_logsumexp(x, mask)
+    total = tf.reduce_sum(tf.where(mask, tf.exp(x - shift), 0.0), axis=1, keepdims=True)
+    nonempty = tf.reduce_any(mask, axis=1, keepdims=True)
+    return shift + tf.math.log(tf.where(nonempty, total, tf.ones_like(total))), nonempty
+
+
+def _forward(logits, sample_pos, sample_out, col_sample, self_col, variant, denominator,
+             shift):
     """Per-anchor loss `[b]` of a block and the row statistics `[b, 4]` its
     gradient needs: (log-sum-exp over the denominator, or over the negatives
     for "one_positive"; the log-sum-exp over the positives of the log-probs
     for variant "in"; the number of positives; whether the anchor counts)."""
     pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col)
     if denominator == "one_positive":
-        lse, has_neg = _masked_logsumexp(logits, neg)
+        lse, has_neg = _lse(logits, neg, shift)
         lse = tf.where(has_neg, lse, tf.constant(-float("inf")))
         # log(exp(l) / (exp(l) + sum_neg)) = -softplus(log_sum_neg - l).
         log_prob = -tf.nn.softplus(lse - logits)
         valid = tf.ones_like(has_neg)
     else:
         den_mask = tf.logical_or(pos, neg) if denominator == "all" else neg
-        lse, valid = _masked_logsumexp(logits, den_mask)
+        lse, valid = _lse(logits, den_mask, shift)
         log_prob = logits - lse
     n_pos = tf.reduce_sum(tf.cast(pos, tf.float32), axis=1)
     has_pos = n_pos > 0
@@ -104,28 +119,32 @@ def _forward(logits, sample_pos, sample_out, col_sample, self_col, variant, deno
 
 
 def _backward(logits, sample_pos, sample_out, col_sample, self_col, variant, denominator,
-              stats, upstream):
+              shift, stats, upstream):
     """The gradient of `upstream . per_anchor` w.r.t. the block's logits, in
-    closed form from the row statistics of `_forward`:
+    one element-wise pass, in closed form from the row statistics of `_forward`:
 
     - denominator "all" / "only_negatives": `softmax_D - g` on the positives,
       `g = 1 / |P|` (out) or the softmax of the log-probs over P (in);
     - "one_positive": with `s_p = sigmoid(lse_neg - l_p)` and `c_p = g_p s_p`,
       `-c` on the positives and `(sum_p c_p) softmax_neg` on the negatives.
     """
+    del shift
     pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col)
     lse, lse_pos, safe_n_pos, keep = (stats[:, i:i + 1] for i in range(4))
     scale = tf.where(keep > 0, upstream[:, None], tf.zeros_like(keep))
     if denominator == "one_positive":
+        # One exponential per entry: e = exp(l - lse_neg) is the negatives'
+        # softmax, and sigmoid(lse_neg - l) = 1 / (1 + e). With no negative
+        # (lse_neg = -inf) every term is 0.
         finite = tf.math.is_finite(lse)
-        sig = tf.sigmoid(lse - logits)
+        e = tf.exp(logits - tf.where(finite, lse, tf.zeros_like(lse)))
+        sig = tf.where(finite, 1.0 / (1.0 + e), 0.0)
         if variant == "out":
             c = tf.where(pos, sig / safe_n_pos, 0.0)
         else:
-            log_prob = -tf.nn.softplus(lse - logits)
-            c = tf.where(pos, sig * tf.exp(log_prob - lse_pos), 0.0)
-        soft_neg = tf.where(tf.logical_and(neg, finite),
-                            tf.exp(logits - tf.where(finite, lse, 0.0)), 0.0)
+            # exp(log_prob - lse_pos), log_prob = log(e / (1 + e)) = log(e * sig).
+            c = tf.where(pos, sig * e * sig * tf.exp(-lse_pos), 0.0)
+        soft_neg = tf.where(tf.logical_and(neg, finite), e, 0.0)
         d = tf.reduce_sum(c, axis=1, keepdims=True) * soft_neg - c
     else:
         den_mask = tf.logical_or(pos, neg) if denominator == "all" else neg
@@ -150,22 +169,28 @@ class Blocks:
     relations and the layout (see the module docstring)."""
 
     def __init__(self, relation, batch, n_batch_samples, views, n_queue, offset,
-                 temperature, variant, denominator):
+                 temperature, variant, denominator, unit_norm):
         self.relation, self.batch, self.offset = relation, batch, offset
         self.n_batch_samples = n_batch_samples
-        self.temperature, self.variant, self.denominator = temperature, variant, denominator
         self.col_sample = tf.concat([tf.tile(tf.range(n_batch_samples), [views]),
                                      n_batch_samples + tf.range(n_queue)], 0)
+        self.temperature, self.variant, self.denominator = temperature, variant, denominator
+        # Unit-norm rows have logits in [-1/T, 1/T]: shift the exponentials by
+        # the bound when exp(-2/T) cannot underflow (as _fused does).
+        self.shift = (1.0 / temperature
+                      if unit_norm and 2.0 / temperature <= MAX_FIXED_SHIFT_SPAN else None)
 
     def inputs(self, rows):
         """The element-wise pass's inputs for the anchor rows `rows`."""
         ids = rows % self.batch
         sample_pos, sample_out = self.relation(ids)
         self_col = (rows // self.batch) * self.n_batch_samples + self.offset + ids
-        return sample_pos, sample_out, self.col_sample, self_col, self.variant, self.denominator
+        return (sample_pos, sample_out, self.col_sample, self_col, self.variant,
+                self.denominator, self.shift)
 
     def logits(self, anchor, contrast):
-        return tf.matmul(anchor, contrast, transpose_b=True) / self.temperature
+        # 1/T on the [rows, d] operand, not on the [rows, N] product.
+        return tf.matmul(anchor * (1.0 / self.temperature), contrast, transpose_b=True)
 
     def loss(self, anchor, contrast, rows):
         """`(per-anchor loss [b], row statistics [b, 4])` of the rows."""
@@ -175,8 +200,9 @@ class Blocks:
         """`(d anchor, d contrast)` of `upstream . loss(anchor, contrast, rows)`:
         the logits' gradient in one element-wise pass, then two products."""
         logits = self.logits(anchor, contrast) if logits is None else logits
+        # The 1/T of the logits folded into the upstream gradient ([rows]).
         d_logits = _xla_backward(logits, *self.inputs(rows), stats,
-                                 upstream) / self.temperature
+                                 upstream * (1.0 / self.temperature))
         return (tf.matmul(d_logits, contrast),
                 tf.matmul(d_logits, anchor, transpose_a=True))
 

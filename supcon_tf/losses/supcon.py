@@ -240,7 +240,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             block_size = _fused.AUTO_BLOCK_SIZE
 
     blocks = _general.Blocks(relation, batch, n_contrast, views, n_queue, offset,
-                             temperature, variant, denominator)
+                             temperature, variant, denominator, unit_norm=normalize)
     with tf.control_dependencies([] if check is None else [check]):
         per_anchor = _general.per_anchor_loss(anchor, contrast, blocks, block_size)
     per_anchor *= temperature / base_temperature
