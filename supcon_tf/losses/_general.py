@@ -24,7 +24,7 @@ of local sample `i`; contrast column `v * Bc + j` is view `v` of global sample
 import tensorflow as tf
 
 from supcon_tf.losses._fused import MAX_FIXED_SHIFT_SPAN
-from supcon_tf.losses._masks import _masked_logsumexp, same_class
+from supcon_tf.losses._masks import _masked_logsumexp, class_ids, same_class
 
 
 def sample_relation(y_true, y_contrast, queue_labels, kind, mask, offset, n_samples,
@@ -61,14 +61,36 @@ def sample_relation(y_true, y_contrast, queue_labels, kind, mask, offset, n_samp
     return relation
 
 
-def _masks(logits, sample_pos, sample_out, col_sample, self_col):
-    """The positive and negative masks `[b, N]` of a block, gathered from its
-    sample-level relations (column `c` is sample `col_sample[c]`); the anchor
-    itself is neither."""
-    pos = tf.gather(sample_pos, col_sample, axis=1)
-    out = tf.gather(sample_out, col_sample, axis=1)
+def label_columns(y_true, y_contrast, queue_labels, offset, batch, n_batch_samples,
+                  views, n_queue):
+    """For class ids (or no labels) without a cap or mask: int64 labels of
+    the local samples `[B]` and of the contrast columns `[N]` such that a
+    column is a positive of an anchor exactly when their labels are equal
+    (without labels each sample is its own class, and a queue entry no
+    one's). The masks then come from one comparison of two vectors."""
+    if y_true is None:
+        rows = tf.cast(offset + tf.range(batch), tf.int64)
+        batch_cols = tf.range(n_batch_samples, dtype=tf.int64)
+        queue_cols = -1 - tf.range(n_queue, dtype=tf.int64)
+    else:
+        rows = class_ids(y_true)
+        batch_cols = class_ids(y_contrast)
+        queue_cols = (tf.zeros([0], tf.int64) if queue_labels is None
+                      else class_ids(queue_labels, "queue_labels"))
+    return rows, tf.concat([tf.tile(batch_cols, [views]), queue_cols], 0)
+
+
+def _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_label):
+    """The positive and negative masks `[b, N]` of a block: from equal labels
+    (`row_label`, `col_label`) or gathered from its sample-level relations
+    (column `c` is sample `col_sample[c]`); the anchor itself is neither."""
     # The anchor itself: view v of sample i is column v * Bc + offset + i.
     not_self = tf.not_equal(tf.range(tf.shape(logits)[1])[None, :], self_col[:, None])
+    if row_label is not None:
+        pos = tf.logical_and(tf.equal(row_label[:, None], col_label[None, :]), not_self)
+        return pos, tf.logical_not(tf.logical_or(pos, tf.logical_not(not_self)))
+    pos = tf.gather(sample_pos, col_sample, axis=1)
+    out = tf.gather(sample_out, col_sample, axis=1)
     pos = tf.logical_and(pos, not_self)
     neg = tf.logical_not(tf.logical_or(tf.logical_or(pos, out), tf.logical_not(not_self)))
     return pos, neg
@@ -86,13 +108,14 @@ def _lse(x, mask, shift):
     return shift + tf.math.log(tf.where(nonempty, total, tf.ones_like(total))), nonempty
 
 
-def _forward(logits, sample_pos, sample_out, col_sample, self_col, variant, denominator,
-             shift):
+def _forward(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_label,
+             variant, denominator, shift):
     """Per-anchor loss `[b]` of a block and the row statistics `[b, 4]` its
     gradient needs: (log-sum-exp over the denominator, or over the negatives
     for "one_positive"; the log-sum-exp over the positives of the log-probs
     for variant "in"; the number of positives; whether the anchor counts)."""
-    pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col)
+    pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label,
+                      col_label)
     if denominator == "one_positive":
         lse, has_neg = _lse(logits, neg, shift)
         lse = tf.where(has_neg, lse, tf.constant(-float("inf")))
@@ -118,8 +141,8 @@ def _forward(logits, sample_pos, sample_out, col_sample, self_col, variant, deno
     return per_anchor, stats
 
 
-def _backward(logits, sample_pos, sample_out, col_sample, self_col, variant, denominator,
-              shift, stats, upstream):
+def _backward(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_label,
+              variant, denominator, shift, stats, upstream):
     """The gradient of `upstream . per_anchor` w.r.t. the block's logits, in
     one element-wise pass, in closed form from the row statistics of `_forward`:
 
@@ -129,7 +152,8 @@ def _backward(logits, sample_pos, sample_out, col_sample, self_col, variant, den
       `-c` on the positives and `(sum_p c_p) softmax_neg` on the negatives.
     """
     del shift
-    pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col)
+    pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label,
+                      col_label)
     lse, lse_pos, safe_n_pos, keep = (stats[:, i:i + 1] for i in range(4))
     scale = tf.where(keep > 0, upstream[:, None], tf.zeros_like(keep))
     if denominator == "one_positive":
@@ -142,8 +166,10 @@ def _backward(logits, sample_pos, sample_out, col_sample, self_col, variant, den
         if variant == "out":
             c = tf.where(pos, sig / safe_n_pos, 0.0)
         else:
-            # exp(log_prob - lse_pos), log_prob = log(e / (1 + e)) = log(e * sig).
-            c = tf.where(pos, sig * e * sig * tf.exp(-lse_pos), 0.0)
+            # exp(log_prob - lse_pos), with log_prob = log(e / (1 + e)) computed
+            # stably (e overflows for a positive far above the negatives).
+            log_prob = -tf.nn.softplus(lse - logits)
+            c = tf.where(pos, sig * tf.exp(log_prob - lse_pos), 0.0)
         soft_neg = tf.where(tf.logical_and(neg, finite), e, 0.0)
         d = tf.reduce_sum(c, axis=1, keepdims=True) * soft_neg - c
     else:
@@ -169,8 +195,9 @@ class Blocks:
     relations and the layout (see the module docstring)."""
 
     def __init__(self, relation, batch, n_batch_samples, views, n_queue, offset,
-                 temperature, variant, denominator, unit_norm):
+                 temperature, variant, denominator, unit_norm, labels=None):
         self.relation, self.batch, self.offset = relation, batch, offset
+        self.labels = labels                    # (rows, columns) of label_columns
         self.n_batch_samples = n_batch_samples
         self.col_sample = tf.concat([tf.tile(tf.range(n_batch_samples), [views]),
                                      n_batch_samples + tf.range(n_queue)], 0)
@@ -183,9 +210,12 @@ class Blocks:
     def inputs(self, rows):
         """The element-wise pass's inputs for the anchor rows `rows`."""
         ids = rows % self.batch
-        sample_pos, sample_out = self.relation(ids)
         self_col = (rows // self.batch) * self.n_batch_samples + self.offset + ids
-        return (sample_pos, sample_out, self.col_sample, self_col, self.variant,
+        if self.labels is not None:
+            return (None, None, None, self_col, tf.gather(self.labels[0], ids),
+                    self.labels[1], self.variant, self.denominator, self.shift)
+        sample_pos, sample_out = self.relation(ids)
+        return (sample_pos, sample_out, self.col_sample, self_col, None, None, self.variant,
                 self.denominator, self.shift)
 
     def logits(self, anchor, contrast):

@@ -13,7 +13,7 @@ from supcon_tf.losses import _fused, _general
 from supcon_tf.losses._checks import (CONTRAST_MODES, DENOMINATORS, VARIANTS,  # noqa: F401
                                       _as_views, _check_options, _check_queue,
                                       _positive_number, nonfinite_marker)
-from supcon_tf.losses._masks import (_masked_logsumexp, _positive_mask,  # noqa: F401
+from supcon_tf.losses._masks import (IDS, _masked_logsumexp, _positive_mask,  # noqa: F401
                                      _self_mask, checked_labels, class_ids,
                                      is_class_ids, label_kind, positive_mask,
                                      same_class, validate_labels)
@@ -239,8 +239,13 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
         if None not in rows and rows[0] * rows[1] > _fused.AUTO_BLOCKWISE_ABOVE:
             block_size = _fused.AUTO_BLOCK_SIZE
 
+    labels = None
+    if mask is None and positives_cap is None and (y_true is None or label_kind(y_true) == IDS):
+        labels = _general.label_columns(y_true, y_contrast, queue_labels, offset, batch,
+                                        n_contrast, views, n_queue)
     blocks = _general.Blocks(relation, batch, n_contrast, views, n_queue, offset,
-                             temperature, variant, denominator, unit_norm=normalize)
+                             temperature, variant, denominator, unit_norm=normalize,
+                             labels=labels)
     with tf.control_dependencies([] if check is None else [check]):
         per_anchor = _general.per_anchor_loss(anchor, contrast, blocks, block_size)
     per_anchor *= temperature / base_temperature
