@@ -5,15 +5,18 @@ other denominators, `positives_cap`, an explicit `mask`, multi-hot labels,
 `contrast_mode="one"`) need, for each anchor row, which contrast rows are its
 positives, which are excluded (capped out) and which are negatives. Here these
 masks are built for a block of anchor rows at a time from sample-level
-relations (`[rows, samples]`: labels or the user's mask, the cap), never as
-`N x N` matrices of the whole batch:
+relations (`[rows, samples]`: labels or the user's mask, the cap), or for
+class ids and no labels from one comparison of two label vectors, never as
+`N x N` matrices of the whole batch. The element-wise pass over a block's
+logits is compiled with XLA and keeps four row statistics, from which the
+gradient of the logits has a closed form (`_backward`); the embeddings'
+gradient is then two products:
 
 - dense (`block_size=None` below the automatic threshold): one block of all
-  rows, differentiated by TensorFlow;
-- blockwise: the anchors `block_size` rows at a time, with a custom gradient
-  that recomputes each block's logits and masks in the backward pass, so the
-  extra memory is O(block_size x N) for N contrast rows (one more
-  `N x N x d` product than the dense path).
+  rows, its logits kept for the backward pass;
+- blockwise: the anchors `block_size` rows at a time, each block's logits
+  recomputed in the backward pass, so the extra memory is O(block_size x N)
+  for N contrast rows (one more `N x N x d` product than the dense path).
 
 Layout, as in the reference implementation: anchor row `v * B + i` is view `v`
 of local sample `i`; contrast column `v * Bc + j` is view `v` of global sample
