@@ -13,10 +13,9 @@ from supcon_tf.losses import _fused, _general
 from supcon_tf.losses._checks import (CONTRAST_MODES, DENOMINATORS, VARIANTS,  # noqa: F401
                                       _as_views, _check_options, _check_queue,
                                       _positive_number, nonfinite_marker)
-from supcon_tf.losses._masks import (IDS, _masked_logsumexp, _positive_mask,  # noqa: F401
-                                     _self_mask, checked_labels, class_ids,
-                                     is_class_ids, label_kind, positive_mask,
-                                     same_class, validate_labels)
+from supcon_tf.losses._masks import (IDS, _positive_mask, checked_labels,  # noqa: F401
+                                     class_ids, is_class_ids, label_kind, positive_mask,
+                                     validate_labels)
 
 def _fused_applies(y_true, mask, contrast_mode, variant, denominator, positives_cap):
     """Whether the options are those the fused paths (`_fused`) implement."""
