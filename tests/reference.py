@@ -223,3 +223,32 @@ def vicreg_reference(za, zb, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
                     cov = sum(x[i][j] * x[i][k] for i in range(n)) / (n - 1)
                     covariance += cov ** 2 / d
     return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+
+def hard_negative_reference(features, labels=None, temperature=0.5, tau_plus=0.1, beta=1.0):
+    """HCL (Robinson et al., ICLR 2021, joshr17/HCL `criterion`, estimator
+    "hard"), one anchor at a time: `features` `[batch, 2, dim]` (normalised
+    here); negatives are the views of the other samples (of other classes,
+    with `labels`). Per sample: the mean over its two anchors."""
+    z = np.asarray(features, np.float64)
+    z = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    out = np.zeros(len(z))
+    for i in range(len(z)):
+        values = []
+        for v in range(2):
+            anchor = z[i, v]
+            pos = math.exp(anchor @ z[i, 1 - v] / temperature)
+            neg = np.array([math.exp(anchor @ z[j, w] / temperature)
+                            for j in range(len(z)) for w in range(2)
+                            if j != i and (labels is None or labels[j] != labels[i])])
+            if len(neg) == 0:
+                values.append(0.0)
+                continue
+            n = len(neg)
+            imp = neg ** beta
+            reweighted = (imp * neg).sum() / imp.mean()
+            ng = (-tau_plus * n * pos + reweighted) / (1 - tau_plus)
+            ng = max(ng, n * math.exp(-1 / temperature))
+            values.append(-math.log(pos / (pos + ng)))
+        out[i] = np.mean(values)
+    return out

@@ -2,13 +2,17 @@
 `call`, reduced by the Keras base class) with a plain function that does the
 maths. `BarlowTwinsLoss` and `VICRegLoss` are statistics of the whole batch
 and return one value per batch; `BYOLLoss` is BYOL's and SimSiam's
-normalised distance, from Keras's own cosine similarity."""
+normalised distance, from Keras's own cosine similarity.
+`HardNegativeLoss` is HCL's reweighted negatives (with `beta=0` the debiased
+loss)."""
 
 from supcon_tf.losses.byol import BYOLLoss
+from supcon_tf.losses.hard_negative import HardNegativeLoss, hard_negative_loss
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
 from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
                                          vicreg_loss, vicreg_terms)
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 
-__all__ = ["BYOLLoss", "BarlowTwinsLoss", "MoCoLoss", "SupConLoss", "VICRegLoss",
-           "barlow_twins_loss", "moco_loss", "supcon_loss", "vicreg_loss", "vicreg_terms"]
+__all__ = ["BYOLLoss", "BarlowTwinsLoss", "HardNegativeLoss", "MoCoLoss", "SupConLoss",
+           "VICRegLoss", "barlow_twins_loss", "hard_negative_loss", "moco_loss",
+           "supcon_loss", "vicreg_loss", "vicreg_terms"]
