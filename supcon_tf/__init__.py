@@ -21,6 +21,11 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "small wheel), 'supcon_tf[gpu]' (CUDA) or 'supcon_tf[tf]' (the default "
         f"tensorflow wheel). Original error: {err}") from err
 
+# Before anything is compiled with XLA: see supcon_tf/_xla_flags.py.
+from supcon_tf import _xla_flags  # noqa: E402
+
+_xla_flags.apply(_tf.__version__)
+
 from supcon_tf import (augment, data, distribute, encoders, evaluation,  # noqa: E402
                        export, layers, losses, memory, metrics, models, momentum,
                        optimizers, zoo)

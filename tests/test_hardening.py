@@ -343,3 +343,24 @@ def test_zoo_cli_prints_no_tensorflow_start_up_lines():
     assert proc.returncode == 0
     assert "cpu_feature_guard" not in proc.stderr and "absl::InitializeLog" not in proc.stderr, \
         proc.stderr
+
+
+# -- XLA:CPU's YNNPACK race (TensorFlow 2.21) -------------------------------------------
+
+def test_xla_ynn_guard_is_set_only_where_it_is_known_to_be_needed():
+    from supcon_tf import _xla_flags
+    assert _xla_flags.needs_guard("2.21.0", {})
+    assert _xla_flags.needs_guard("2.21.3", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"})
+    # Older XLA aborts on an unknown flag; newer is not known to need it.
+    assert not _xla_flags.needs_guard("2.20.0", {})
+    assert not _xla_flags.needs_guard("2.22.0", {})
+    # The user's choice wins, and there is an opt-out.
+    assert not _xla_flags.needs_guard(
+        "2.21.0", {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=reduce"})
+    assert not _xla_flags.needs_guard("2.21.0", {"SUPCON_TF_KEEP_XLA_FLAGS": "1"})
+    env = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+    assert _xla_flags.apply("2.21.0", env) and not _xla_flags.apply("2.21.0", env)
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + _xla_flags.FLAG
+    # In this process (imported before any XLA compilation):
+    flags = os.environ.get("XLA_FLAGS", "")
+    assert (_xla_flags.FLAG in flags) == tf.__version__.startswith("2.21.")
