@@ -52,6 +52,17 @@ flags.DEFINE_float("vicreg_sim", 25.0, "VICReg's invariance weight.")
 flags.DEFINE_float("vicreg_std", 25.0, "VICReg's variance weight.")
 flags.DEFINE_float("vicreg_cov", 1.0, "VICReg's covariance weight.")
 flags.DEFINE_bool("symmetric", False, "MoCo: also the loss with the views swapped (v2+).")
+flags.DEFINE_enum("loss", "supcon", ["supcon", "hcl"],
+                  "simclr / supcon without a queue: supcon is SupConLoss (NT-Xent without "
+                  "labels); hcl is HardNegativeLoss (HCL; with --beta 0 the debiased loss).")
+flags.DEFINE_float("tau_plus", 0.1, "--loss hcl: the class prior tau+ in [0, 1).")
+flags.DEFINE_float("beta", 1.0, "--loss hcl: concentration on hard negatives (0: debiased).")
+flags.DEFINE_bool("mochi", False, "MoCo / SupCon with a queue: MoCHi's synthetic hard "
+                  "negatives (--mochi_n, --mochi_s, --mochi_s_prime, --mochi_start_epoch).")
+flags.DEFINE_integer("mochi_n", 1024, "MoCHi's N: the hardest queue negatives to mix.")
+flags.DEFINE_integer("mochi_s", 1024, "MoCHi's s: mixes of two hard negatives per query.")
+flags.DEFINE_integer("mochi_s_prime", 256, "MoCHi's s': mixes of the query with one.")
+flags.DEFINE_integer("mochi_start_epoch", 0, "MoCHi: the epoch (0-based) mixing starts.")
 flags.DEFINE_integer("bn_groups", 2, "MoCo: BatchNorm groups per replica (shuffle-BN).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
@@ -201,6 +212,13 @@ def main(argv):
     if FLAGS.method not in ("moco", "supcon") and queue_size is not None:
         raise app.UsageError(f"--queue_size is for --method moco or supcon ({FLAGS.method} "
                              "has no queue).")
+    if FLAGS.mochi and queue_size is None:
+        raise app.UsageError("--mochi mixes queue negatives: it needs --method moco, or "
+                             "--method supcon with --queue_size.")
+    if FLAGS.loss != "supcon" and (queue_size is not None or FLAGS.method in NO_NEGATIVES):
+        raise app.UsageError(f"--loss {FLAGS.loss} is for --method simclr or supcon without "
+                             f"a queue. Received: --method {FLAGS.method}"
+                             + (f" --queue_size {queue_size}" if queue_size else ""))
     strategy = sct.distribute.get_strategy(FLAGS.distribute)
     chief = sct.distribute.is_chief(strategy)
     # Only the chief writes into --model_dir; other workers write to a
@@ -245,7 +263,11 @@ def main(argv):
                                              synchronized_bn=sync_bn)
             model = sct.models.SupConModel(encoder, head=head, augmenter=augmenter,
                                            views=FLAGS.views, probe_classes=probe_classes)
-            loss = sct.losses.SupConLoss(temperature=FLAGS.temperature)
+            if FLAGS.loss == "hcl":
+                loss = sct.losses.HardNegativeLoss(temperature=FLAGS.temperature,
+                                                   tau_plus=FLAGS.tau_plus, beta=FLAGS.beta)
+            else:
+                loss = sct.losses.SupConLoss(temperature=FLAGS.temperature)
         else:
             head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
                                              synchronized_bn=sync_bn)
@@ -254,7 +276,10 @@ def main(argv):
                 queue_size=queue_size, momentum=FLAGS.momentum, temperature=FLAGS.temperature,
                 symmetric=FLAGS.symmetric, bn_groups=FLAGS.bn_groups,
                 momentum_schedule=FLAGS.momentum_schedule or "constant",
-                probe_classes=probe_classes)
+                probe_classes=probe_classes,
+                **(dict(mochi_n=FLAGS.mochi_n, mochi_s=FLAGS.mochi_s,
+                        mochi_s_prime=FLAGS.mochi_s_prime,
+                        mochi_start_epoch=FLAGS.mochi_start_epoch) if FLAGS.mochi else {}))
             loss = None                      # MoCoLoss(temperature)
         total_steps = FLAGS.epochs * steps_per_epoch
         schedule = sct.optimizers.warmup_cosine(

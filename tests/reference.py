@@ -154,25 +154,30 @@ def supcon_pytorch_port(labels, features, temperature=0.07, base_temperature=0.0
     return loss.reshape(anchor_count, batch_size).mean()
 
 
-def moco_reference(labels, queries, keys, queue, queue_labels=None, temperature=0.2):
+def moco_reference(labels, queries, keys, queue, queue_labels=None, temperature=0.2,
+                   extra=None):
     """MoCo's loss per query, by loops, from the paper's pseudo-code (Algorithm
     1): l_pos = q . k, l_neg = q . queue, loss = CE([l_pos, l_neg] / T, 0).
     With labels: SupCon's L_out over every key of the batch and the queue,
-    positives those of the query's class. Inputs are L2-normalised here."""
+    positives those of the query's class. `extra` `[B, S, d]`: further
+    negatives of query i alone (MoCHi's), all-zero rows skipped. Inputs are
+    L2-normalised here."""
     unit = lambda a: np.asarray(a, np.float64) / np.linalg.norm(a, axis=-1, keepdims=True)
     q, k = unit(queries), unit(keys)
     qu = np.zeros((0, q.shape[1])) if queue is None or len(queue) == 0 else unit(queue)
     out = np.zeros(len(q))
     for i in range(len(q)):
+        own = [] if extra is None else [unit(h) for h in np.asarray(extra)[i] if np.any(h)]
         if labels is None:
             logits = [float(q[i] @ k[i]) / temperature]
-            logits += [float(q[i] @ n) / temperature for n in qu]
+            logits += [float(q[i] @ n) / temperature for n in list(qu) + own]
             out[i] = -logits[0] + math.log(sum(math.exp(x) for x in logits))
             continue
         contrast = [(float(q[i] @ k[j]) / temperature, labels[j] == labels[i])
                     for j in range(len(k))]
         contrast += [(float(q[i] @ qu[m]) / temperature, queue_labels[m] == labels[i])
                      for m in range(len(qu))]
+        contrast += [(float(q[i] @ h) / temperature, False) for h in own]
         log_den = math.log(sum(math.exp(x) for x, _ in contrast))
         positives = [x for x, p in contrast if p]
         out[i] = -sum(x - log_den for x in positives) / len(positives)

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from supcon_tf.losses import HardNegativeLoss, hard_negative_loss, supcon_loss
-from tests.reference import hard_negative_reference
+import supcon_tf as sct
+from supcon_tf.losses import HardNegativeLoss, MoCoLoss, hard_negative_loss, moco_loss, supcon_loss
+from supcon_tf.mixing import mix_hardest, mochi_negatives
+from tests.reference import hard_negative_reference, moco_reference
 from tests.test_distribute import replicated, single_device
+from tests.test_models import _images
+
+SHAPE = (28, 28, 1)
 
 
 def _views(seed, batch=6, dim=5):
@@ -165,3 +170,166 @@ def test_hard_negative_bad_input():
         hard_negative_loss(np.arange(5), z)
     with pytest.raises(TypeError, match="y_true"):
         hard_negative_loss(np.array(["a"] * 6), z)
+
+
+# -- MoCHi ---------------------------------------------------------------------------
+
+def _unit(a):
+    a = np.asarray(a, np.float64)
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def mochi_reference(q, queue, n_hard, draws, labels=None, queue_labels=None):
+    """MoCHi's mixes by loops (Kalantidis et al., section 4): rank the queue
+    by q . n (negatives only), keep the N hardest; h = normalize(a n_i +
+    (1 - a) n_j); h' = normalize(b q + (1 - b) n_j), b = 0.5 * draw."""
+    q, queue = _unit(q), _unit(queue)
+    u_i, u_j, alpha, u_q, beta = (np.asarray(d, np.float64) for d in draws)
+    out = []
+    for b in range(len(q)):
+        order = sorted((m for m in range(len(queue))
+                        if labels is None or queue_labels[m] != labels[b]),
+                       key=lambda m: -(q[b] @ queue[m]))[:n_hard]
+        if not order:
+            out.append(np.zeros((u_i.shape[1] + u_q.shape[1], q.shape[1])))
+            continue
+        pick = lambda u: queue[order[min(int(u * len(order)), len(order) - 1)]]
+        rows = [alpha[b, k] * pick(u_i[b, k]) + (1 - alpha[b, k]) * pick(u_j[b, k])
+                for k in range(u_i.shape[1])]
+        rows += [0.5 * beta[b, k] * q[b] + (1 - 0.5 * beta[b, k]) * pick(u_q[b, k])
+                 for k in range(u_q.shape[1])]
+        out.append(_unit(np.array(rows)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_mochi_mixes_match_the_loop_reference(labelled):
+    rng = np.random.default_rng(10)
+    q, queue = rng.normal(size=(5, 6)), rng.normal(size=(30, 6))
+    labels = rng.integers(0, 3, 5) if labelled else None
+    queue_labels = rng.integers(0, 3, 30) if labelled else None
+    draws = [rng.random((5, 7)) for _ in range(3)] + [rng.random((5, 3)) for _ in range(2)]
+    want = mochi_reference(q, queue, 8, draws, labels, queue_labels)
+    # The ranking as mochi_negatives makes it, then the mixing.
+    uq, un = _unit(q).astype("float32"), _unit(queue).astype("float32")
+    sims = uq @ un.T
+    if labelled:
+        sims[labels[:, None] == queue_labels[None, :]] = -np.inf
+    hardest = np.argsort(-sims, axis=1, kind="stable")[:, :8].astype("int32")
+    n_valid = np.isfinite(np.take_along_axis(sims, hardest, 1)).sum(1)
+    got = mix_hardest(uq, un, hardest, n_valid, [d.astype("float32") for d in draws])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_mochi_negatives_are_hard_unit_and_without_gradient():
+    rng = np.random.default_rng(11)
+    q = rng.normal(size=(4, 8)).astype("float32")
+    # 6 hard negatives near each query direction among 60 far ones.
+    far = rng.normal(size=(60, 8)).astype("float32")
+    near = np.repeat(q, 6, axis=0) + 0.3 * rng.normal(size=(24, 8)).astype("float32")
+    queue = np.concatenate([far, near])
+    q_t = tf.constant(q)
+    with tf.GradientTape() as tape:
+        tape.watch(q_t)
+        mixes = mochi_negatives(q_t, queue, n_hard=6, s=6, s_prime=4, seed=[1, 2])
+        total = tf.reduce_sum(mixes)
+    assert tape.gradient(total, q_t) is None                  # nothing flows back
+    mixes = mixes.numpy()
+    assert mixes.shape == (4, 10, 8)
+    np.testing.assert_allclose(np.linalg.norm(mixes, axis=-1), 1.0, rtol=1e-5)
+    sims = np.einsum("bd,bsd->bs", _unit(q), mixes)
+    hard = np.sort(_unit(q) @ _unit(queue).T, axis=1)[:, -6:]
+    # A normalised convex mix of two hard negatives is at least as similar to
+    # the query as the less similar of them; the query mixes more so.
+    assert np.all(sims[:, :6] >= hard[:, :1] - 1e-5)
+    assert np.all(sims[:, 6:] >= hard[:, :1] - 1e-5)
+    assert sims[:, 6:].mean() > sims[:, :6].mean()
+    # Stateless: the same seed gives the same mixes, another seed others.
+    np.testing.assert_array_equal(mochi_negatives(q, queue, 6, 6, 4, [1, 2]), mixes)
+    assert not np.allclose(mochi_negatives(q, queue, 6, 6, 4, [1, 3]), mixes)
+    # An empty queue, or one with only the query's class: zero rows.
+    assert not np.any(mochi_negatives(q, queue[:0], 6, 6, 4, [1, 2]).numpy())
+    same = mochi_negatives(q, queue, 6, 6, 4, [1, 2], labels=np.zeros(4, "int32"),
+                           queue_labels=np.zeros(len(queue), "int32"))
+    assert not np.any(same.numpy())
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_moco_loss_with_extra_negatives_matches_the_reference(labelled):
+    rng = np.random.default_rng(12)
+    qk = rng.normal(size=(6, 2, 5)).astype("float32")
+    queue = rng.normal(size=(10, 5)).astype("float32")
+    extra = rng.normal(size=(6, 3, 5)).astype("float32")
+    extra[2, 1] = 0.0                                          # absent
+    y = rng.integers(0, 3, 6) if labelled else None
+    queue_labels = rng.integers(0, 3, 10) if labelled else None
+    got = moco_loss(y, qk, queue, queue_labels, temperature=0.3, extra_negatives=extra)
+    want = moco_reference(y, qk[:, 0], qk[:, 1], queue, queue_labels, 0.3, extra=extra)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # All-zero extras change nothing (values and gradients); extras without a
+    # queue still count.
+    for options in ({}, {"extra_negatives": np.zeros_like(extra)}):
+        loss = lambda y_, z: moco_loss(y_, z, queue, queue_labels, 0.3, **options)
+        value, grad = single_device(loss, y, qk)
+        if not options:
+            base_value, base_grad = value, grad
+    np.testing.assert_allclose(value, base_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, base_grad, rtol=1e-5, atol=1e-7)
+    assert np.abs(base_grad).max() > 1e-2
+    if not labelled:
+        np.testing.assert_allclose(
+            moco_loss(None, qk, None, temperature=0.3, extra_negatives=extra),
+            moco_reference(None, qk[:, 0], qk[:, 1], None, temperature=0.3, extra=extra),
+            rtol=1e-5)
+    with pytest.raises(ValueError, match="extra_negatives.*Received: extra_negatives.shape"):
+        moco_loss(y, qk, queue, queue_labels, extra_negatives=extra[:, :, :4])
+
+
+def _moco(**kwargs):
+    keras.utils.set_random_seed(0)
+    return sct.models.MoCoModel(sct.encoders.resnet18(SHAPE, width=0.0625),
+                                head=sct.layers.ProjectionHead(16), queue_size=32,
+                                bn_groups=1, **kwargs)
+
+
+def test_mochi_model_is_moco_before_its_start_epoch_and_round_trips(tmp_path):
+    x, y = _images(32)
+    views = np.stack([x, x[:, :, ::-1]], axis=1)
+    histories = {}
+    for name, extra in (("moco", {}), ("mochi", dict(mochi_n=16, mochi_s=8, mochi_s_prime=4,
+                                                     mochi_start_epoch=2))):
+        model = _moco(**extra)
+        # Learning rate 0: the same weights at every step, so the losses compare
+        # the objectives alone (a small network trained on 8-sample batches
+        # turns round-off into visible differences within a few steps).
+        model.compile(optimizer=keras.optimizers.SGD(0.0))
+        histories[name] = model.fit(views, batch_size=8, epochs=3, verbose=0,
+                                    shuffle=False).history["loss"]
+    # Epochs 0 and 1 (queue filling up, then full): exactly MoCo. From
+    # epoch 2 the synthetic negatives raise the loss.
+    np.testing.assert_allclose(histories["mochi"][:2], histories["moco"][:2], rtol=1e-6)
+    assert histories["mochi"][2] > histories["moco"][2] + 0.05
+    assert int(model.mochi_start_step.numpy()) == 2 * 4
+    # Saved and loaded with its settings and state; labelled training runs too.
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert (loaded.mochi_n, loaded.mochi_s, loaded.mochi_s_prime, loaded.mochi_start_epoch) == (
+        16, 8, 4, 2)
+    assert int(loaded.mochi_start_step.numpy()) == 8
+    assert np.isfinite(loaded.fit(views, y, batch_size=8, epochs=1, verbose=0,
+                                  shuffle=False).history["loss"][0])
+
+
+def test_mochi_bad_input():
+    with pytest.raises(ValueError, match="mochi_s.*Received: mochi_s=9"):
+        _moco(mochi_n=8, mochi_s=9)
+    with pytest.raises(ValueError, match="mochi_s_prime.*Received: mochi_s_prime=-1"):
+        _moco(mochi_n=8, mochi_s=4, mochi_s_prime=-1)
+    with pytest.raises(ValueError, match="mochi_n.*Received: mochi_n=0"):
+        _moco(mochi_n=0)
+    with pytest.raises(TypeError, match="mochi_start_epoch=1.5"):
+        _moco(mochi_n=8, mochi_s=4, mochi_s_prime=2, mochi_start_epoch=1.5)
+    with pytest.raises(ValueError, match="mochi_start_epoch=-1"):
+        _moco(mochi_n=8, mochi_s=4, mochi_s_prime=2, mochi_start_epoch=-1)
+    with pytest.raises(ValueError, match="mochi_s"):
+        mochi_negatives(np.ones((2, 3)), np.ones((4, 3)), n_hard=2, s=3, s_prime=0, seed=[0, 0])

@@ -76,9 +76,11 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
 
 @pytest.mark.parametrize("script,extra", [
     ("train_ce.py", []),
-    ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--crop_min_scale", "0.5"]),
+    ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--crop_min_scale", "0.5",
+                     "--loss", "hcl", "--beta", "1", "--tau_plus", "0.05"]),
     ("pretrain.py", ["--method", "moco", "--queue_size", "256", "--temperature", "0.2"]),
-    ("pretrain.py", ["--method", "supcon", "--queue_size", "256", "--symmetric"]),
+    ("pretrain.py", ["--method", "supcon", "--queue_size", "256", "--symmetric", "--mochi",
+                     "--mochi_n", "64", "--mochi_s", "32", "--mochi_s_prime", "8"]),
 ])
 def test_other_entry_points_run(tmp_path, script, extra):
     out = _run(script, *TINY, "--epochs", "1", "--model_dir", str(tmp_path), *extra)
@@ -91,6 +93,11 @@ def test_other_entry_points_run(tmp_path, script, extra):
         model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
         assert isinstance(model, supcon_tf.models.MoCoModel)
         assert model.queue.size == 256 and int(model.queue.count) == 256
+        if "--mochi" in extra:
+            assert (model.mochi_n, model.mochi_s, model.mochi_s_prime) == (64, 32, 8)
+    if "--loss" in extra:
+        record = json.loads(open(os.path.join(tmp_path, "pretrain.json")).read())
+        assert record["flags"]["loss"] == "hcl" and record["flags"]["tau_plus"] == 0.05
 
 
 @pytest.mark.parametrize("method,extra,cls", [

@@ -219,7 +219,8 @@ def lse(anchor, contrast, diag, temperature, unit_norm, block_size=None, grad_ro
 
 
 def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
-                          temperature, block_size, unit_norm, grad_rows=None):
+                          temperature, block_size, unit_norm, grad_rows=None,
+                          extra_lse=None):
     """`L_out` with `denominator="all"` for each anchor row.
 
     Args:
@@ -238,6 +239,9 @@ def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
             bounded by 1/T, which allows a fixed shift).
         grad_rows: None, or how many leading contrast rows take a gradient
             (a queue's rows after them do not; 0: none do).
+        extra_lse: None, or `[Na]` log-sum-exps of logits of further
+            negatives of each anchor (MoCHi's synthetic ones), added to the
+            denominator.
 
     Returns:
         `[Na]` float32; 0 for an anchor with no positive.
@@ -260,6 +264,8 @@ def supcon_out_per_anchor(anchor, contrast, seg_anchor, seg_contrast, diag,
     # The path is decided when the function is traced (a `tf.cond` between
     # the two custom gradients breaks TensorFlow's graph optimisations): with
     # row counts unknown then, the dense path.
-    per_anchor = lse(anchor, contrast, diag, temperature, unit_norm, block_size,
-                     grad_rows) - positive_term
+    row_lse = lse(anchor, contrast, diag, temperature, unit_norm, block_size, grad_rows)
+    if extra_lse is not None:
+        row_lse = tf.math.reduce_logsumexp(tf.stack([row_lse, extra_lse], axis=1), axis=1)
+    per_anchor = row_lse - positive_term
     return tf.where(has_pos, per_anchor, tf.zeros_like(per_anchor))

@@ -19,7 +19,7 @@ from supcon_tf.losses.supcon import call_with_queue
 
 
 def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
-              normalize=True):
+              normalize=True, extra_negatives=None):
     """MoCo's InfoNCE loss (or, with labels, SupCon over keys and queue), per sample.
 
     `y_pred[:, 0]` are the queries `q` (from the trained encoder) and
@@ -44,6 +44,10 @@ def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
             a queue. Defaults to None.
         temperature: Softmax temperature > 0. Defaults to 0.2 (MoCo v2).
         normalize: L2-normalise queries, keys and queue first. Defaults to True.
+        extra_negatives: Optional `[batch, S, dim]` further negatives of each
+            query alone (MoCHi's synthetic hard negatives, `mochi_negatives`),
+            added to its denominator; no gradient flows into them. All-zero
+            rows are absent (not negatives). Defaults to None.
 
     Returns:
         float32 `[batch]`. With no labels and an empty queue, 0 (the query has
@@ -72,23 +76,41 @@ def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
             raise ValueError("MoCo's loss takes class ids [batch] or [batch, 1]. "
                              f"Received: y_true.shape={y_true.shape}")
     queue, queue_labels = _check_queue(queue, queue_labels, pairs, y_true, None)
+    extra = _check_extra_negatives(extra_negatives, pairs)
     query, key = pairs[:, 0], tf.stop_gradient(pairs[:, 1])
     if normalize:
         query = tf.math.l2_normalize(query, axis=-1)
         key = tf.math.l2_normalize(key, axis=-1)
         if queue is not None:
             queue = tf.math.l2_normalize(queue, axis=-1)
-    poison = nonfinite_marker(query, key, queue)
+        if extra is not None:
+            extra = tf.math.l2_normalize(extra, axis=-1)
+    poison = nonfinite_marker(query, key, queue, extra)
+    extra_lse = None
+    if extra is not None:
+        present = tf.reduce_any(tf.not_equal(extra, 0.0), axis=-1)            # [B, S]
+        logits = tf.einsum("bd,bsd->bs", query, extra) / temperature
+        extra_lse = tf.reduce_logsumexp(
+            tf.where(present, logits, tf.constant(-float("inf"))), axis=1)
     if y_true is None:
         positive = tf.reduce_sum(query * key, axis=1) / temperature
-        if queue is None:
+        if queue is None and extra is None:
             return tf.zeros_like(positive) + poison
         # -log(e^pos / (e^pos + sum_j e^neg_j)) = softplus(lse_neg - pos), with
         # the queue's log-sum-exp on the fused path (its own gradient, no
         # [batch, 1 + K] concatenation).
-        lse_neg = _fused.lse(query, queue, None, temperature, normalize, grad_rows=0)
-        has_negatives = tf.shape(queue)[0] > 0
-        return tf.where(has_negatives, tf.nn.softplus(lse_neg - positive),
+        parts = []
+        if queue is not None:
+            lse_queue = _fused.lse(query, queue, None, temperature, normalize, grad_rows=0)
+            parts.append(tf.where(tf.shape(queue)[0] > 0, lse_queue,
+                                  tf.fill(tf.shape(lse_queue), -float("inf"))))
+        if extra_lse is not None:
+            parts.append(extra_lse)
+        lse_neg = parts[0] if len(parts) == 1 else tf.reduce_logsumexp(
+            tf.stack(parts, axis=1), axis=1)
+        has_negatives = tf.math.is_finite(lse_neg)
+        safe = tf.where(has_negatives, lse_neg, tf.zeros_like(lse_neg))
+        return tf.where(has_negatives, tf.nn.softplus(safe - positive),
                         tf.zeros_like(positive)) + poison
     batch = tf.shape(query)[0]
     y_true, check = checked_labels(y_true, batch)
@@ -102,8 +124,23 @@ def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
     segments = _fused.class_segments(labels)
     per_query = _fused.supcon_out_per_anchor(               # keys and queue: no gradient
         query, contrast, segments[offset:offset + batch], segments, None,
-        temperature, None, normalize, grad_rows=0)
+        temperature, None, normalize, grad_rows=0, extra_lse=extra_lse)
     return per_query + poison
+
+
+def _check_extra_negatives(extra, pairs):
+    """`extra_negatives` as float32 `[batch, S, dim]` without gradient."""
+    if extra is None:
+        return None
+    extra = tf.stop_gradient(tf.cast(tf.convert_to_tensor(extra), tf.float32))
+    batch, dim = pairs.shape[0], pairs.shape[-1]
+    if extra.shape.rank != 3 or any(
+            a is not None and b is not None and a != b
+            for a, b in ((extra.shape[0], batch), (extra.shape[2], dim))):
+        raise ValueError(
+            f"`extra_negatives` must be [batch, S, dim] with the queries' batch and dim "
+            f"({batch}, {dim}). Received: extra_negatives.shape={extra.shape}")
+    return extra
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
@@ -140,19 +177,27 @@ class MoCoLoss(keras.losses.Loss):
         self.temperature = _positive_number(temperature, "temperature")
         self.normalize = bool(normalize)
         self._queue = (None, None)
+        self._extra = None
 
-    def __call__(self, y_true, y_pred, sample_weight=None, queue=None, queue_labels=None):
-        """As `keras.losses.Loss.__call__`, plus `queue` and `queue_labels`."""
+    def __call__(self, y_true, y_pred, sample_weight=None, queue=None, queue_labels=None,
+                 extra_negatives=None):
+        """As `keras.losses.Loss.__call__`, plus `queue`, `queue_labels` and
+        `extra_negatives` (see `moco_loss`)."""
         self._labelled = y_true is not None
         if y_true is None:
             # The base class needs a tensor; `call` knows these are no labels.
             y_true = tf.zeros(tf.shape(tf.convert_to_tensor(y_pred))[:1])
-        return call_with_queue(self, y_true, y_pred, sample_weight, queue, queue_labels)
+        self._extra = extra_negatives
+        try:
+            return call_with_queue(self, y_true, y_pred, sample_weight, queue, queue_labels)
+        finally:
+            self._extra = None
 
     def call(self, y_true, y_pred):
         queue, queue_labels = self._queue
         return moco_loss(y_true if self._labelled else None, y_pred, queue, queue_labels,
-                         temperature=self.temperature, normalize=self.normalize)
+                         temperature=self.temperature, normalize=self.normalize,
+                         extra_negatives=self._extra)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature,

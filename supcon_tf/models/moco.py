@@ -8,6 +8,7 @@ from supcon_tf import _cross_replica
 from supcon_tf.losses import MoCoLoss
 from supcon_tf.losses._checks import _positive_number
 from supcon_tf.memory import FeatureQueue
+from supcon_tf.mixing import check_mochi, mochi_negatives
 from supcon_tf.metrics import query_key_accuracy
 from supcon_tf.models.base import build_if_known, check_int, check_two_views, feature_shape
 from supcon_tf.models.target import MomentumModel
@@ -60,6 +61,17 @@ class MoCoModel(MomentumModel):
             (shuffle-BN above); the batch per replica must be divisible by it.
             Defaults to 2.
         probe_classes: Classes of an online linear probe, or None. Defaults to None.
+        mochi_n: MoCHi (Kalantidis et al., NeurIPS 2020): synthetic hard
+            negatives mixed, for each query, from its `mochi_n` hardest queue
+            negatives (`supcon_tf.mixing.mochi_negatives`); None (the default)
+            for none.
+        mochi_s: MoCHi's s, mixes of two hard negatives per query, in
+            [0, mochi_n]. Defaults to 1024.
+        mochi_s_prime: MoCHi's s', mixes of the query with a hard negative,
+            >= 0. Defaults to 256.
+        mochi_start_epoch: The epoch (0-based) from which MoCHi mixes; before
+            it the loss is MoCo's. Needs the steps per epoch of `fit` when
+            > 0. Defaults to 0.
 
     Example:
 
@@ -77,8 +89,11 @@ class MoCoModel(MomentumModel):
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, queue_size=4096,
                  momentum=0.99, temperature=0.2, symmetric=False,
-                 momentum_schedule="constant", bn_groups=2, probe_classes=None, **kwargs):
+                 momentum_schedule="constant", bn_groups=2, probe_classes=None,
+                 mochi_n=None, mochi_s=1024, mochi_s_prime=256, mochi_start_epoch=0,
+                 **kwargs):
         check_two_views("MoCoModel", views)
+        mochi = check_mochi(mochi_n, mochi_s, mochi_s_prime, mochi_start_epoch)
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          momentum=momentum, momentum_schedule=momentum_schedule,
                          probe_classes=probe_classes, **kwargs)
@@ -86,6 +101,12 @@ class MoCoModel(MomentumModel):
         self.temperature = _positive_number(temperature, "temperature")
         self.symmetric = bool(symmetric)
         self.bn_groups = check_int(bn_groups, "bn_groups", 1)
+        self.mochi_n, self.mochi_s, self.mochi_s_prime, self.mochi_start_epoch = (
+            mochi or (None, mochi_s, mochi_s_prime, mochi_start_epoch))
+        if self.mochi_n is not None:
+            self.mochi_start_step = self.add_weight(
+                shape=(), dtype="int64", initializer="zeros", trainable=False,
+                name="mochi_start_step")
         self.queue = None
         build_if_known(self)
 
@@ -140,15 +161,41 @@ class MoCoModel(MomentumModel):
         return {"features": features, "projections": queries, "keys": keys,
                 "global_keys": global_keys}
 
+    def on_fit_begin(self, epochs, steps_per_epoch):
+        super().on_fit_begin(epochs, steps_per_epoch)
+        if self.mochi_n is not None and self.mochi_start_epoch > 0:
+            if not steps_per_epoch:
+                raise ValueError(
+                    f"mochi_start_epoch={self.mochi_start_epoch} needs the steps per epoch: "
+                    "pass `steps_per_epoch` to fit, or a dataset of known cardinality.")
+            self.mochi_start_step.assign(self.mochi_start_epoch * int(steps_per_epoch))
+
+    def _mochi(self, queries, y, queue, queue_labels, pair):
+        """MoCHi's synthetic negatives of this step's queries (zeros, which
+        the loss ignores, before the start epoch)."""
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        seed = tf.stack([tf.cast(self.optimizer.iterations, tf.int64),
+                         tf.cast(replica_id, tf.int64) * 16 + pair])
+        mixes = mochi_negatives(queries, queue, self.mochi_n, self.mochi_s,
+                                self.mochi_s_prime, seed,
+                                labels=y, queue_labels=None if y is None else queue_labels)
+        active = self.optimizer.iterations >= self.mochi_start_step
+        return mixes * tf.cast(active, mixes.dtype)
+
     def contrastive_loss(self, x, y, out, sample_weight, training):
         queue, queue_labels = self.queue.read()
         queries, keys = out["projections"], out["keys"]
         pairs = queries.shape[1]
         total = 0.0
         for j in range(pairs):
+            extra = None
+            if self.mochi_n is not None and training:
+                extra = self._mochi(queries[:, j], y, queue, queue_labels, j)
             total += self.loss(y, tf.stack([queries[:, j], keys[:, j]], axis=1),
                                sample_weight=sample_weight, queue=queue,
-                               queue_labels=None if y is None else queue_labels)
+                               queue_labels=None if y is None else queue_labels,
+                               **({} if extra is None else {"extra_negatives": extra}))
         return total / pairs
 
     def update_metrics(self, y, out):
@@ -170,4 +217,6 @@ class MoCoModel(MomentumModel):
     def get_config(self):
         return {**super().get_config(), "queue_size": self.queue_size,
                 "temperature": self.temperature, "symmetric": self.symmetric,
-                "bn_groups": self.bn_groups}
+                "bn_groups": self.bn_groups, "mochi_n": self.mochi_n, "mochi_s": self.mochi_s,
+                "mochi_s_prime": self.mochi_s_prime,
+                "mochi_start_epoch": self.mochi_start_epoch}
