@@ -63,6 +63,10 @@ flags.DEFINE_integer("mochi_n", 1024, "MoCHi's N: the hardest queue negatives to
 flags.DEFINE_integer("mochi_s", 1024, "MoCHi's s: mixes of two hard negatives per query.")
 flags.DEFINE_integer("mochi_s_prime", 256, "MoCHi's s': mixes of the query with one.")
 flags.DEFINE_integer("mochi_start_epoch", 0, "MoCHi: the epoch (0-based) mixing starts.")
+flags.DEFINE_enum("imix", None, ["mixup", "cutmix"],
+                  "i-Mix: mix view 0 within the batch, with virtual labels (supcon, simclr, "
+                  "moco without --symmetric, byol, simsiam).")
+flags.DEFINE_float("imix_alpha", 1.0, "i-Mix: Beta(alpha, alpha) of the mixing weight.")
 flags.DEFINE_integer("bn_groups", 2, "MoCo: BatchNorm groups per replica (shuffle-BN).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
@@ -124,6 +128,11 @@ def parse_hidden_dims(values):
     return dims
 
 
+def imix_options():
+    """The model arguments of --imix (none without it)."""
+    return {} if FLAGS.imix is None else {"imix": FLAGS.imix, "imix_alpha": FLAGS.imix_alpha}
+
+
 def no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes):
     """BYOL, SimSiam, Barlow Twins or VICReg with the papers' head shapes at
     --projection_dim / --projection_hidden_dims (not L2-normalised)."""
@@ -135,7 +144,7 @@ def no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes):
                                      synchronized_bn=sync_bn, name="projector",
                                      **head_options)
     common = {"head": head, "augmenter": augmenter, "views": FLAGS.views,
-              "probe_classes": probe_classes}
+              "probe_classes": probe_classes, **imix_options()}
     if method == "byol":
         hidden = FLAGS.predictor_hidden_dim or (hidden_dims[0] if hidden_dims else 4096)
         return sct.models.BYOLModel(
@@ -262,7 +271,8 @@ def main(argv):
             head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
                                              synchronized_bn=sync_bn)
             model = sct.models.SupConModel(encoder, head=head, augmenter=augmenter,
-                                           views=FLAGS.views, probe_classes=probe_classes)
+                                           views=FLAGS.views, probe_classes=probe_classes,
+                                           **imix_options())
             if FLAGS.loss == "hcl":
                 loss = sct.losses.HardNegativeLoss(temperature=FLAGS.temperature,
                                                    tau_plus=FLAGS.tau_plus, beta=FLAGS.beta)
@@ -276,7 +286,7 @@ def main(argv):
                 queue_size=queue_size, momentum=FLAGS.momentum, temperature=FLAGS.temperature,
                 symmetric=FLAGS.symmetric, bn_groups=FLAGS.bn_groups,
                 momentum_schedule=FLAGS.momentum_schedule or "constant",
-                probe_classes=probe_classes,
+                probe_classes=probe_classes, **imix_options(),
                 **(dict(mochi_n=FLAGS.mochi_n, mochi_s=FLAGS.mochi_s,
                         mochi_s_prime=FLAGS.mochi_s_prime,
                         mochi_start_epoch=FLAGS.mochi_start_epoch) if FLAGS.mochi else {}))

@@ -333,3 +333,99 @@ def test_mochi_bad_input():
         _moco(mochi_n=8, mochi_s=4, mochi_s_prime=2, mochi_start_epoch=-1)
     with pytest.raises(ValueError, match="mochi_s"):
         mochi_negatives(np.ones((2, 3)), np.ones((4, 3)), n_hard=2, s=3, s_prime=0, seed=[0, 0])
+
+
+# -- i-Mix ---------------------------------------------------------------------------
+
+def _imix_model(cls, **kwargs):
+    keras.utils.set_random_seed(0)
+    encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
+    if cls is sct.models.MoCoModel:
+        kwargs.setdefault("queue_size", 32)
+        kwargs.setdefault("bn_groups", 1)
+        return cls(encoder, head=sct.layers.ProjectionHead(16), **kwargs)
+    if cls is sct.models.BYOLModel:
+        return cls(encoder, head=sct.layers.byol_projector(16, 32),
+                   predictor=sct.layers.byol_predictor(16, 32), **kwargs)
+    return cls(encoder, head=sct.layers.ProjectionHead(16), **kwargs)
+
+
+def test_imix_mixes_view_0_as_keras_mixup_and_cutmix_do():
+    x, _ = _images(8)
+    views = tf.constant(np.stack([x, x[:, :, ::-1]], axis=1) / 255.0, tf.float32)
+    model = _imix_model(sct.models.SupConModel, imix="mixup", imix_alpha=0.4)
+    mixed, lam, order = model.imix_mix(views)
+    lam, order, v = lam.numpy(), order.numpy(), views.numpy()
+    assert sorted(order) == list(range(8)) and np.all((lam >= 0) & (lam <= 1))
+    want = lam[:, None, None, None] * v[:, 0] + (1 - lam[:, None, None, None]) * v[order, 0]
+    np.testing.assert_allclose(mixed[:, 0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mixed[:, 1], v[:, 1])              # view 1 untouched
+    model = _imix_model(sct.models.SupConModel, imix="cutmix")
+    mixed, lam, order = (t.numpy() for t in model.imix_mix(views))
+    for i in range(8):
+        from_other = np.isclose(mixed[i, 0], v[order[i], 0]) & ~np.isclose(v[i, 0], v[order[i], 0])
+        own = np.isclose(mixed[i, 0], v[i, 0])
+        assert np.all(own | from_other)                              # a box pasted, no blend
+        if order[i] != i:
+            # lam is the share of the image left to sample i (pixels equal in
+            # both images cannot be told apart).
+            assert 1 - lam[i] - 0.05 <= from_other.mean() <= 1 - lam[i] + 1e-6
+
+
+@pytest.mark.parametrize("cls", [sct.models.SupConModel, sct.models.MoCoModel,
+                                 sct.models.BYOLModel])
+def test_imix_loss_is_the_lam_weighted_sum_and_lam_1_is_the_base_method(cls):
+    x, y = _images(8)
+    views = tf.constant(np.stack([x, x[:, :, ::-1]], axis=1), tf.float32)
+    model = _imix_model(cls, imix="mixup")
+    model.compile(optimizer="sgd")
+    model.build(views.shape[:1] + views.shape[2:])
+    if cls is sct.models.MoCoModel:          # negatives to tell the keys apart from
+        model.queue.enqueue(tf.random.stateless_normal([32, 16], seed=[0, 1]),
+                            -tf.ones([32], tf.int64))
+    out = model.forward(views, True)
+    order = tf.constant([3, 0, 1, 2, 7, 4, 5, 6])
+    labels = None if cls is sct.models.MoCoModel else tf.constant(y)
+    # lam = 1: exactly the method's loss (the partner term has weight 0).
+    ones = tf.ones([8])
+    got = model.imix_loss(None, labels, out, None, True, ones, order)
+    base = model.contrastive_loss(None, labels, out, None, True)
+    assert float(got) == float(base)
+    # lam in (0, 1): lam * loss(i) + (1 - lam) * loss(order(i)), per sample.
+    lam = tf.constant(np.linspace(0.55, 0.95, 8), tf.float32)
+    permuted = model.partners_permuted(out, order)
+    y_other = None if labels is None else tf.gather(labels, order)
+    per_own = [float(model.contrastive_loss(None, labels, out, tf.one_hot(i, 8), True))
+               for i in range(8)]
+    per_other = [float(model.contrastive_loss(None, y_other, permuted, tf.one_hot(i, 8), True))
+                 for i in range(8)]
+    want = sum(l * a + (1 - l) * b for l, a, b in zip(lam.numpy(), per_own, per_other))
+    assert float(model.imix_loss(None, labels, out, None, True, lam, order)) == pytest.approx(
+        want, rel=1e-5)
+    assert abs(sum(per_other) - sum(per_own)) > 1e-3            # the partners matter
+
+
+def test_imix_trains_saves_and_rejects_what_it_cannot_do(tmp_path):
+    x, y = _images(16)
+    model = _imix_model(sct.models.SupConModel, imix="cutmix", imix_alpha=0.5,
+                        augmenter=sct.augment.simclr(SHAPE, seed=0), probe_classes=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    logs = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0]) and "probe_accuracy" in logs
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert (loaded.imix, loaded.imix_alpha) == ("cutmix", 0.5)
+    # Evaluation does not mix.
+    assert np.isfinite(loaded.evaluate(x, y, batch_size=8, verbose=0)[0])
+    with pytest.raises(ValueError, match="imix=.mixmatch."):
+        _imix_model(sct.models.SupConModel, imix="mixmatch")
+    with pytest.raises(ValueError, match="imix_alpha=0"):
+        _imix_model(sct.models.SupConModel, imix="mixup", imix_alpha=0)
+    with pytest.raises(ValueError, match="imix_alpha=2"):
+        _imix_model(sct.models.SupConModel, imix="cutmix", imix_alpha=2)
+    with pytest.raises(ValueError, match="views=3"):
+        _imix_model(sct.models.SupConModel, imix="mixup", views=3)
+    with pytest.raises(ValueError, match="BarlowTwinsModel does not support i-Mix"):
+        _imix_model(sct.models.BarlowTwinsModel, imix="mixup")
+    with pytest.raises(ValueError, match="symmetric=True"):
+        _imix_model(sct.models.MoCoModel, imix="mixup", symmetric=True)

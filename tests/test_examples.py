@@ -101,7 +101,8 @@ def test_other_entry_points_run(tmp_path, script, extra):
 
 
 @pytest.mark.parametrize("method,extra,cls", [
-    ("byol", ["--projection_hidden_dims", "32", "--predictor_hidden_dim", "24"], "BYOLModel"),
+    ("byol", ["--projection_hidden_dims", "32", "--predictor_hidden_dim", "24",
+              "--imix", "cutmix", "--imix_alpha", "0.5"], "BYOLModel"),
     ("simsiam", ["--projection_hidden_dims", "32,32"], "SimSiamModel"),
     ("barlow", ["--projection_hidden_dims", "32,32", "--barlow_lambda", "0.01"],
      "BarlowTwinsModel"),
@@ -120,6 +121,7 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     if method == "byol":
         assert model.momentum_schedule == "cosine" and int(model.planned_steps) == 2
         assert model.predictor.hidden_dims == (24,) and model.predictor.output_dim == 16
+        assert (model.imix, model.imix_alpha) == ("cutmix", 0.5)
     if method == "simsiam":
         assert model.head.output_batch_norm and model.predictor.hidden_dims == (4,)
     if method == "barlow":

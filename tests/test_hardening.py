@@ -364,3 +364,25 @@ def test_xla_ynn_guard_is_set_only_where_it_is_known_to_be_needed():
     # In this process (imported before any XLA compilation):
     flags = os.environ.get("XLA_FLAGS", "")
     assert (_xla_flags.FLAG in flags) == tf.__version__.startswith("2.21.")
+
+
+# -- regularisation losses count once ---------------------------------------------------
+
+def test_layer_regularisation_is_added_once_and_not_to_the_logged_loss():
+    # Keras's compute_loss adds the layers' losses to the compiled loss; the
+    # train step adds them too (additional_losses). They must count once.
+    inputs = keras.Input((4, 4, 1))
+    dense = keras.layers.Dense(8, kernel_regularizer=keras.regularizers.L2(10.0),
+                               kernel_initializer="ones")
+    encoder = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    model = sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(4, batch_norm=False))
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x = np.random.default_rng(0).normal(size=(8, 2, 4, 4, 1)).astype("float32")
+    logged = model.fit(x, batch_size=8, epochs=1, verbose=0).history["loss"][0]
+    pure = float(SupConLoss()(None, model(x)))
+    regularisation = float(tf.add_n(model.losses))
+    assert regularisation == pytest.approx(10.0 * 16 * 8, rel=1e-6)   # L2(10) of ones
+    assert logged == pytest.approx(pure, rel=1e-5)           # the contrastive loss alone
+    out = model.forward(tf.constant(x), True)
+    total = model.contrastive_loss(None, None, out, None, True) + model.additional_losses()
+    assert float(total) == pytest.approx(pure + regularisation, rel=1e-5)

@@ -90,6 +90,18 @@ def _probe_targets(y):
                    lambda: tf.argmax(y, axis=-1))
 
 
+class _FunctionLoss(keras.losses.Loss):
+    """A loss function given to `compile`, as a Keras loss (per-sample values
+    reduced by the base class), as Keras's own wrapper does."""
+
+    def __init__(self, fn):
+        super().__init__(name=getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
 class _FitLength(keras.callbacks.Callback):
     """Tells the model how many steps the `fit` call plans (for schedules
     that follow training progress, such as BYOL's momentum)."""
@@ -115,17 +127,32 @@ class ContrastiveModel(keras.Model):
         views: Number of views per image when `augmenter` is given. Defaults to 2.
         probe_classes: Number of classes of an online linear probe on
             stop-gradient features of view 0, or None. Defaults to None.
+        imix: i-Mix (Lee et al., ICLR 2021) while training: `"mixup"` or
+            `"cutmix"` mixes view 0 of each sample with view 0 of another
+            sample of the batch (`keras.layers.MixUp` / `CutMix`, per-sample
+            weight `lam ~ Beta(imix_alpha, imix_alpha)`), and the loss becomes
+            `lam * loss(i) + (1 - lam) * loss(perm(i))`, where `loss(perm(i))`
+            pairs the mixed view with the other sample's view 1 (its virtual
+            label). None (the default): no mixing. Methods whose loss has
+            no per-sample values (Barlow Twins, VICReg) do not support it.
+        imix_alpha: The Beta distribution's alpha, > 0 (<= 1 for `"cutmix"`,
+            Keras's CutMix bound). Defaults to 1.0 (i-Mix's).
 
     Every model logs `output_std` (`supcon_tf.metrics.output_std` of view 0's
     projections): about `1 / sqrt(dim)` while healthy, 0 when the outputs
     collapsed to a point.
     """
 
+    # Whether the method's loss has per-sample values that i-Mix can weight.
+    supports_imix = True
+
     def __init__(self, encoder, head=None, augmenter=None, views=2,
-                 probe_classes=None, **kwargs):
+                 probe_classes=None, imix=None, imix_alpha=1.0, **kwargs):
         super().__init__(**kwargs)
         views = check_int(views, "views", 1)
         probe_classes = check_int(probe_classes, "probe_classes", 2, allow_none=True)
+        self.imix, self.imix_alpha = imix, imix_alpha
+        self.imix_layer = self._imix_layer(imix, imix_alpha, views)
         self.encoder = as_encoder(encoder)
         self.head = head if head is not None else ProjectionHead(128)
         self.augmenter = augmenter
@@ -141,6 +168,30 @@ class ContrastiveModel(keras.Model):
             self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
             self.probe_accuracy_tracker = keras.metrics.Mean(name="probe_accuracy")
         self._input_rank = None
+
+    def _imix_layer(self, imix, alpha, views):
+        """The Keras layer that mixes view 0 for i-Mix (None without i-Mix)."""
+        if imix is None:
+            return None
+        name = type(self).__name__
+        if imix not in ("mixup", "cutmix"):
+            raise ValueError(f"`imix` must be None, 'mixup' or 'cutmix'. Received: imix={imix!r}")
+        if not self.supports_imix:
+            raise ValueError(f"{name} does not support i-Mix: its loss is a statistic of the "
+                             f"whole batch, with no per-sample values to weight. "
+                             f"Received: imix={imix!r}")
+        if views != 2:
+            raise ValueError(f"i-Mix mixes view 0 and pairs it with view 1: it needs views=2. "
+                             f"Received: views={views!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
+            raise ValueError(f"`imix_alpha` must be a number > 0. Received: imix_alpha={alpha!r}")
+        if imix == "mixup":
+            return keras.layers.MixUp(alpha=float(alpha), name="imix")
+        if alpha > 1:
+            raise ValueError("`imix_alpha` must be <= 1 with imix='cutmix' (Keras's CutMix "
+                             f"draws Beta(a, a) for a in its factor range [0, 1]). "
+                             f"Received: imix_alpha={alpha}")
+        return keras.layers.CutMix(factor=(float(alpha), float(alpha)), name="imix")
 
     # -- construction, compile, fit ------------------------------------------------
 
@@ -309,11 +360,22 @@ class ContrastiveModel(keras.Model):
 
     # -- losses, metrics, the step -------------------------------------------------
 
+    def loss_object(self):
+        """The compiled loss as a `keras.losses.Loss` (a function or a name
+        given to `compile` is wrapped as Keras wraps it)."""
+        loss = self.loss
+        if not isinstance(loss, keras.losses.Loss):
+            loss = keras.losses.get(loss)
+        if not isinstance(loss, keras.losses.Loss):
+            loss = _FunctionLoss(loss)
+        return loss
+
     def contrastive_loss(self, x, y, out, sample_weight, training):
         """The method's loss of this replica's batch, scaled as Keras scales
-        the compiled loss (so the replicas' sum is the global batch's loss)."""
-        return self.compute_loss(x=x, y=y, y_pred=out["projections"],
-                                 sample_weight=sample_weight, training=training)
+        the compiled loss (so the replicas' sum is the global batch's loss):
+        here the compiled loss on `out["projections"]`. The layers'
+        regularisation losses are not in it; `train_step` adds them once."""
+        return self.loss_object()(y, out["projections"], sample_weight=sample_weight)
 
     def additional_losses(self):
         """Regularisation losses of the layers, scaled for the replicas' sum."""
@@ -321,14 +383,57 @@ class ContrastiveModel(keras.Model):
             return 0.0
         return tf.add_n([tf.cast(v, tf.float32) for v in self.losses]) / _cross_replica.num_replicas()
 
-    def probe_loss(self, y, out):
-        """The online probe's cross-entropy on stop-gradient features of view
-        0 (scaled for the replicas' sum), or None without a probe or labels.
-        Updates the probe's metrics."""
+    def imix_mix(self, views):
+        """i-Mix's draw: `(views with view 0 mixed, lam [B], order [B])`, where
+        mixed view 0 of sample i is `lam_i x_i + (1 - lam_i) x_order[i]`
+        (mixup; for cutmix a box of `x_order[i]` covering `1 - lam_i` of the
+        image), by the Keras layer."""
+        first = views[:, 0]
+        transformation = self.imix_layer.get_random_transformation(first, training=True)
+        mixed = tf.cast(self.imix_layer.transform_images(first, transformation, training=True),
+                        views.dtype)
+        if "batch_masks" in transformation:
+            # CutMix: the share of pixels left to sample i. (Keras's own
+            # `mix_weight` is the box's real-valued area, which can differ
+            # from the pixels pasted by a row or a column.)
+            pasted = tf.cast(transformation["batch_masks"], tf.float32)
+            lam = 1.0 - tf.reduce_mean(tf.reshape(pasted, [tf.shape(pasted)[0], -1]), axis=1)
+        else:
+            lam = tf.reshape(tf.cast(transformation["mix_weight"], tf.float32), [-1])
+        order = tf.cast(transformation["permutation_order"], tf.int32)
+        return tf.concat([mixed[:, None], views[:, 1:]], axis=1), lam, order
+
+    def partners_permuted(self, out, order):
+        """`out` with every output of view 1 (the partner of the mixed view 0)
+        taken from sample `order[i]` in row i: i-Mix's virtual labels. The base:
+        `projections[:, 1]`."""
+        projections = out["projections"]
+        return {**out, "projections": tf.concat(
+            [projections[:, :1], tf.gather(projections[:, 1:], order)], axis=1)}
+
+    def imix_loss(self, x, y, out, sample_weight, training, lam, order):
+        """`lam * loss(i) + (1 - lam) * loss(order(i))` per sample, as the
+        method's `contrastive_loss` weighted by `sample_weight * lam` and by
+        `sample_weight * (1 - lam)` (the partners permuted, and the labels with
+        them)."""
+        weight = lam if sample_weight is None else lam * tf.cast(
+            tf.reshape(sample_weight, [-1]), tf.float32)
+        rest = (1.0 - lam) if sample_weight is None else (1.0 - lam) * tf.cast(
+            tf.reshape(sample_weight, [-1]), tf.float32)
+        own = self.contrastive_loss(x, y, out, weight, training)
+        y_other = None if y is None else tf.gather(y, order)
+        other = self.contrastive_loss(x, y_other, self.partners_permuted(out, order), rest,
+                                      training)
+        return own + other
+
+    def probe_loss(self, y, out, view=0):
+        """The online probe's cross-entropy on stop-gradient features of
+        `view` (scaled for the replicas' sum), or None without a probe or
+        labels. Updates the probe's metrics."""
         if self.probe is None or y is None:
             return None
         ids = _probe_targets(tf.convert_to_tensor(y))
-        logits = tf.cast(self.probe(tf.stop_gradient(out["features"][:, 0])), tf.float32)
+        logits = tf.cast(self.probe(tf.stop_gradient(out["features"][:, view])), tf.float32)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
             ids, logits, from_logits=True))
         correct = tf.equal(tf.argmax(logits, -1), tf.cast(ids, tf.int64))
@@ -348,12 +453,20 @@ class ContrastiveModel(keras.Model):
 
     def _step(self, data, training):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        out = self.forward(self.make_views(x), training)
-        loss = self.contrastive_loss(x, y, out, sample_weight, training)
-        probe_loss = self.probe_loss(y, out)
+        views = self.make_views(x)
+        mixing = training and self.imix_layer is not None
+        if mixing:
+            views, lam, order = self.imix_mix(views)
+        out = self.forward(views, training)
+        if mixing:
+            loss = self.imix_loss(x, y, out, sample_weight, training, lam, order)
+        else:
+            loss = self.contrastive_loss(x, y, out, sample_weight, training)
+        # The probe and the collapse monitor look at an unmixed view.
+        clean = 1 if mixing else 0
+        probe_loss = self.probe_loss(y, out, view=clean)
         self.update_metrics(y, out)
-        # The collapse monitor, on the projections of view 0.
-        self.output_std_tracker.update_state(output_std(out["projections"][:, 0]))
+        self.output_std_tracker.update_state(output_std(out["projections"][:, clean]))
         return loss, probe_loss, out, y, sample_weight
 
     def train_step(self, data):
@@ -418,6 +531,8 @@ class ContrastiveModel(keras.Model):
             "augmenter": serialize(self.augmenter),
             "views": self.views,
             "probe_classes": self.probe_classes,
+            "imix": self.imix,
+            "imix_alpha": self.imix_alpha,
         })
         return config
 

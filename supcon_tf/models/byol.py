@@ -41,6 +41,13 @@ class _Predicting:
     def predict_views(self, projections, training):
         return self.predictor(projections, training=training)
 
+    def partners_permuted(self, out, order):
+        """i-Mix: view 1's target and prediction of sample `order[i]` in row i."""
+        def permuted(t):
+            return tf.concat([t[:, :1], tf.gather(t[:, 1:], order)], axis=1)
+        return {**out, "targets": permuted(out["targets"]),
+                "predictions": permuted(out["predictions"])}
+
     def contrastive_loss(self, x, y, out, sample_weight, training):
         targets, predictions = out["targets"], out["predictions"]
         total = 0.0

@@ -94,6 +94,10 @@ class MoCoModel(MomentumModel):
                  **kwargs):
         check_two_views("MoCoModel", views)
         mochi = check_mochi(mochi_n, mochi_s, mochi_s_prime, mochi_start_epoch)
+        if symmetric and kwargs.get("imix") is not None:
+            raise ValueError("i-Mix mixes the queries of view 0 against the keys of view 1; "
+                             "with symmetric=True view 0 also makes keys. Use one of them. "
+                             f"Received: symmetric=True, imix={kwargs['imix']!r}")
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          momentum=momentum, momentum_schedule=momentum_schedule,
                          probe_classes=probe_classes, **kwargs)
@@ -197,6 +201,11 @@ class MoCoModel(MomentumModel):
                                queue_labels=None if y is None else queue_labels,
                                **({} if extra is None else {"extra_negatives": extra}))
         return total / pairs
+
+    def partners_permuted(self, out, order):
+        """i-Mix: the key of view 1 of sample `order[i]` in row i (the queue
+        and the keys to enqueue are unchanged)."""
+        return {**out, "keys": tf.gather(out["keys"], order)}
 
     def update_metrics(self, y, out):
         self.contrastive_accuracy_tracker.update_state(

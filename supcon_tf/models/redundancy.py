@@ -34,6 +34,8 @@ class BarlowTwinsModel(ContrastiveModel):
         Reduction", ICML 2021.
     """
 
+    supports_imix = False          # a statistic of the batch: no per-sample loss
+
     def __init__(self, encoder, head=None, augmenter=None, views=2, lambda_=0.0051,
                  probe_classes=None, **kwargs):
         check_two_views("BarlowTwinsModel", views)
@@ -75,6 +77,8 @@ class VICRegModel(ContrastiveModel):
         Bardes et al., "VICReg: Variance-Invariance-Covariance Regularization
         for Self-Supervised Learning", ICLR 2022.
     """
+
+    supports_imix = False
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, sim_coeff=25.0,
                  std_coeff=25.0, cov_coeff=1.0, probe_classes=None, **kwargs):
