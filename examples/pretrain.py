@@ -67,6 +67,9 @@ flags.DEFINE_enum("imix", None, ["mixup", "cutmix"],
                   "i-Mix: mix view 0 within the batch, with virtual labels (supcon, simclr, "
                   "moco without --symmetric, byol, simsiam).")
 flags.DEFINE_float("imix_alpha", 1.0, "i-Mix: Beta(alpha, alpha) of the mixing weight.")
+flags.DEFINE_float("adversarial_eps", 0.0, "CLAE: FGSM step of the adversarial view of "
+                   "view 0 (images in [0, 1]); 0 is off.")
+flags.DEFINE_float("adversarial_weight", 1.0, "CLAE: weight of the adversarial term.")
 flags.DEFINE_integer("bn_groups", 2, "MoCo: BatchNorm groups per replica (shuffle-BN).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
@@ -129,8 +132,12 @@ def parse_hidden_dims(values):
 
 
 def imix_options():
-    """The model arguments of --imix (none without it)."""
-    return {} if FLAGS.imix is None else {"imix": FLAGS.imix, "imix_alpha": FLAGS.imix_alpha}
+    """The model arguments of --imix and --adversarial_eps (none without them)."""
+    options = {} if FLAGS.imix is None else {"imix": FLAGS.imix, "imix_alpha": FLAGS.imix_alpha}
+    if FLAGS.adversarial_eps:
+        options.update(adversarial_eps=FLAGS.adversarial_eps,
+                       adversarial_weight=FLAGS.adversarial_weight)
+    return options
 
 
 def no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes):

@@ -429,3 +429,65 @@ def test_imix_trains_saves_and_rejects_what_it_cannot_do(tmp_path):
         _imix_model(sct.models.BarlowTwinsModel, imix="mixup")
     with pytest.raises(ValueError, match="symmetric=True"):
         _imix_model(sct.models.MoCoModel, imix="mixup", symmetric=True)
+
+
+# -- adversarial views (CLAE) ----------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [sct.models.SupConModel, sct.models.MoCoModel,
+                                 sct.models.BYOLModel])
+def test_adversarial_view_is_fgsm_on_the_loss_and_raises_it(cls):
+    x, _ = _images(8)
+    views = tf.constant(np.stack([x, x[:, :, ::-1]], axis=1) / 255.0, tf.float32)
+    model = _imix_model(cls, adversarial_eps=0.03, adversarial_weight=0.5)
+    model.compile(optimizer="sgd")
+    model.build(views.shape[:1] + views.shape[2:])
+    if cls is sct.models.MoCoModel:
+        model.queue.enqueue(tf.random.stateless_normal([32, 16], seed=[0, 2]),
+                            -tf.ones([32], tf.int64))
+    adversarial = model.adversarial_view(None, None, views, None).numpy()
+    # The FGSM step, from the gradient computed here.
+    clean = views[:, 0]
+    start = tf.identity(clean)
+    with tf.GradientTape() as tape:
+        tape.watch(start)
+        loss = model.contrastive_loss(None, None, model.forward(tf.stack([start, clean], 1), True),
+                                      None, True)
+    grad = tape.gradient(loss, start).numpy()
+    np.testing.assert_allclose(adversarial, clean.numpy() + 0.03 * np.sign(grad), atol=1e-6)
+    assert np.abs(grad).max() > 0
+    # A small step makes the pair harder than the copy it started from (to
+    # first order; a large one also moves BatchNorm's batch statistics).
+    def pair_loss(first):
+        out = model.forward(tf.stack([tf.constant(first), clean], 1), True)
+        return float(model.contrastive_loss(None, None, out, None, True))
+    model.adversarial_eps = 1e-3
+    assert pair_loss(model.adversarial_view(None, None, views, None).numpy()) > pair_loss(
+        clean.numpy())
+
+
+def test_adversarial_eps_0_is_the_base_method_and_bad_input_raises(tmp_path):
+    x, y = _images(16)
+    views = np.stack([x, x[:, :, ::-1]], axis=1) / 255.0
+    histories = []
+    for options in ({}, {"adversarial_eps": 0.0, "adversarial_weight": 3.0}):
+        model = _imix_model(sct.models.SupConModel, **options)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        histories.append(model.fit(views, y, batch_size=8, epochs=2, verbose=0,
+                                   shuffle=False).history["loss"])
+    assert histories[0] == histories[1]
+    # On: trains, and the loss carries the weighted adversarial term.
+    model = _imix_model(sct.models.SupConModel, adversarial_eps=0.02, adversarial_weight=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    logged = model.fit(views, y, batch_size=8, epochs=1, verbose=0).history["loss"][0]
+    assert np.isfinite(logged) and logged > histories[0][0]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert (loaded.adversarial_eps, loaded.adversarial_weight) == (0.02, 0.5)
+    with pytest.raises(ValueError, match="adversarial_eps=-0.1"):
+        _imix_model(sct.models.SupConModel, adversarial_eps=-0.1)
+    with pytest.raises(ValueError, match="adversarial_weight=-1"):
+        _imix_model(sct.models.SupConModel, adversarial_eps=0.1, adversarial_weight=-1)
+    with pytest.raises(ValueError, match="not both"):
+        _imix_model(sct.models.SupConModel, adversarial_eps=0.1, imix="mixup")
+    with pytest.raises(ValueError, match="views=3"):
+        _imix_model(sct.models.SupConModel, adversarial_eps=0.1, views=3)

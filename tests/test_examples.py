@@ -103,7 +103,8 @@ def test_other_entry_points_run(tmp_path, script, extra):
 @pytest.mark.parametrize("method,extra,cls", [
     ("byol", ["--projection_hidden_dims", "32", "--predictor_hidden_dim", "24",
               "--imix", "cutmix", "--imix_alpha", "0.5"], "BYOLModel"),
-    ("simsiam", ["--projection_hidden_dims", "32,32"], "SimSiamModel"),
+    ("simsiam", ["--projection_hidden_dims", "32,32", "--adversarial_eps", "0.01",
+                 "--adversarial_weight", "0.5"], "SimSiamModel"),
     ("barlow", ["--projection_hidden_dims", "32,32", "--barlow_lambda", "0.01"],
      "BarlowTwinsModel"),
     ("vicreg", ["--projection_hidden_dims", "32,32", "--vicreg_cov", "2"], "VICRegModel"),
@@ -124,6 +125,7 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
         assert (model.imix, model.imix_alpha) == ("cutmix", 0.5)
     if method == "simsiam":
         assert model.head.output_batch_norm and model.predictor.hidden_dims == (4,)
+        assert (model.adversarial_eps, model.adversarial_weight) == (0.01, 0.5)
     if method == "barlow":
         assert model.lambda_ == 0.01 and isinstance(model.loss, supcon_tf.losses.BarlowTwinsLoss)
     if method == "vicreg":

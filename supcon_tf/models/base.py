@@ -90,6 +90,21 @@ def _probe_targets(y):
                    lambda: tf.argmax(y, axis=-1))
 
 
+def _check_adversarial(eps, weight, views, imix):
+    """CLAE's `adversarial_eps` and `adversarial_weight` as floats."""
+    for name, value in (("adversarial_eps", eps), ("adversarial_weight", weight)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                value >= 0 and value < float("inf")):
+            raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
+    if eps > 0 and views != 2:
+        raise ValueError("Adversarial views pair view 0 with its FGSM copy: they need views=2. "
+                         f"Received: views={views!r}")
+    if eps > 0 and imix is not None:
+        raise ValueError("Use i-Mix or adversarial views, not both in one model. Received: "
+                         f"imix={imix!r}, adversarial_eps={eps}")
+    return float(eps), float(weight)
+
+
 class _FunctionLoss(keras.losses.Loss):
     """A loss function given to `compile`, as a Keras loss (per-sample values
     reduced by the base class), as Keras's own wrapper does."""
@@ -137,6 +152,15 @@ class ContrastiveModel(keras.Model):
             no per-sample values (Barlow Twins, VICReg) do not support it.
         imix_alpha: The Beta distribution's alpha, > 0 (<= 1 for `"cutmix"`,
             Keras's CutMix bound). Defaults to 1.0 (i-Mix's).
+        adversarial_eps: CLAE (Ho & Vasconcelos, NeurIPS 2020) while
+            training: an FGSM view `x_adv = x_0 + eps * sign(d loss / d x_0)`
+            of view 0, from the gradient of the method's loss between a copy
+            of view 0 (being perturbed, first position) and view 0, and the
+            loss gains `adversarial_weight * loss(x_adv, view 0)`. 0 (the
+            default): off.
+            In the images' units (the pipelines here give [0, 1]).
+        adversarial_weight: The adversarial term's weight, >= 0. Defaults to
+            1.0 (CLAE's alpha).
 
     Every model logs `output_std` (`supcon_tf.metrics.output_std` of view 0's
     projections): about `1 / sqrt(dim)` while healthy, 0 when the outputs
@@ -147,12 +171,15 @@ class ContrastiveModel(keras.Model):
     supports_imix = True
 
     def __init__(self, encoder, head=None, augmenter=None, views=2,
-                 probe_classes=None, imix=None, imix_alpha=1.0, **kwargs):
+                 probe_classes=None, imix=None, imix_alpha=1.0, adversarial_eps=0.0,
+                 adversarial_weight=1.0, **kwargs):
         super().__init__(**kwargs)
         views = check_int(views, "views", 1)
         probe_classes = check_int(probe_classes, "probe_classes", 2, allow_none=True)
         self.imix, self.imix_alpha = imix, imix_alpha
         self.imix_layer = self._imix_layer(imix, imix_alpha, views)
+        self.adversarial_eps, self.adversarial_weight = _check_adversarial(
+            adversarial_eps, adversarial_weight, views, imix)
         self.encoder = as_encoder(encoder)
         self.head = head if head is not None else ProjectionHead(128)
         self.augmenter = augmenter
@@ -426,6 +453,32 @@ class ContrastiveModel(keras.Model):
                                       training)
         return own + other
 
+    def adversarial_view(self, x, y, views, sample_weight):
+        """CLAE's FGSM view of view 0: `x_0 + eps * sign(grad)`, the gradient
+        of the method's loss between view 0 and a copy of it that is being
+        perturbed, with respect to the copy (no gradient flows back through
+        it). Not clipped, as in CLAE's code."""
+        clean = tf.stop_gradient(views[:, 0])
+        start = tf.identity(clean)
+        with tf.GradientTape() as tape:
+            tape.watch(start)
+            # The copy in the first position: MoCo's query, BYOL's online
+            # branch (the second position's outputs are stop-gradient targets).
+            out = self.forward(tf.stack([start, clean], axis=1), True)
+            loss = self.contrastive_loss(x, y, out, sample_weight, True)
+        grad = tape.gradient(loss, start)
+        if grad is None:
+            raise ValueError(f"{type(self).__name__}'s loss has no gradient with respect to "
+                             "view 0, so adversarial views cannot be made for it.")
+        return tf.stop_gradient(clean + self.adversarial_eps * tf.sign(grad))
+
+    def adversarial_loss(self, x, y, views, sample_weight):
+        """`adversarial_weight * loss(FGSM view, view 0)` (CLAE), the FGSM view
+        in the first position as when it was made."""
+        adversarial = self.adversarial_view(x, y, views, sample_weight)
+        out = self.forward(tf.stack([adversarial, views[:, 0]], axis=1), True)
+        return self.adversarial_weight * self.contrastive_loss(x, y, out, sample_weight, True)
+
     def probe_loss(self, y, out, view=0):
         """The online probe's cross-entropy on stop-gradient features of
         `view` (scaled for the replicas' sum), or None without a probe or
@@ -462,6 +515,8 @@ class ContrastiveModel(keras.Model):
             loss = self.imix_loss(x, y, out, sample_weight, training, lam, order)
         else:
             loss = self.contrastive_loss(x, y, out, sample_weight, training)
+        if training and self.adversarial_eps > 0:
+            loss += self.adversarial_loss(x, y, views, sample_weight)
         # The probe and the collapse monitor look at an unmixed view.
         clean = 1 if mixing else 0
         probe_loss = self.probe_loss(y, out, view=clean)
@@ -533,6 +588,8 @@ class ContrastiveModel(keras.Model):
             "probe_classes": self.probe_classes,
             "imix": self.imix,
             "imix_alpha": self.imix_alpha,
+            "adversarial_eps": self.adversarial_eps,
+            "adversarial_weight": self.adversarial_weight,
         })
         return config
 
