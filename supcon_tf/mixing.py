@@ -115,7 +115,8 @@ def mochi_negatives(queries, queue, n_hard, s, s_prime, seed, labels=None,
     sims = tf.matmul(q, negatives, transpose_b=True)
     invalid = tf.equal(tf.range(k), k - 1)[None, :]
     if labels is not None:
-        same = tf.equal(class_ids(labels)[:, None], class_ids(queue_labels, "queue_labels")[None, :])
+        same = tf.equal(class_ids(labels)[:, None],
+                        class_ids(queue_labels, "queue_labels")[None, :])
         invalid = tf.logical_or(invalid, tf.pad(same, [[0, 0], [0, 1]]))
     sims = tf.where(invalid, tf.constant(-float("inf")), sims)
     top, hardest = tf.math.top_k(sims, k=tf.minimum(n_hard, k))

@@ -257,3 +257,16 @@ def hard_negative_reference(features, labels=None, temperature=0.5, tau_plus=0.1
             values.append(-math.log(pos / (pos + ng)))
         out[i] = np.mean(values)
     return out
+
+
+def finite_differences(fn, z, eps=1e-5):
+    """Central differences of the scalar `fn(z)` with respect to every entry
+    of `z`, in float64."""
+    z = np.asarray(z, np.float64)
+    numeric = np.zeros_like(z)
+    for index in np.ndindex(z.shape):
+        up, down = z.copy(), z.copy()
+        up[index] += eps
+        down[index] -= eps
+        numeric[index] = (fn(up) - fn(down)) / (2 * eps)
+    return numeric
