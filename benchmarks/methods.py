@@ -1,6 +1,7 @@
 """Step time of each method's `fit` against `SupConModel.fit`, in one run.
 
     python benchmarks/methods.py [--batch 128] [--width 0.125] [--steps 20] [--rounds 3]
+                                 [--set methods|negatives]
 
 Same batch of 2 pre-made views of real Fashion-MNIST images (augmentation
 costs nothing), CIFAR-stem ResNet-18 at --width, AdamW, `jit_compile=False`
@@ -12,6 +13,10 @@ docs/RESULTS.md (64 encoder features at w0.125):
 - byol: projector 512 -> 128, predictor 512 -> 128, target network on both views;
 - simsiam: projector 512-512-512 (output BatchNorm), predictor 128 -> 512;
 - barlow, vicreg: projector 1024-1024-1024.
+
+`--set negatives` times the options of the better-negatives issue instead,
+each against its base: SimCLR with HardNegativeLoss (HCL), with i-Mix
+(mixup), with CLAE (eps 0.03), and MoCo with MoCHi (N 1024, s 1024, s' 256).
 
 Each model is timed --rounds times, interleaved (the machine is shared and
 noisy); the median images/s is reported, and its step time over SupCon's.
@@ -88,6 +93,32 @@ def methods(width):
     return {name: make(name) for name in names}
 
 
+def negatives(width):
+    """SimCLR and MoCo with the options of the better-negatives issue."""
+    L = sct.layers
+
+    def make(name):
+        keras.utils.set_random_seed(0)
+        encoder = sct.encoders.resnet18((28, 28, 1), width=width)
+        head = L.ProjectionHead(128, (512,))
+        options = {"simclr + i-mix": {"imix": "mixup"},
+                   "simclr + clae": {"adversarial_eps": 0.03}}.get(name, {})
+        if name.startswith("moco"):
+            m = sct.models.MoCoModel(encoder, head=head, queue_size=4096,
+                                     **({"mochi_n": 1024} if "mochi" in name else {}))
+            loss = None
+        else:
+            m = sct.models.SupConModel(encoder, head=head, **options)
+            loss = (sct.losses.HardNegativeLoss(temperature=0.2) if "hcl" in name
+                    else sct.losses.SupConLoss(temperature=0.2))
+        m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=loss, jit_compile=False)
+        return m
+
+    names = ["simclr", "simclr + hcl", "simclr + i-mix", "simclr + clae", "moco",
+             "moco + mochi"]
+    return {name: make(name) for name in names}
+
+
 def step_parser(doc):
     """The flags of a step-time benchmark: --batch, --width, --steps, --rounds."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -99,12 +130,18 @@ def step_parser(doc):
 
 
 def main():
-    args = step_parser(__doc__).parse_args()
+    parser = step_parser(__doc__)
+    parser.add_argument("--set", choices=["methods", "negatives"], default="methods")
+    args = parser.parse_args()
     print(f"# {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"\n## step: batch {args.batch} x 2 views, ResNet-18 w{args.width}, "
           f"{args.steps} steps x {args.rounds} rounds (median)")
-    time_fits(methods(args.width), premade_views(args.batch, args.steps), args.batch,
-              args.steps, args.rounds, "supcon (simclr)")
+    if args.set == "negatives":
+        models, base = negatives(args.width), "simclr"
+    else:
+        models, base = methods(args.width), "supcon (simclr)"
+    time_fits(models, premade_views(args.batch, args.steps), args.batch, args.steps,
+              args.rounds, base)
 
 
 if __name__ == "__main__":
