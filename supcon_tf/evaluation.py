@@ -1,5 +1,6 @@
 """Evaluate any encoder's representation: embeddings, a linear probe, kNN
-classification, and a 2-D embedding plot.
+classification, clustering scores (`cluster_scores`, from
+`supcon_tf.clustering`), and a 2-D embedding plot.
 
 Every function here works on any callable from images to `[batch, dim]` (a
 Keras encoder, a `keras.layers.TFSMLayer`, a zoo model, or the signature of a
@@ -13,6 +14,8 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+
+from supcon_tf.clustering import cluster_scores  # noqa: F401  (part of this module's API)
 
 
 def _as_labels(labels, name):
