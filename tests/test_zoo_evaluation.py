@@ -247,3 +247,7 @@ def test_cli_eval_on_a_subset(tmp_path, monkeypatch):
     knn = float(out.split("kNN top-1")[1].split("%")[0])
     # 2,000 reference images of a trained encoder: far above chance (10%).
     assert linear > 70 and knn > 70, out
+    # Clustering the 500 test embeddings into 10: well above chance too.
+    clustered = float(out.split("clustering    accuracy")[1].split("%")[0])
+    nmi = float(out.split("NMI")[1].split()[0])
+    assert clustered > 40 and 0.3 < nmi <= 1.0, out

@@ -300,8 +300,11 @@ def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
         data_dir: Optional data folder. Defaults to None.
 
     Returns:
-        A dict with `linear_top1`, `knn_top1`, `train_size`, `test_size`, and
-        the test embeddings and labels (`test_embeddings`, `test_labels`).
+        A dict with `linear_top1`, `knn_top1`, the clustering scores of the
+        test embeddings (`evaluation.cluster_scores` with k = the number of
+        classes: `cluster_accuracy`, `nmi`, `ari`), `train_size`,
+        `test_size`, and the test embeddings and labels (`test_embeddings`,
+        `test_labels`).
     """
     def arrays(split, size):
         if size is not None:
@@ -322,6 +325,9 @@ def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
                                       num_classes=classes, **LINEAR_PROBE)
     knn = _evaluation.knn_accuracy(z_train, y_train, z_test, y_test,
                                    num_classes=classes, **KNN)
+    clusters = _evaluation.cluster_scores(z_test, y_test, k=classes)
     return {"linear_top1": linear["top1"], "knn_top1": knn,
+            "cluster_accuracy": clusters["accuracy"], "nmi": clusters["nmi"],
+            "ari": clusters["ari"],
             "train_size": len(y_train), "test_size": len(y_test),
             "test_embeddings": z_test, "test_labels": y_test}

@@ -5,7 +5,9 @@
 
 `eval` loads NAME exactly as `supcon_tf.zoo.load` does (sha256 checked),
 recomputes its linear-probe and kNN top-1 on the test set and prints them
-beside the recorded values.
+beside the recorded values, then the clustering scores of the test
+embeddings (spherical k-means with k = the classes: Hungarian-matched
+accuracy, NMI, ARI).
 """
 
 import argparse
@@ -47,6 +49,9 @@ def _eval(args):
         got, recorded = 100 * result[key], 100 * entry[key]
         print(f"  {label:<13} {got:6.2f}%   recorded {recorded:6.2f}%   "
               f"difference {got - recorded:+.2f} points")
+    print(f"  clustering    accuracy {100 * result['cluster_accuracy']:6.2f}%   "
+          f"NMI {result['nmi']:.3f}   ARI {result['ari']:.3f}   "
+          "(k-means of the test embeddings, k = classes)")
     return 0
 
 
