@@ -16,7 +16,6 @@ linear probe, replica-correct logs and the Keras 3 workarounds.
 """
 
 import numbers
-import warnings
 
 import keras
 import tensorflow as tf
@@ -24,11 +23,13 @@ import tensorflow as tf
 from supcon_tf import _cross_replica
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.augment import MultiView
-from supcon_tf.distribute import check_dataset, is_multi_worker
+from supcon_tf.distribute import is_multi_worker
 from supcon_tf.encoders import as_encoder
 from supcon_tf.layers import ProjectionHead
 from supcon_tf.losses._masks import HOT, IDS, class_ids, label_kind
 from supcon_tf.metrics import contrastive_accuracy, output_std
+from supcon_tf.models.fitting import FitChecks
+from supcon_tf.models.view_changes import ViewChanges, check_adversarial, imix_layer
 
 _PACKAGE = "supcon_tf"
 
@@ -69,16 +70,6 @@ def check_two_views(name, views):
         raise ValueError(f"{name} needs `views=2`. Received: views={views!r}")
 
 
-def _input_rank(x):
-    """The rank of the images in `x` (array, tensor or dataset), if known."""
-    if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        spec = spec[0] if isinstance(spec, tuple) else spec
-        return getattr(getattr(spec, "shape", None), "rank", None)
-    shape = getattr(x, "shape", None)
-    return None if shape is None else len(shape)
-
-
 def _probe_targets(y):
     """int64 class ids for the probe: class ids as they are, one-hot by argmax."""
     kind = label_kind(y)
@@ -88,21 +79,6 @@ def _probe_targets(y):
         return tf.argmax(y, axis=-1)
     return tf.cond(tf.equal(tf.shape(y)[1], 1), lambda: class_ids(y),
                    lambda: tf.argmax(y, axis=-1))
-
-
-def _check_adversarial(eps, weight, views, imix):
-    """CLAE's `adversarial_eps` and `adversarial_weight` as floats."""
-    for name, value in (("adversarial_eps", eps), ("adversarial_weight", weight)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                value >= 0 and value < float("inf")):
-            raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
-    if eps > 0 and views != 2:
-        raise ValueError("Adversarial views pair view 0 with its FGSM copy: they need views=2. "
-                         f"Received: views={views!r}")
-    if eps > 0 and imix is not None:
-        raise ValueError("Use i-Mix or adversarial views, not both in one model. Received: "
-                         f"imix={imix!r}, adversarial_eps={eps}")
-    return float(eps), float(weight)
 
 
 class _FunctionLoss(keras.losses.Loss):
@@ -117,15 +93,7 @@ class _FunctionLoss(keras.losses.Loss):
         return self.fn(y_true, y_pred)
 
 
-class _FitLength(keras.callbacks.Callback):
-    """Tells the model how many steps the `fit` call plans (for schedules
-    that follow training progress, such as BYOL's momentum)."""
-
-    def on_train_begin(self, logs=None):
-        self.model.on_fit_begin(self.params.get("epochs"), self.params.get("steps"))
-
-
-class ContrastiveModel(keras.Model):
+class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
     """The base of the contrastive family: views, one encoder pass, the one
     `train_step`, replica-correct logs and the online linear probe.
 
@@ -177,8 +145,9 @@ class ContrastiveModel(keras.Model):
         views = check_int(views, "views", 1)
         probe_classes = check_int(probe_classes, "probe_classes", 2, allow_none=True)
         self.imix, self.imix_alpha = imix, imix_alpha
-        self.imix_layer = self._imix_layer(imix, imix_alpha, views)
-        self.adversarial_eps, self.adversarial_weight = _check_adversarial(
+        self.imix_layer = imix_layer(imix, imix_alpha, views, type(self).__name__,
+                                     self.supports_imix)
+        self.adversarial_eps, self.adversarial_weight = check_adversarial(
             adversarial_eps, adversarial_weight, views, imix)
         self.encoder = as_encoder(encoder)
         self.head = head if head is not None else ProjectionHead(128)
@@ -195,30 +164,6 @@ class ContrastiveModel(keras.Model):
             self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
             self.probe_accuracy_tracker = keras.metrics.Mean(name="probe_accuracy")
         self._input_rank = None
-
-    def _imix_layer(self, imix, alpha, views):
-        """The Keras layer that mixes view 0 for i-Mix (None without i-Mix)."""
-        if imix is None:
-            return None
-        name = type(self).__name__
-        if imix not in ("mixup", "cutmix"):
-            raise ValueError(f"`imix` must be None, 'mixup' or 'cutmix'. Received: imix={imix!r}")
-        if not self.supports_imix:
-            raise ValueError(f"{name} does not support i-Mix: its loss is a statistic of the "
-                             f"whole batch, with no per-sample values to weight. "
-                             f"Received: imix={imix!r}")
-        if views != 2:
-            raise ValueError(f"i-Mix mixes view 0 and pairs it with view 1: it needs views=2. "
-                             f"Received: views={views!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-            raise ValueError(f"`imix_alpha` must be a number > 0. Received: imix_alpha={alpha!r}")
-        if imix == "mixup":
-            return keras.layers.MixUp(alpha=float(alpha), name="imix")
-        if alpha > 1:
-            raise ValueError("`imix_alpha` must be <= 1 with imix='cutmix' (Keras's CutMix "
-                             f"draws Beta(a, a) for a in its factor range [0, 1]). "
-                             f"Received: imix_alpha={alpha}")
-        return keras.layers.CutMix(factor=(float(alpha), float(alpha)), name="imix")
 
     # -- construction, compile, fit ------------------------------------------------
 
@@ -245,103 +190,9 @@ class ContrastiveModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def _check_input_rank(self, x):
-        # Keras retraces its step with a relaxed (unknown-rank) signature when
-        # the input rank changes, and the model picks its path from the rank:
-        # start new step functions instead.
-        rank = _input_rank(x)
-        if rank is not None and self._input_rank is not None and rank != self._input_rank:
-            self.train_function = self.test_function = self.predict_function = None
-        if rank is not None:
-            self._input_rank = rank
-
-    def _split_evenly(self, x, y, kwargs, training):
-        """Under several replicas every global batch must split evenly (the
-        loss contrasts against the global batch). Datasets must say so
-        statically (`distribute.check_dataset`). Arrays whose last batch is
-        uneven: `fit` drops the remainder with a warning (in whole batches,
-        reshuffled each epoch when `shuffle`); `evaluate` raises, as dropping
-        would change the result. Returns `(x, y)` to pass on."""
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        if isinstance(x, tf.data.Dataset):
-            check_dataset(x, self.distribute_strategy)
-            return x, y
-        if replicas == 1 or x is None or not hasattr(x, "shape"):
-            return x, y
-        batch_size = kwargs.get("batch_size") or 32
-        if batch_size % replicas:
-            raise ValueError(
-                f"With {replicas} replicas `batch_size` must be divisible by {replicas} "
-                f"(each replica takes an equal share). Received: batch_size={batch_size}")
-        n = int(x.shape[0])
-        if n % batch_size == 0:
-            return x, y
-        if not training:
-            raise ValueError(
-                f"With {replicas} replicas every batch must split evenly, but {n} samples "
-                f"leave a last batch of {n % batch_size} at batch_size={batch_size}. Pass a "
-                "number of samples divisible by `batch_size`, or a dataset batched with "
-                "`drop_remainder=True`.")
-        if n < batch_size:
-            raise ValueError(f"`batch_size` ({batch_size}) is larger than the {n} samples.")
-        warnings.warn(
-            f"{n % batch_size} of {n} samples are left out of each epoch: with {replicas} "
-            f"replicas every batch must hold {batch_size} samples. Pass a dataset batched "
-            "with `drop_remainder=True` to choose yourself.", stacklevel=3)
-        sample_weight = kwargs.pop("sample_weight", None)
-        parts = tuple(v for v in (x, y, sample_weight) if v is not None)
-        ds = tf.data.Dataset.from_tensor_slices(parts)
-        if kwargs.pop("shuffle", True):
-            ds = ds.shuffle(n, reshuffle_each_iteration=True)
-        kwargs.pop("batch_size", None)
-        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`. Under a strategy with several replicas, first
-        checks that a `tf.data.Dataset` input has a static global batch size
-        divisible by the number of replicas (`distribute.check_dataset`), and
-        for arrays drops an uneven last batch with a warning."""
-        x, y = self._split_evenly(x, y, kwargs, training=True)
-        self._check_input_rank(x)
-        if self.built and getattr(self, "optimizer", None) is not None and not self.optimizer.built:
-            # For every trainable variable, also those without a gradient in
-            # the first step (the probe's, when the first fit has no labels).
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [_FitLength()]
-        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.evaluate`, with the checks of `fit` (an uneven last
-        batch under several replicas is an error here)."""
-        x, y = self._split_evenly(x, y, kwargs, training=False)
-        self._check_input_rank(x)
-        return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        self._check_input_rank(x)
-        return super().predict(x, *args, **kwargs)
-
     def on_fit_begin(self, epochs, steps_per_epoch):
         """Called when `fit` starts, with its planned epochs and steps per
         epoch (None when unknown). Does nothing here."""
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3 builds the model's state from one batch before training; under
-        # MultiWorkerMirroredStrategy it first reduces that batch across workers
-        # eagerly, which fails ("Attempt to convert a value (PerReplica...) to a
-        # Tensor"; keras-team/keras#20585, tensorflow/tensorflow#72388). Give it
-        # this replica's slice of the batch instead: only its shapes are used.
-        strategy = self.distribute_strategy
-        if iterator is not None and data_batch is None and is_multi_worker(strategy):
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: (strategy.experimental_local_results(v)[0]
-                               if isinstance(v, tf.distribute.DistributedValues) else v),
-                    next(it))
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # -- the networks ----------------------------------------------------------------
 
@@ -409,75 +260,6 @@ class ContrastiveModel(keras.Model):
         if not self.losses:
             return 0.0
         return tf.add_n([tf.cast(v, tf.float32) for v in self.losses]) / _cross_replica.num_replicas()
-
-    def imix_mix(self, views):
-        """i-Mix's draw: `(views with view 0 mixed, lam [B], order [B])`, where
-        mixed view 0 of sample i is `lam_i x_i + (1 - lam_i) x_order[i]`
-        (mixup; for cutmix a box of `x_order[i]` covering `1 - lam_i` of the
-        image), by the Keras layer."""
-        first = views[:, 0]
-        transformation = self.imix_layer.get_random_transformation(first, training=True)
-        mixed = tf.cast(self.imix_layer.transform_images(first, transformation, training=True),
-                        views.dtype)
-        if "batch_masks" in transformation:
-            # CutMix: the share of pixels left to sample i. (Keras's own
-            # `mix_weight` is the box's real-valued area, which can differ
-            # from the pixels pasted by a row or a column.)
-            pasted = tf.cast(transformation["batch_masks"], tf.float32)
-            lam = 1.0 - tf.reduce_mean(tf.reshape(pasted, [tf.shape(pasted)[0], -1]), axis=1)
-        else:
-            lam = tf.reshape(tf.cast(transformation["mix_weight"], tf.float32), [-1])
-        order = tf.cast(transformation["permutation_order"], tf.int32)
-        return tf.concat([mixed[:, None], views[:, 1:]], axis=1), lam, order
-
-    def partners_permuted(self, out, order):
-        """`out` with every output of view 1 (the partner of the mixed view 0)
-        taken from sample `order[i]` in row i: i-Mix's virtual labels. The base:
-        `projections[:, 1]`."""
-        projections = out["projections"]
-        return {**out, "projections": tf.concat(
-            [projections[:, :1], tf.gather(projections[:, 1:], order)], axis=1)}
-
-    def imix_loss(self, x, y, out, sample_weight, training, lam, order):
-        """`lam * loss(i) + (1 - lam) * loss(order(i))` per sample, as the
-        method's `contrastive_loss` weighted by `sample_weight * lam` and by
-        `sample_weight * (1 - lam)` (the partners permuted, and the labels with
-        them)."""
-        weight = lam if sample_weight is None else lam * tf.cast(
-            tf.reshape(sample_weight, [-1]), tf.float32)
-        rest = (1.0 - lam) if sample_weight is None else (1.0 - lam) * tf.cast(
-            tf.reshape(sample_weight, [-1]), tf.float32)
-        own = self.contrastive_loss(x, y, out, weight, training)
-        y_other = None if y is None else tf.gather(y, order)
-        other = self.contrastive_loss(x, y_other, self.partners_permuted(out, order), rest,
-                                      training)
-        return own + other
-
-    def adversarial_view(self, x, y, views, sample_weight):
-        """CLAE's FGSM view of view 0: `x_0 + eps * sign(grad)`, the gradient
-        of the method's loss between view 0 and a copy of it that is being
-        perturbed, with respect to the copy (no gradient flows back through
-        it). Not clipped, as in CLAE's code."""
-        clean = tf.stop_gradient(views[:, 0])
-        start = tf.identity(clean)
-        with tf.GradientTape() as tape:
-            tape.watch(start)
-            # The copy in the first position: MoCo's query, BYOL's online
-            # branch (the second position's outputs are stop-gradient targets).
-            out = self.forward(tf.stack([start, clean], axis=1), True)
-            loss = self.contrastive_loss(x, y, out, sample_weight, True)
-        grad = tape.gradient(loss, start)
-        if grad is None:
-            raise ValueError(f"{type(self).__name__}'s loss has no gradient with respect to "
-                             "view 0, so adversarial views cannot be made for it.")
-        return tf.stop_gradient(clean + self.adversarial_eps * tf.sign(grad))
-
-    def adversarial_loss(self, x, y, views, sample_weight):
-        """`adversarial_weight * loss(FGSM view, view 0)` (CLAE), the FGSM view
-        in the first position as when it was made."""
-        adversarial = self.adversarial_view(x, y, views, sample_weight)
-        out = self.forward(tf.stack([adversarial, views[:, 0]], axis=1), True)
-        return self.adversarial_weight * self.contrastive_loss(x, y, out, sample_weight, True)
 
     def probe_loss(self, y, out, view=0):
         """The online probe's cross-entropy on stop-gradient features of

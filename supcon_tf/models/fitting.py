@@ -1,0 +1,128 @@
+"""What `ContrastiveModel.fit`, `evaluate` and `predict` check and work
+around before Keras runs them: even batches under several replicas, a new
+step function when the input rank changes, the planned length of `fit`, and
+Keras 3's symbolic build under MultiWorkerMirroredStrategy."""
+
+import warnings
+
+import keras
+import tensorflow as tf
+
+from supcon_tf.distribute import check_dataset, is_multi_worker
+
+
+def _input_rank(x):
+    """The rank of the images in `x` (array, tensor or dataset), if known."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        return getattr(getattr(spec, "shape", None), "rank", None)
+    shape = getattr(x, "shape", None)
+    return None if shape is None else len(shape)
+
+
+class _FitLength(keras.callbacks.Callback):
+    """Tells the model how many steps the `fit` call plans (for schedules
+    that follow training progress, such as BYOL's momentum)."""
+
+    def on_train_begin(self, logs=None):
+        self.model.on_fit_begin(self.params.get("epochs"), self.params.get("steps"))
+
+
+class FitChecks:
+    """The checks of `fit` / `evaluate` / `predict` for `ContrastiveModel`
+    (which owns `_input_rank` and `on_fit_begin`)."""
+
+    def _check_input_rank(self, x):
+        # Keras retraces its step with a relaxed (unknown-rank) signature when
+        # the input rank changes, and the model picks its path from the rank:
+        # start new step functions instead.
+        rank = _input_rank(x)
+        if rank is not None and self._input_rank is not None and rank != self._input_rank:
+            self.train_function = self.test_function = self.predict_function = None
+        if rank is not None:
+            self._input_rank = rank
+
+    def _split_evenly(self, x, y, kwargs, training):
+        """Under several replicas every global batch must split evenly (the
+        loss contrasts against the global batch). Datasets must say so
+        statically (`distribute.check_dataset`). Arrays whose last batch is
+        uneven: `fit` drops the remainder with a warning (in whole batches,
+        reshuffled each epoch when `shuffle`); `evaluate` raises, as dropping
+        would change the result. Returns `(x, y)` to pass on."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if isinstance(x, tf.data.Dataset):
+            check_dataset(x, self.distribute_strategy)
+            return x, y
+        if replicas == 1 or x is None or not hasattr(x, "shape"):
+            return x, y
+        batch_size = kwargs.get("batch_size") or 32
+        if batch_size % replicas:
+            raise ValueError(
+                f"With {replicas} replicas `batch_size` must be divisible by {replicas} "
+                f"(each replica takes an equal share). Received: batch_size={batch_size}")
+        n = int(x.shape[0])
+        if n % batch_size == 0:
+            return x, y
+        if not training:
+            raise ValueError(
+                f"With {replicas} replicas every batch must split evenly, but {n} samples "
+                f"leave a last batch of {n % batch_size} at batch_size={batch_size}. Pass a "
+                "number of samples divisible by `batch_size`, or a dataset batched with "
+                "`drop_remainder=True`.")
+        if n < batch_size:
+            raise ValueError(f"`batch_size` ({batch_size}) is larger than the {n} samples.")
+        warnings.warn(
+            f"{n % batch_size} of {n} samples are left out of each epoch: with {replicas} "
+            f"replicas every batch must hold {batch_size} samples. Pass a dataset batched "
+            "with `drop_remainder=True` to choose yourself.", stacklevel=3)
+        sample_weight = kwargs.pop("sample_weight", None)
+        parts = tuple(v for v in (x, y, sample_weight) if v is not None)
+        ds = tf.data.Dataset.from_tensor_slices(parts)
+        if kwargs.pop("shuffle", True):
+            ds = ds.shuffle(n, reshuffle_each_iteration=True)
+        kwargs.pop("batch_size", None)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`. Under a strategy with several replicas, first
+        checks that a `tf.data.Dataset` input has a static global batch size
+        divisible by the number of replicas (`distribute.check_dataset`), and
+        for arrays drops an uneven last batch with a warning."""
+        x, y = self._split_evenly(x, y, kwargs, training=True)
+        self._check_input_rank(x)
+        if self.built and getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+            # For every trainable variable, also those without a gradient in
+            # the first step (the probe's, when the first fit has no labels).
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [_FitLength()]
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with the checks of `fit` (an uneven last
+        batch under several replicas is an error here)."""
+        x, y = self._split_evenly(x, y, kwargs, training=False)
+        self._check_input_rank(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_input_rank(x)
+        return super().predict(x, *args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 builds the model's state from one batch before training; under
+        # MultiWorkerMirroredStrategy it first reduces that batch across workers
+        # eagerly, which fails ("Attempt to convert a value (PerReplica...) to a
+        # Tensor"; keras-team/keras#20585, tensorflow/tensorflow#72388). Give it
+        # this replica's slice of the batch instead: only its shapes are used.
+        strategy = self.distribute_strategy
+        if iterator is not None and data_batch is None and is_multi_worker(strategy):
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    next(it))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
