@@ -7,14 +7,14 @@ both need a new executable (the first steps of a graph that calls a loss
 twice, e.g. `MoCoModel(symmetric=True)`), they write into one shared vector
 and the process dies with a segmentation fault or `std::bad_alloc`
 (`xla::cpu::EmitYnnSubgraph` under `YnnFusionThunk::CreateYnnExecutable` in
-the core dump; about one run in three of a short symmetric-queue run on an
-idle 2-core machine, none in 25 with the flag below).
+the core dump; 3 of 10 short symmetric-queue runs on an idle 2-core
+machine, 0 of 20 with the flag below: docs/losses.md has the command).
 
 The XLA functions of `supcon_tf.losses` (`_fused`, `_general`) have row
 reductions that XLA 2.21 hands to YNNPACK at large enough sizes. Before
 anything is compiled, this module removes the reduction from the YNN fusion
 types (`--xla_cpu_experimental_ynn_fusion_type=-reduce`); XLA then emits its
-own loops, which took the same time in a one-off timing (docs/losses.md).
+own loops (docs/losses.md says how to compare their speed).
 
 It touches `XLA_FLAGS` only
 - on TensorFlow 2.21 (older versions have no such flag, and XLA aborts on an
