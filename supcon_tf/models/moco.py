@@ -181,11 +181,15 @@ class MoCoModel(MomentumModel):
         replica_id = 0 if replica is None else replica.replica_id_in_sync_group
         seed = tf.stack([tf.cast(self.optimizer.iterations, tf.int64),
                          tf.cast(replica_id, tf.int64) * 16 + pair])
-        mixes = mochi_negatives(queries, queue, self.mochi_n, self.mochi_s,
-                                self.mochi_s_prime, seed,
-                                labels=y, queue_labels=None if y is None else queue_labels)
-        active = self.optimizer.iterations >= self.mochi_start_step
-        return mixes * tf.cast(active, mixes.dtype)
+        shape = tf.stack([tf.shape(queries)[0], self.mochi_s + self.mochi_s_prime,
+                          tf.shape(queries)[1]])
+        # Before the start epoch no ranking or mixing is computed at all.
+        return tf.cond(
+            self.optimizer.iterations >= self.mochi_start_step,
+            lambda: mochi_negatives(queries, queue, self.mochi_n, self.mochi_s,
+                                    self.mochi_s_prime, seed, labels=y,
+                                    queue_labels=None if y is None else queue_labels),
+            lambda: tf.zeros(shape))
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         queue, queue_labels = self.queue.read()
