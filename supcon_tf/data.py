@@ -293,3 +293,7 @@ def batches(dataset, batch_size, training, seed=None, shuffle_buffer=10000):
     dataset = dataset.batch(batch_size, drop_remainder=training,
                             num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# Few-label and long-tailed subsets live in their own module; they are part of this one's API.
+from supcon_tf.subsets import few_labels, long_tailed, long_tailed_counts  # noqa: E402,F401

@@ -1,6 +1,8 @@
 """Evaluate any encoder's representation: embeddings, a linear probe, kNN
 classification, clustering scores (`cluster_scores`, from
-`supcon_tf.clustering`), and a 2-D embedding plot.
+`supcon_tf.clustering`), per-class and many/medium/few-shot accuracy for
+long-tailed data (`per_class_accuracy`, `shot_accuracy`), and a 2-D
+embedding plot.
 
 Every function here works on any callable from images to `[batch, dim]` (a
 Keras encoder, a `keras.layers.TFSMLayer`, a zoo model, or the signature of a
@@ -201,6 +203,148 @@ def knn_accuracy(train_embeddings, train_labels, test_embeddings, test_labels,
                               axis=1)
         correct += int(np.sum(tf.argmax(votes, axis=1).numpy() == yt[start:start + chunk]))
     return correct / len(xt)
+
+
+
+def per_class_accuracy(labels, predictions, num_classes=None):
+    """Accuracy of each class: the share of its test examples predicted as it.
+
+    Args:
+        labels: `[n]` integer class ids.
+        predictions: `[n]` predicted class ids, or `[n, classes]` scores (argmax).
+        num_classes: Number of classes. Defaults to None (from the labels and
+            predictions).
+
+    Returns:
+        A float array `[num_classes]`; NaN for a class with no test example.
+    """
+    y = _as_labels(labels, "labels")
+    p = np.asarray(predictions)
+    if p.ndim == 2:
+        p = p.argmax(axis=1)
+    p = _as_labels(p, "predictions")
+    if len(p) != len(y) or len(y) == 0:
+        raise ValueError("`labels` and `predictions` must be non-empty and of the same length. "
+                         f"Received: {len(y)} and {len(p)}")
+    classes = int(num_classes or max(y.max(), p.max()) + 1)
+    if y.max() >= classes or y.min() < 0:
+        raise ValueError(f"`labels` must be class ids in [0, {classes}). "
+                         f"Received ids from {y.min()} to {y.max()}")
+    total = np.bincount(y, minlength=classes).astype(np.float64)
+    hit = np.bincount(y[p == y], minlength=classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, hit / np.maximum(total, 1), np.nan)
+
+
+def shot_thresholds(train_counts, reference_max=1280):
+    """Many/few-shot thresholds scaled to a dataset's largest class.
+
+    The long-tail literature (ImageNet-LT: at most 1280 training images per
+    class) calls a class many-shot above 100 training examples and few-shot
+    below 20. On a dataset whose largest class has `n_max` examples these
+    become `100 * n_max / 1280` and `20 * n_max / 1280` (for long-tailed
+    Fashion-MNIST, n_max 6000: 469 and 94).
+
+    Args:
+        train_counts: Training examples per class.
+        reference_max: Largest class of the dataset the thresholds 100 and 20
+            were made for. Defaults to 1280 (ImageNet-LT); pass
+            `max(train_counts)` to keep 100 and 20.
+
+    Returns:
+        `(many, few)`: many-shot means more than `many` training examples,
+        few-shot fewer than `few`, medium-shot the rest.
+    """
+    counts = np.asarray(train_counts)
+    if counts.ndim != 1 or len(counts) == 0 or counts.min() < 0:
+        raise ValueError("`train_counts` must be a non-empty list of counts >= 0. "
+                         f"Received: {train_counts!r}")
+    if not reference_max > 0:
+        raise ValueError(f"`reference_max` must be > 0. Received: reference_max={reference_max!r}")
+    scale = counts.max() / reference_max
+    return 100 * scale, 20 * scale
+
+
+def shot_accuracy(labels, predictions, train_counts, thresholds=None):
+    """Overall, per-class and many/medium/few-shot accuracy on a (balanced) test set.
+
+    Args:
+        labels: `[n]` integer class ids of the test examples.
+        predictions: `[n]` predicted class ids, or `[n, classes]` scores.
+        train_counts: Training examples per class (e.g.
+            `np.bincount(train_labels)`), which decide each class's group.
+        thresholds: `(many, few)`: a class is many-shot above `many` training
+            examples, few-shot below `few`, medium-shot otherwise. Defaults to
+            None: `shot_thresholds(train_counts)` (100 and 20 scaled to the
+            largest class).
+
+    Returns:
+        A dict with `overall` (accuracy over all test examples), `per_class`
+        (a list; NaN for a class without test examples), `many`, `medium`, `few` (the mean of the group's per-class
+        accuracies; NaN for an empty group), `groups` (the class ids of each
+        group) and `thresholds`.
+    """
+    counts = np.asarray(train_counts)
+    acc = per_class_accuracy(labels, predictions, num_classes=len(counts))
+    many, few = shot_thresholds(counts) if thresholds is None else thresholds
+    if not few <= many:
+        raise ValueError(f"`thresholds` must be (many, few) with few <= many. "
+                         f"Received: thresholds={thresholds!r}")
+    groups = {"many": np.flatnonzero(counts > many),
+              "medium": np.flatnonzero((counts <= many) & (counts >= few)),
+              "few": np.flatnonzero(counts < few)}
+    y = _as_labels(labels, "labels")
+    p = np.asarray(predictions)
+    p = p.argmax(axis=1) if p.ndim == 2 else p
+    out = {"overall": float(np.mean(p == y)), "per_class": acc.tolist(),
+           "groups": {k: v.tolist() for k, v in groups.items()},
+           "thresholds": (float(many), float(few))}
+    for name, ids in groups.items():
+        out[name] = float(np.nanmean(acc[ids])) if len(ids) and not np.all(np.isnan(acc[ids])) \
+            else float("nan")
+    return out
+
+
+
+def classifier_accuracy(classifier, dataset, train_counts=None, thresholds=None):
+    """Top-1 and per-class accuracy of a classifier on a labelled dataset,
+    and with `train_counts` the many/medium/few-shot split (`shot_accuracy`).
+
+    Args:
+        classifier: A callable from images to logits `[batch, classes]` (e.g. a
+            `LinearClassifier`).
+        dataset: A `tf.data.Dataset` of batches `(images, labels)`.
+        train_counts: Training examples per class, or None. Defaults to None.
+        thresholds: `(many, few)` for `shot_accuracy`. Defaults to None.
+
+    Returns:
+        `shot_accuracy`'s dict with `train_counts`; otherwise a dict with
+        `overall` and `per_class`.
+    """
+    labels, preds = [], []
+    for x, y in dataset:
+        preds.append(np.argmax(np.asarray(classifier(x, training=False)), axis=-1))
+        labels.append(np.asarray(y).reshape(-1))
+    labels, preds = np.concatenate(labels), np.concatenate(preds)
+    if train_counts is not None:
+        return shot_accuracy(labels, preds, train_counts, thresholds)
+    return {"overall": float(np.mean(labels == preds)),
+            "per_class": per_class_accuracy(labels, preds).tolist()}
+
+
+
+def describe_accuracy(report):
+    """`classifier_accuracy`'s or `shot_accuracy`'s dict as two lines of text:
+    per-class accuracy, then (when present) the many/medium/few-shot split."""
+    per_class = " ".join(f"{c}:{100 * a:.1f}" for c, a in enumerate(report["per_class"]))
+    lines = [f"per-class top-1 (%): {per_class}"]
+    if "many" in report:
+        many, few = report["thresholds"]
+        parts = [f"{name} ({len(report['groups'][name])} classes) {100 * report[name]:.2f}%"
+                 for name in ("many", "medium", "few")]
+        lines.append(f"many/medium/few-shot (> {many:.0f}, {few:.0f}-{many:.0f}, < {few:.0f} "
+                     "training examples): " + ", ".join(parts))
+    return "\n".join(lines)
 
 
 def embedding_plot(embeddings, labels, path, class_names=None, title=None,
