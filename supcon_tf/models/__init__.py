@@ -5,7 +5,9 @@
 method is a short subclass: `SupConModel` (SupCon / SimCLR), `MoCoModel`
 (MoCo v2, and SupCon with a labelled queue), `BYOLModel`, `SimSiamModel`,
 `BarlowTwinsModel`, `VICRegModel`. `LinearClassifier` and
-`CrossEntropyClassifier` put a linear layer on an encoder.
+`CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
+few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
+projection head) and `DistillationModel` (models/semi_supervised.py).
 """
 
 from supcon_tf.metrics import contrastive_accuracy
@@ -14,9 +16,10 @@ from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel
 from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
+from supcon_tf.models.semi_supervised import DistillationModel, FineTuneClassifier
 from supcon_tf.models.supcon import SupConModel
 from supcon_tf.models.target import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
-           "LinearClassifier", "MoCoModel", "MomentumModel", "SimSiamModel", "SupConModel",
+           "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel", "MomentumModel", "SimSiamModel", "SupConModel",
            "VICRegModel", "contrastive_accuracy"]
