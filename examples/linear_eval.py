@@ -2,6 +2,11 @@
 BatchNorm statistics), reporting test top-1.
 
     python examples/linear_eval.py --encoder_path runs/supcon/encoder.keras
+    python examples/linear_eval.py --encoder_path runs/lt/encoder.keras --long_tailed_ratio 100
+
+Prints test top-1 and per-class accuracy; with --long_tailed_ratio the linear
+layer trains on the same long-tailed subset as pretraining did (same --seed)
+and the many/medium/few-shot split is printed too.
 
 Writes TensorBoard logs and a resumable `backup/` to --model_dir, and the
 result to `linear_eval.json` there.
@@ -18,6 +23,7 @@ import time
 
 from absl import app, flags, logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 import supcon_tf as sct
@@ -27,6 +33,10 @@ flags.DEFINE_string("encoder_path", None, "The encoder saved by examples/pretrai
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
+flags.DEFINE_float("long_tailed_ratio", None, "Train on a long-tailed subset "
+                   "(supcon_tf.data.long_tailed): largest over smallest class, e.g. 100.")
+flags.DEFINE_enum("long_tailed_profile", "exponential", ["exponential", "step"],
+                  "Profile of --long_tailed_ratio.")
 flags.DEFINE_integer("epochs", 10, "Training epochs of the linear layer.")
 flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_float("lr", 1e-2, "Adam learning rate (cosine decay to 0).")
@@ -48,8 +58,16 @@ def main(argv):
     encoder = keras.models.load_model(FLAGS.encoder_path)
     split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
+    counts = None
+    if FLAGS.long_tailed_ratio is not None:
+        train = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
+                                     FLAGS.long_tailed_profile, seed=FLAGS.seed).cache()
+        counts = np.bincount(list(train.map(lambda x, y: y).as_numpy_iterator()))
     image_shape = tuple(train.element_spec[0].shape)
     train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
+    if int(train.cardinality()) < 1:
+        raise app.UsageError(f"--batch_size={FLAGS.batch_size} is larger than the training "
+                             "set (whole batches only).")
     test = sct.data.batches(sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir),
                             FLAGS.batch_size, training=False)
     augmenter = None
@@ -71,12 +89,14 @@ def main(argv):
     ])
     seconds = time.time() - start
     top1 = classifier.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    report = sct.evaluation.classifier_accuracy(classifier, test, train_counts=counts)
     # Written through temporary names; the backup goes only once they are in
     # place (a kill before that resumes instead of starting again).
     sct.export.write_json({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
-                           "wall_seconds": seconds},
+                           "wall_seconds": seconds, "accuracy": report},
                           os.path.join(model_dir, "linear_eval.json"), indent=1, default=str)
     shutil.rmtree(os.path.join(model_dir, "backup"), ignore_errors=True)
+    print(sct.evaluation.describe_accuracy(report))
     print(f"linear eval: test top-1 {100 * top1:.2f}% "
           f"({FLAGS.epochs} epochs, {seconds:.0f} s)")
 

@@ -4,6 +4,7 @@ BYOL, SimSiam, Barlow Twins, VICReg).
     python examples/pretrain.py --method supcon --epochs 10 --model_dir runs/supcon
     python examples/pretrain.py --method moco --temperature 0.2 --model_dir runs/moco
     python examples/pretrain.py --method supcon --queue_size 4096   # SupCon + MoCo queue
+    python examples/pretrain.py --method supcon --long_tailed_ratio 100 --positives_cap 4  # KCL
     python examples/pretrain.py --method byol --projection_hidden_dims 512 --model_dir runs/byol
     python examples/pretrain.py --method barlow --projection_dim 1024 \
         --projection_hidden_dims 1024,1024 --model_dir runs/barlow
@@ -74,6 +75,12 @@ flags.DEFINE_integer("bn_groups", 2, "MoCo: BatchNorm groups per replica (shuffl
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
+flags.DEFINE_float("long_tailed_ratio", None, "Train on a long-tailed subset "
+                   "(supcon_tf.data.long_tailed): largest over smallest class, e.g. 100.")
+flags.DEFINE_enum("long_tailed_profile", "exponential", ["exponential", "step"],
+                  "Profile of --long_tailed_ratio.")
+flags.DEFINE_integer("positives_cap", None, "SupCon: at most k same-class positives per "
+                     "anchor (k-positive contrastive learning, KCL); default all.")
 flags.DEFINE_enum("encoder", "resnet18", ["resnet18", "resnet34", "resnet50"], "Backbone.")
 flags.DEFINE_float("width", 0.25, "Channel width multiplier of the encoder.")
 flags.DEFINE_integer("epochs", 2, "Training epochs.")
@@ -231,6 +238,10 @@ def main(argv):
     if FLAGS.mochi and queue_size is None:
         raise app.UsageError("--mochi mixes queue negatives: it needs --method moco, or "
                              "--method supcon with --queue_size.")
+    if FLAGS.positives_cap is not None and (FLAGS.method != "supcon" or FLAGS.loss != "supcon"
+                                            or queue_size is not None):
+        raise app.UsageError("--positives_cap is for --method supcon with --loss supcon and "
+                             "no queue.")
     if FLAGS.loss != "supcon" and (queue_size is not None or FLAGS.method in NO_NEGATIVES):
         raise app.UsageError(f"--loss {FLAGS.loss} is for --method simclr or supcon without "
                              f"a queue. Received: --method {FLAGS.method}"
@@ -243,6 +254,9 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
     split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
+    if FLAGS.long_tailed_ratio is not None:
+        train = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
+                                     FLAGS.long_tailed_profile, seed=FLAGS.seed).cache()
     image_shape = tuple(train.element_spec[0].shape)
     if FLAGS.method in ("simclr", "moco"):
         train = train.map(lambda image, label: image)
@@ -284,7 +298,8 @@ def main(argv):
                 loss = sct.losses.HardNegativeLoss(temperature=FLAGS.temperature,
                                                    tau_plus=FLAGS.tau_plus, beta=FLAGS.beta)
             else:
-                loss = sct.losses.SupConLoss(temperature=FLAGS.temperature)
+                loss = sct.losses.SupConLoss(temperature=FLAGS.temperature,
+                                             positives_cap=FLAGS.positives_cap)
         else:
             head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
                                              synchronized_bn=sync_bn)

@@ -2,8 +2,10 @@
 examples/pretrain.py, trained end to end with softmax cross-entropy.
 
     python examples/train_ce.py --epochs 10 --model_dir runs/ce
+    python examples/train_ce.py --long_tailed_ratio 100 --model_dir runs/ce_lt
 
-Prints the test top-1; writes `encoder.keras`, TensorBoard logs, a resumable
+Prints the test top-1 and per-class accuracy (with --long_tailed_ratio, on a
+long-tailed training subset, also the many/medium/few-shot split); writes `encoder.keras`, TensorBoard logs, a resumable
 `backup/` and `train_ce.json` to --model_dir.
 """
 
@@ -18,6 +20,7 @@ import time
 
 from absl import app, flags, logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 import supcon_tf as sct
@@ -26,6 +29,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
+flags.DEFINE_float("long_tailed_ratio", None, "Train on a long-tailed subset "
+                   "(supcon_tf.data.long_tailed): largest over smallest class, e.g. 100.")
+flags.DEFINE_enum("long_tailed_profile", "exponential", ["exponential", "step"],
+                  "Profile of --long_tailed_ratio.")
 flags.DEFINE_enum("encoder", "resnet18", ["resnet18", "resnet34", "resnet50"], "Backbone.")
 flags.DEFINE_float("width", 0.25, "Channel width multiplier of the encoder.")
 flags.DEFINE_integer("epochs", 2, "Training epochs.")
@@ -52,8 +59,16 @@ def main(argv):
     os.makedirs(FLAGS.model_dir, exist_ok=True)
     split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
+    counts = None
+    if FLAGS.long_tailed_ratio is not None:
+        train = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
+                                     FLAGS.long_tailed_profile, seed=FLAGS.seed).cache()
+        counts = np.bincount(list(train.map(lambda x, y: y).as_numpy_iterator()))
     image_shape = tuple(train.element_spec[0].shape)
     train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
+    if int(train.cardinality()) < 1:
+        raise app.UsageError(f"--batch_size={FLAGS.batch_size} is larger than the training "
+                             "set (whole batches only).")
     test = sct.data.batches(sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir),
                             FLAGS.batch_size, training=False)
     steps = FLAGS.epochs * int(train.cardinality())
@@ -83,13 +98,15 @@ def main(argv):
     ])
     seconds = time.time() - start
     top1 = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    report = sct.evaluation.classifier_accuracy(model, test, train_counts=counts)
     sct.export.save_model(encoder, os.path.join(FLAGS.model_dir, "encoder.keras"))
     # Written through temporary names; the backup goes only once they are in
     # place (a kill before that resumes instead of starting again).
     sct.export.write_json({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
-                           "wall_seconds": seconds},
+                           "wall_seconds": seconds, "accuracy": report},
                           os.path.join(FLAGS.model_dir, "train_ce.json"), indent=1, default=str)
     shutil.rmtree(os.path.join(FLAGS.model_dir, "backup"), ignore_errors=True)
+    print(sct.evaluation.describe_accuracy(report))
     print(f"cross-entropy: test top-1 {100 * top1:.2f}% ({FLAGS.epochs} epochs, {seconds:.0f} s)")
 
 

@@ -155,6 +155,8 @@ def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
     (["--color_strength", "1.0"], "--color_strength needs --augment simclr"),
     (["--augment", "simclr", "--color_strength", "2"], "strength=2.0"),
     (["--method", "byol", "--queue_size", "64"], "byol has no queue"),
+    (["--method", "simclr", "--positives_cap", "2"], "--positives_cap is for --method supcon"),
+    (["--long_tailed_ratio", "0.5"], "imbalance_ratio"),
 ])
 def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
     proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY, "--epochs", "1",
@@ -201,3 +203,38 @@ def test_quickstart_runs_both_stages_and_exports(tmp_path):
     assert (tmp_path / "encoder_savedmodel" / "saved_model.pb").is_file()
     gap = float(out.split("max difference after reload: ")[1].split(")")[0])
     assert gap < 1e-5
+
+
+def test_long_tailed_study_entry_points(tmp_path):
+    """pretrain.py (KCL on a long-tailed subset), linear_eval.py and train_ce.py
+    with --long_tailed_ratio: the subset follows the profile and the shot
+    split is printed and recorded."""
+    lt = ["--long_tailed_ratio", "10"]
+    run_dir = str(tmp_path / "kcl")
+    _run("pretrain.py", *TINY, *lt, "--positives_cap", "2", "--epochs", "1",
+         "--model_dir", run_dir)
+    out = _run("linear_eval.py", "--encoder_path", os.path.join(run_dir, "encoder.keras"),
+               "--train_size", "512", *lt, "--epochs", "1", "--batch_size", "64",
+               "--verbose", "2")
+    assert "many/medium/few-shot" in out and "per-class top-1" in out
+    record = json.loads((tmp_path / "kcl" / "linear" / "linear_eval.json").read_text())
+    assert len(record["accuracy"]["per_class"]) == 10
+    assert record["accuracy"]["overall"] == pytest.approx(record["test_top1"], abs=1e-6)
+    out = _run("train_ce.py", *TINY, *lt, "--batch_size", "64", "--epochs", "1",
+               "--model_dir", str(tmp_path / "ce"))
+    assert "many/medium/few-shot" in out
+
+
+def test_semi_supervised_example_runs_every_row(tmp_path):
+    run_dir = str(tmp_path / "pre")
+    _run("pretrain.py", *TINY, "--method", "simclr", "--projection_hidden_dims", "16,16",
+         "--epochs", "1", "--model_dir", run_dir)
+    out = _run("semi_supervised.py", "--pretrained", os.path.join(run_dir, "model.keras"),
+               "--train_size", "512", "--per_class", "5", "--subset_epochs", "1",
+               "--distill_epochs", "1", "--batch_size", "64", "--model_dir",
+               str(tmp_path / "semi"))
+    record = json.loads((tmp_path / "semi" / "semi_supervised.json").read_text())
+    assert record["labelled"] == 50
+    assert set(record["results"]) == {"ce", "linear", "finetune", "distill"}
+    assert all(0 <= r["test_top1"] <= 1 for r in record["results"].values())
+    assert "| distill |" in out
