@@ -43,16 +43,21 @@ def _kill_after_first_epoch(cmd, timeout=600):
     return "".join(lines)
 
 
+# The resumed run is also the long-tail study's (KCL on a long-tailed subset).
+LONG_TAIL = ["--long_tailed_ratio", "10", "--positives_cap", "2"]
+
+
 def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     model_dir = str(tmp_path / "supcon")
-    cmd = [sys.executable, os.path.join(ROOT, "examples", "pretrain.py"), *TINY,
-           "--epochs", "3", "--model_dir", model_dir]
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "pretrain.py"), *TINY, *LONG_TAIL,
+           "--batch_size", "32", "--epochs", "3", "--model_dir", model_dir]
     first = _kill_after_first_epoch(cmd)
     assert "Epoch 1/3" in first
     assert os.path.isdir(os.path.join(model_dir, "backup"))
     assert not os.path.exists(os.path.join(model_dir, "encoder.keras"))
 
-    second = _run("pretrain.py", *TINY, "--epochs", "3", "--model_dir", model_dir)
+    second = _run("pretrain.py", *TINY, *LONG_TAIL, "--batch_size", "32", "--epochs", "3",
+                  "--model_dir", model_dir)
     assert "Epoch 1/3" not in second, second[-2000:]       # continued, not restarted
     assert "Epoch 2/3" in second and "Epoch 3/3" in second
     assert os.path.exists(os.path.join(model_dir, "encoder.keras"))
@@ -65,17 +70,22 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     assert not [f for f in os.listdir(model_dir) if f.startswith(".")]   # no temp files
 
     out = _run("linear_eval.py", "--encoder_path", os.path.join(model_dir, "encoder.keras"),
-               "--train_size", "512", "--epochs", "2", "--verbose", "2")
+               "--train_size", "512", "--long_tailed_ratio", "10", "--batch_size", "64",
+               "--epochs", "2", "--verbose", "2")
     assert "linear eval: test top-1" in out
+    assert "many/medium/few-shot" in out and "per-class top-1" in out
     with open(os.path.join(model_dir, "linear", "linear_eval.json")) as f:
         result = json.load(f)
+    assert len(result["accuracy"]["per_class"]) == 10
+    assert result["accuracy"]["overall"] == pytest.approx(result["test_top1"], abs=1e-6)
+    assert record["flags"]["positives_cap"] == 2 and record["flags"]["long_tailed_ratio"] == 10
     # 12 steps of pretraining: only that the evaluation ran and was recorded
     # (tests/test_learning.py checks that the recipe learns).
     assert 0.0 <= result["test_top1"] <= 1.0 and result["flags"]["epochs"] == 2
 
 
 @pytest.mark.parametrize("script,extra", [
-    ("train_ce.py", []),
+    ("train_ce.py", ["--long_tailed_ratio", "10", "--batch_size", "64"]),
     ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--crop_min_scale", "0.5",
                      "--loss", "hcl", "--beta", "1", "--tau_plus", "0.05"]),
     ("pretrain.py", ["--method", "moco", "--queue_size", "256", "--temperature", "0.2"]),
@@ -86,7 +96,7 @@ def test_other_entry_points_run(tmp_path, script, extra):
     out = _run(script, *TINY, "--epochs", "1", "--model_dir", str(tmp_path), *extra)
     assert os.path.exists(os.path.join(tmp_path, "encoder.keras")), out[-2000:]
     if script == "train_ce.py":
-        assert "cross-entropy: test top-1" in out
+        assert "cross-entropy: test top-1" in out and "many/medium/few-shot" in out
     if "--queue_size" in extra:
         import keras
         import supcon_tf
@@ -203,26 +213,6 @@ def test_quickstart_runs_both_stages_and_exports(tmp_path):
     assert (tmp_path / "encoder_savedmodel" / "saved_model.pb").is_file()
     gap = float(out.split("max difference after reload: ")[1].split(")")[0])
     assert gap < 1e-5
-
-
-def test_long_tailed_study_entry_points(tmp_path):
-    """pretrain.py (KCL on a long-tailed subset), linear_eval.py and train_ce.py
-    with --long_tailed_ratio: the subset follows the profile and the shot
-    split is printed and recorded."""
-    lt = ["--long_tailed_ratio", "10"]
-    run_dir = str(tmp_path / "kcl")
-    _run("pretrain.py", *TINY, *lt, "--positives_cap", "2", "--epochs", "1",
-         "--model_dir", run_dir)
-    out = _run("linear_eval.py", "--encoder_path", os.path.join(run_dir, "encoder.keras"),
-               "--train_size", "512", *lt, "--epochs", "1", "--batch_size", "64",
-               "--verbose", "2")
-    assert "many/medium/few-shot" in out and "per-class top-1" in out
-    record = json.loads((tmp_path / "kcl" / "linear" / "linear_eval.json").read_text())
-    assert len(record["accuracy"]["per_class"]) == 10
-    assert record["accuracy"]["overall"] == pytest.approx(record["test_top1"], abs=1e-6)
-    out = _run("train_ce.py", *TINY, *lt, "--batch_size", "64", "--epochs", "1",
-               "--model_dir", str(tmp_path / "ce"))
-    assert "many/medium/few-shot" in out
 
 
 def test_semi_supervised_example_runs_every_row(tmp_path):
