@@ -1,11 +1,12 @@
 """Stage 1: contrastive pretraining of an encoder (SupCon, SimCLR, MoCo v2,
-BYOL, SimSiam, Barlow Twins, VICReg).
+BYOL, SimSiam, Barlow Twins, VICReg, NPID).
 
     python examples/pretrain.py --method supcon --epochs 10 --model_dir runs/supcon
     python examples/pretrain.py --method moco --temperature 0.2 --model_dir runs/moco
     python examples/pretrain.py --method supcon --queue_size 4096   # SupCon + MoCo queue
     python examples/pretrain.py --method supcon --long_tailed_ratio 100 --positives_cap 4  # KCL
     python examples/pretrain.py --method byol --projection_hidden_dims 512 --model_dir runs/byol
+    python examples/pretrain.py --method npid --temperature 0.07 --model_dir runs/npid
     python examples/pretrain.py --method barlow --projection_dim 1024 \
         --projection_hidden_dims 1024,1024 --model_dir runs/barlow
 
@@ -33,11 +34,15 @@ import tensorflow as tf
 import supcon_tf as sct
 
 FLAGS = flags.FLAGS
-METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg"]
+METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg", "npid"]
 NO_NEGATIVES = ("byol", "simsiam", "barlow", "vicreg")
 flags.DEFINE_enum("method", "supcon", METHODS,
                   "supcon uses the labels; the others ignore them (except for the online "
                   "probe of the methods without negatives).")
+flags.DEFINE_enum("npid_loss", "nce", ["nce", "softmax"], "NPID: NCE or the "
+                  "non-parametric softmax.")
+flags.DEFINE_integer("npid_negatives", 4096, "NPID: bank negatives per step (0: every slot, "
+                     "--npid_loss softmax only).")
 flags.DEFINE_integer("queue_size", None,
                      "MoCo's queue of past keys (default 4096 for --method moco). With "
                      "--method supcon: SupCon with a momentum encoder and a labelled queue.")
@@ -232,6 +237,10 @@ def main(argv):
     queue_size = FLAGS.queue_size
     if FLAGS.method == "moco" and queue_size is None:
         queue_size = 4096
+    if FLAGS.method == "npid" and (FLAGS.loss != "supcon" or FLAGS.views != 2 or FLAGS.imix
+                                   or FLAGS.adversarial_eps):
+        raise app.UsageError("--method npid takes one view per image and its own loss "
+                             "(--npid_loss); not --loss, --views, --imix or --adversarial_eps.")
     if FLAGS.method not in ("moco", "supcon") and queue_size is not None:
         raise app.UsageError(f"--queue_size is for --method moco or supcon ({FLAGS.method} "
                              "has no queue).")
@@ -258,8 +267,12 @@ def main(argv):
         train = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
                                      FLAGS.long_tailed_profile, seed=FLAGS.seed).cache()
     image_shape = tuple(train.element_spec[0].shape)
+    bank_size = int(train.cardinality())
     if FLAGS.method in ("simclr", "moco"):
         train = train.map(lambda image, label: image)
+    if FLAGS.method == "npid":
+        # Each sample's index, before shuffling: its slot in the memory bank.
+        train = sct.data.with_index(train)
     # The methods without negatives keep the labels for their online probe only.
     # --batch_size is the global batch; under a strategy each replica gets an
     # equal share of every batch (drop_remainder=True).
@@ -284,8 +297,16 @@ def main(argv):
             recipe_args["strength"] = FLAGS.color_strength
         augmenter = recipe(image_shape, seed=FLAGS.seed, **recipe_args)
         probe_classes = (sct.data.num_classes(FLAGS.dataset)
-                         if FLAGS.method == "supcon" or FLAGS.method in NO_NEGATIVES else None)
-        if FLAGS.method in NO_NEGATIVES:
+                         if FLAGS.method in ("supcon", "npid") or FLAGS.method in NO_NEGATIVES
+                         else None)
+        if FLAGS.method == "npid":
+            model = sct.models.NPIDModel(
+                encoder, bank_size, head=sct.layers.ProjectionHead(FLAGS.projection_dim,
+                                                                   kind="linear"),
+                augmenter=augmenter, temperature=FLAGS.temperature, loss=FLAGS.npid_loss,
+                num_negatives=FLAGS.npid_negatives or None, probe_classes=probe_classes)
+            loss = None                      # its own
+        elif FLAGS.method in NO_NEGATIVES:
             model = no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes)
             loss = None                      # the method's own
         elif queue_size is None:

@@ -295,5 +295,32 @@ def batches(dataset, batch_size, training, seed=None, shuffle_buffer=10000):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def with_index(dataset):
+    """Each example's position in `dataset`, fed beside its image.
+
+    `(image, label)` becomes `({"image": image, "index": i}, label)` and an
+    image alone becomes `{"image": image, "index": i}`, with `i` (int64) the
+    example's position in `dataset` as given: call it before shuffling, and
+    the index stays with its image through shuffle, batching and
+    `tf.distribute` (it is part of the example). Models with a memory of the
+    dataset (`supcon_tf.models.NPIDModel`) read `x["index"]`.
+
+    Args:
+        dataset: A `tf.data.Dataset` of `(image, label)` pairs or of images.
+
+    Returns:
+        The dataset with indices.
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f"`with_index` takes a tf.data.Dataset. Received: {type(dataset).__name__}")
+    spec = dataset.element_spec
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return dataset.enumerate().map(lambda i, xy: ({"image": xy[0], "index": i}, xy[1]))
+    if isinstance(spec, tf.TensorSpec):
+        return dataset.enumerate().map(lambda i, x: {"image": x, "index": i})
+    raise ValueError("`with_index` takes a dataset of (image, label) pairs or of images. "
+                     f"Received elements of {spec}")
+
+
 # Few-label and long-tailed subsets live in their own module; they are part of this one's API.
 from supcon_tf.subsets import few_labels, long_tailed, long_tailed_counts  # noqa: E402,F401

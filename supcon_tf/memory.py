@@ -1,4 +1,5 @@
-"""Stateful memories of embeddings: MoCo's `FeatureQueue`.
+"""Stateful memories of embeddings: MoCo's `FeatureQueue` and NPID's
+`MemoryBank` (one slot per training sample).
 
 The state lives in non-trainable Keras variables, so a `.keras` file and
 `keras.callbacks.BackupAndRestore` keep it: a resumed run continues with the
@@ -111,3 +112,70 @@ class FeatureQueue(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "size": self.size, "dim": self.dim,
                 "with_labels": self.with_labels}
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class MemoryBank(keras.layers.Layer):
+    """One L2-normalised embedding per training sample, updated with momentum.
+
+    Non-parametric instance discrimination (Wu et al., CVPR 2018) keeps the
+    embedding of every sample of the dataset: slot `i` holds sample `i`'s
+    (`supcon_tf.data.with_index` feeds the indices). `update(index,
+    features)` sets `v_i <- normalize(m v_i + (1 - m) f_i)`. The slots start
+    as random unit vectors. Under `tf.distribute`, call `update` from every
+    replica with the same all-gathered indices and features (as
+    `NPIDModel` does): every replica then holds the same bank.
+
+    Args:
+        size: Number of slots: the number of training samples, >= 1.
+        dim: Embedding size, >= 1.
+        momentum: `m` in [0, 1). Defaults to 0.5 (the paper's).
+        seed: Seed of the initial vectors. Defaults to None.
+    """
+
+    def __init__(self, size, dim, momentum=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("size", size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
+                or not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` must be a number in [0, 1). Received: momentum={momentum!r}")
+        self.size, self.dim, self.momentum, self.seed = int(size), int(dim), float(momentum), seed
+        self.values = self.add_weight(
+            shape=(self.size, self.dim), trainable=False, name="values",
+            initializer=lambda shape, dtype=None: tf.math.l2_normalize(
+                keras.random.normal(shape, seed=seed), axis=1))
+        self.built = True
+
+    def read(self, index=None):
+        """All slots `[size, dim]`, or those at `index`."""
+        values = tf.convert_to_tensor(self.values)
+        return values if index is None else tf.gather(values, self._checked(index))
+
+    def _checked(self, index):
+        index = tf.reshape(tf.cast(index, tf.int64), [-1])
+        with tf.control_dependencies([
+                tf.debugging.assert_non_negative(index, message="MemoryBank: negative index"),
+                tf.debugging.assert_less(
+                    index, tf.constant(self.size, tf.int64),
+                    message=f"MemoryBank: a sample index >= the bank's size={self.size}: "
+                            "the bank must have one slot per sample of the dataset")]):
+            return tf.identity(index)
+
+    def update(self, index, features):
+        """`v_i <- normalize(m v_i + (1 - m) f_i)` for each `i` of `index`."""
+        index = self._checked(index)
+        features = tf.math.l2_normalize(tf.cast(features, self.values.dtype), axis=1)
+        values = tf.convert_to_tensor(self.values)
+        mixed = self.momentum * tf.gather(values, index) + (1.0 - self.momentum) * features
+        updated = tf.tensor_scatter_nd_update(values, index[:, None],
+                                              tf.math.l2_normalize(mixed, axis=1))
+        _cross_replica.assign([(self.values, updated)])
+
+    def call(self, inputs=None):
+        return self.read()
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "dim": self.dim,
+                "momentum": self.momentum, "seed": self.seed}

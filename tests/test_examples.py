@@ -118,6 +118,7 @@ def test_other_entry_points_run(tmp_path, script, extra):
     ("barlow", ["--projection_hidden_dims", "32,32", "--barlow_lambda", "0.01"],
      "BarlowTwinsModel"),
     ("vicreg", ["--projection_hidden_dims", "32,32", "--vicreg_cov", "2"], "VICRegModel"),
+    ("npid", ["--npid_negatives", "64", "--temperature", "0.07"], "NPIDModel"),
 ])
 def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     out = _run("pretrain.py", "--train_size", "256", "--batch_size", "128", "--width", "0.0625",
@@ -128,6 +129,10 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     import supcon_tf
     model = keras.models.load_model(str(tmp_path / "model.keras"))
     assert type(model) is getattr(supcon_tf.models, cls)
+    if method == "npid":
+        assert model.bank_size == 256 and model.num_negatives == 64 and model.head.kind == "linear"
+        assert int(model.steps_seen) == 2
+        return
     assert not model.head.get_config()["normalize"] and model.head.output_dim == 16
     if method == "byol":
         assert model.momentum_schedule == "cosine" and int(model.planned_steps) == 2

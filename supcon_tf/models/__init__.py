@@ -4,7 +4,8 @@
 `MomentumModel` (models/target.py) adds a momentum target network; each
 method is a short subclass: `SupConModel` (SupCon / SimCLR), `MoCoModel`
 (MoCo v2, and SupCon with a labelled queue), `BYOLModel`, `SimSiamModel`,
-`BarlowTwinsModel`, `VICRegModel`. `LinearClassifier` and
+`BarlowTwinsModel`, `VICRegModel`, `NPIDModel` (a memory bank of the
+dataset). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -15,11 +16,13 @@ from supcon_tf.models.base import ContrastiveModel
 from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel
+from supcon_tf.models.npid import NPIDModel
 from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
 from supcon_tf.models.semi_supervised import DistillationModel, FineTuneClassifier
 from supcon_tf.models.supcon import SupConModel
 from supcon_tf.models.target import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
-           "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel", "MomentumModel", "SimSiamModel", "SupConModel",
-           "VICRegModel", "contrastive_accuracy"]
+           "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel",
+           "MomentumModel", "NPIDModel", "SimSiamModel", "SupConModel", "VICRegModel",
+           "contrastive_accuracy"]

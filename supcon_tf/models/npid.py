@@ -1,0 +1,236 @@
+"""Non-parametric instance discrimination (NPID, Wu et al., CVPR 2018): every
+training sample is its own class, represented by its slot in a memory bank."""
+
+import keras
+import tensorflow as tf
+
+from supcon_tf import _cross_replica
+from supcon_tf.layers import ProjectionHead
+from supcon_tf.memory import MemoryBank
+from supcon_tf.models.base import ContrastiveModel, build_if_known, check_int, feature_shape
+
+LOSSES = ("nce", "softmax")
+
+
+def _split(x, name):
+    """`{"image", "index"}` -> (images, index); anything else is an error."""
+    if not isinstance(x, dict) or set(x) != {"image", "index"}:
+        raise ValueError(f"{name} needs each sample's dataset index: feed "
+                         "`supcon_tf.data.with_index(dataset)` (before shuffling), whose "
+                         "inputs are {'image': ..., 'index': ...}. Received inputs of "
+                         f"type {type(x).__name__}"
+                         + (f" with keys {sorted(x)}" if isinstance(x, dict) else ""))
+    return x["image"], x["index"]
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class NPIDModel(ContrastiveModel):
+    """Instance discrimination against a memory bank of the whole dataset.
+
+    Each image (one augmented view) is embedded and L2-normalised, `f`; the
+    bank holds one vector per training sample, `v_j`. Sample `i` is its own
+    class: its positive is its own slot `v_i`, its negatives are other slots.
+    After each step the batch's slots move towards the new embeddings,
+    `v_i <- normalize(0.5 v_i + 0.5 f_i)` (`MemoryBank`). `fit` takes
+    `supcon_tf.data.with_index(dataset)`: inputs `{"image", "index"}`, with
+    or without labels (labels only feed the online probe).
+
+    Losses (`loss`), with `s_j = v_j . f / temperature`:
+
+    - `"nce"` (the paper's noise-contrastive estimation): `P(j) = exp(s_j) /
+      Z` with `Z` estimated once, on the first batch, as `n * mean(exp(s))`
+      over its positives and negatives (as the reference code,
+      zhirongw/lemniscate.pytorch, does), noise `Pn = 1 / n`, and `m`
+      negatives: `-log h(v_i) - sum_j log(1 - h(v_j))` with
+      `h = P / (P + m Pn)`.
+    - `"softmax"`: the non-parametric softmax, cross-entropy of `s` with the
+      own slot as the target, over every slot (`num_negatives=None`, the
+      paper's equation 2) or over the own slot and `m` sampled ones.
+
+    The `m = num_negatives` negatives are drawn uniformly from the bank once
+    per step and shared by the batch (the reference draws them per sample;
+    sharing keeps the step at one `[m, dim]` gather instead of
+    `[batch, m, dim]`).
+
+    Under `tf.distribute` every replica reads the same bank (the negatives are
+    drawn with the same stateless seed) and applies the same update with the
+    global batch's indices and embeddings.
+
+    Args:
+        encoder: A Keras model from images to `[batch, features]`.
+        bank_size: Number of training samples (one slot each). An index
+            outside `[0, bank_size)` stops training with an error, and so does
+            a first epoch that leaves slots unseen (a bank larger than the
+            dataset).
+        head: The projection. Defaults to None: a linear layer to 128 and L2
+            normalisation (the paper's).
+        augmenter: A Keras layer making the view. Defaults to None (images
+            `[batch, H, W, C]` already augmented, or `[batch, 1, H, W, C]`).
+        temperature: `tau`. Defaults to 0.07.
+        num_negatives: `m`, or None for every slot (`"softmax"` only).
+            Defaults to 4096.
+        loss: `"nce"` or `"softmax"`. Defaults to `"nce"`.
+        bank_momentum: The bank's momentum. Defaults to 0.5.
+        probe_classes: Classes of an online linear probe, or None.
+
+    Metrics: `loss`, `contrastive_accuracy` (how often a sample's own slot is
+    the most similar of the slots its loss compares it with), `output_std`,
+    and the probe's.
+
+    Reference:
+        Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance
+        Discrimination", CVPR 2018.
+    """
+
+    supports_imix = False
+
+    def __init__(self, encoder, bank_size, head=None, augmenter=None, temperature=0.07,
+                 num_negatives=4096, loss="nce", bank_momentum=0.5, probe_classes=None,
+                 **kwargs):
+        kwargs.pop("views", None)
+        if head is None:
+            head = ProjectionHead(128, kind="linear")
+        super().__init__(encoder, head=head, augmenter=augmenter, views=1,
+                         probe_classes=probe_classes, **kwargs)
+        self.bank_size = check_int(bank_size, "bank_size", 2)
+        if loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}. Received: loss={loss!r}")
+        if num_negatives is None and loss == "nce":
+            raise ValueError("`num_negatives=None` (every slot) is for loss='softmax'; NCE "
+                             "needs a number of noise samples.")
+        self.num_negatives = check_int(num_negatives, "num_negatives", 1, allow_none=True)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not 0 < temperature < float("inf"):
+            raise ValueError(f"`temperature` must be a finite number > 0. "
+                             f"Received: temperature={temperature!r}")
+        self.temperature = float(temperature)
+        self.npid_loss = loss
+        self.bank_momentum = bank_momentum
+        self.bank = None
+        self.nce_z = None
+        build_if_known(self)
+
+    def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["image"]
+        super().build(input_shape)
+        if self.bank is None:
+            dim = self.head.compute_output_shape(feature_shape(self.encoder, input_shape))[-1]
+            self.bank = MemoryBank(self.bank_size, dim, momentum=self.bank_momentum,
+                                   name="bank")
+            self.nce_z = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                         name="nce_z")
+            self.steps_seen = self.add_weight(shape=(), initializer="zeros", dtype="int64",
+                                              trainable=False, name="steps_seen")
+            self.seen = self.add_weight(shape=(self.bank_size,), initializer="zeros",
+                                        dtype="int32", trainable=False, name="seen")
+
+    def default_loss(self):
+        return None             # the loss is the method's own (contrastive_loss)
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        if loss is not None:
+            raise ValueError("NPIDModel computes its own loss (`loss=` in the constructor). "
+                             f"Received: loss={loss!r}")
+        keras.Model.compile(self, optimizer=optimizer, **kwargs)
+
+    def make_views(self, x):
+        images, _ = _split(x, type(self).__name__)
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank == 4 and self.multi_view is None:
+            return images[:, None]           # one view: the images as they come
+        return super().make_views(images)
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            inputs = inputs["image"]
+        return super().call(inputs, training=training)
+
+    def _negatives(self):
+        """`m` slot indices, the same on every replica (stateless draw)."""
+        seed = tf.stack([tf.constant(20180618, tf.int64), tf.cast(self.steps_seen, tf.int64)])
+        return tf.random.stateless_uniform([self.num_negatives], seed, 0, self.bank_size,
+                                           dtype=tf.int64)
+
+    def contrastive_loss(self, x, y, out, sample_weight, training):
+        _, index = _split(x, type(self).__name__)
+        index = tf.reshape(tf.cast(index, tf.int64), [-1])
+        out["index"] = index
+        f = tf.cast(out["projections"][:, 0], tf.float32)
+        positive = tf.reduce_sum(self.bank.read(index) * f, axis=1) / self.temperature
+        if self.npid_loss == "softmax" and self.num_negatives is None:
+            logits = tf.matmul(f, self.bank.read(), transpose_b=True) / self.temperature
+            per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(index, logits)
+            out["own_first"] = tf.equal(tf.argmax(logits, axis=1), index)
+        else:
+            negatives = tf.matmul(f, self.bank.read(self._negatives()),
+                                  transpose_b=True) / self.temperature
+            out["own_first"] = positive >= tf.reduce_max(negatives, axis=1)
+            if self.npid_loss == "softmax":
+                logits = tf.concat([positive[:, None], negatives], axis=1)
+                per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    tf.zeros_like(index), logits)
+            else:
+                per_sample = self._nce(positive, negatives, training)
+        return tf.reduce_mean(per_sample) / _cross_replica.num_replicas()
+
+    def _nce(self, positive, negatives, training):
+        n, m = float(self.bank_size), float(self.num_negatives)
+        scores = tf.concat([positive[:, None], negatives], axis=1)
+        # Z from the first batch (global mean over replicas), then fixed.
+        local = tf.reshape(tf.reduce_mean(tf.exp(tf.stop_gradient(scores))), [1])
+        estimate = tf.reduce_mean(_cross_replica.all_gather(local)) * n
+        z = tf.where(self.nce_z > 0, tf.convert_to_tensor(self.nce_z), estimate)
+        if training:
+            _cross_replica.assign([(self.nce_z, z)])
+        # log P = s - log Z;  h = P / (P + m / n);  log h = -softplus(log(m / n) - log P).
+        log_p = scores - tf.math.log(z)
+        log_noise = tf.math.log(m / n)
+        log_h_pos = -tf.nn.softplus(log_noise - log_p[:, 0])
+        log_1m_h_neg = -tf.nn.softplus(log_p[:, 1:] - log_noise)
+        return -(log_h_pos + tf.reduce_sum(log_1m_h_neg, axis=1))
+
+    def update_metrics(self, y, out):
+        """`contrastive_accuracy`: how often a sample's own slot is the most
+        similar of those its loss compares it with."""
+        self.contrastive_accuracy_tracker.update_state(tf.cast(out["own_first"], tf.float32))
+
+    def after_step(self, y, out):
+        index = _cross_replica.all_gather(out["index"])
+        features = _cross_replica.all_gather(tf.stop_gradient(
+            tf.cast(out["projections"][:, 0], tf.float32)))
+        self.bank.update(index, features)
+        seen = tf.tensor_scatter_nd_update(tf.convert_to_tensor(self.seen), index[:, None],
+                                           tf.ones_like(index, tf.int32))
+        _cross_replica.assign([(self.seen, seen),
+                               (self.steps_seen, tf.convert_to_tensor(self.steps_seen) + 1)])
+
+    def fit(self, *args, **kwargs):
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [_BankCheck()]
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("views", None)
+        config.update({"bank_size": self.bank_size, "temperature": self.temperature,
+                       "num_negatives": self.num_negatives, "loss": self.npid_loss,
+                       "bank_momentum": self.bank_momentum})
+        return config
+
+
+class _BankCheck(keras.callbacks.Callback):
+    """At the end of the model's first epoch every slot must have been seen,
+    but for fewer than one batch (`drop_remainder` leaves out up to a batch
+    per epoch): a bank larger than the dataset keeps random slots forever."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        model, steps = self.model, int(self.model.steps_seen)
+        if epoch != 0 or steps == 0 or steps != self.params.get("steps"):
+            return                                  # not the model's first epoch
+        seen = int(tf.reduce_sum(tf.cast(model.seen, tf.int64)))
+        if model.bank_size - seen >= seen / steps:
+            self.model.stop_training = True
+            raise ValueError(
+                f"NPIDModel: {model.bank_size - seen} of the bank's {model.bank_size} slots "
+                "were not seen in the first epoch: `bank_size` must be the number of "
+                "samples of the dataset fed through `supcon_tf.data.with_index`.")
