@@ -151,9 +151,10 @@ class MemoryBank(keras.layers.Layer):
     def read(self, index=None):
         """All slots `[size, dim]`, or those at `index`."""
         values = tf.convert_to_tensor(self.values)
-        return values if index is None else tf.gather(values, self._checked(index))
+        return values if index is None else tf.gather(values, self.check_index(index))
 
-    def _checked(self, index):
+    def check_index(self, index):
+        """`index` as int64 `[n]`, with an error for any outside `[0, size)`."""
         index = tf.reshape(tf.cast(index, tf.int64), [-1])
         with tf.control_dependencies([
                 tf.debugging.assert_non_negative(index, message="MemoryBank: negative index"),
@@ -165,7 +166,7 @@ class MemoryBank(keras.layers.Layer):
 
     def update(self, index, features):
         """`v_i <- normalize(m v_i + (1 - m) f_i)` for each `i` of `index`."""
-        index = self._checked(index)
+        index = self.check_index(index)
         features = tf.math.l2_normalize(tf.cast(features, self.values.dtype), axis=1)
         values = tf.convert_to_tensor(self.values)
         mixed = self.momentum * tf.gather(values, index) + (1.0 - self.momentum) * features

@@ -154,7 +154,7 @@ class NPIDModel(ContrastiveModel):
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         _, index = _split(x, type(self).__name__)
-        index = tf.reshape(tf.cast(index, tf.int64), [-1])
+        index = self.bank.check_index(index)
         out["index"] = index
         f = tf.cast(out["projections"][:, 0], tf.float32)
         positive = tf.reduce_sum(self.bank.read(index) * f, axis=1) / self.temperature
@@ -224,10 +224,10 @@ class _BankCheck(keras.callbacks.Callback):
     per epoch): a bank larger than the dataset keeps random slots forever."""
 
     def on_epoch_end(self, epoch, logs=None):
-        model, steps = self.model, int(self.model.steps_seen)
+        model, steps = self.model, int(self.model.steps_seen.numpy())
         if epoch != 0 or steps == 0 or steps != self.params.get("steps"):
             return                                  # not the model's first epoch
-        seen = int(tf.reduce_sum(tf.cast(model.seen, tf.int64)))
+        seen = int(model.seen.numpy().sum())
         if model.bank_size - seen >= seen / steps:
             self.model.stop_training = True
             raise ValueError(
