@@ -35,20 +35,27 @@ class _Classifier(keras.Model):
         build_if_known(self)
 
     def build(self, input_shape):
-        features = feature_shape(self.encoder, input_shape)
+        features = self.features_shape(input_shape)
         if self.feature_norm is not None and not self.feature_norm.built:
             self.feature_norm.build(features)
         if not self.classifier.built:
             self.classifier.build(features)
         self.built = True
 
+    def features_shape(self, input_shape):
+        """The shape of the linear layer's input (building what leads to it)."""
+        return feature_shape(self.encoder, input_shape)
+
+    def features(self, x, training=False):
+        """The linear layer's input: here the encoder's features."""
+        features = self.encoder(x, training=training and not self._frozen)
+        return tf.stop_gradient(features) if self._frozen else features
+
     def call(self, inputs, training=False):
         x = inputs
         if self.augmenter is not None and training:
             x = self.augmenter(x, training=True)
-        features = self.encoder(x, training=training and not self._frozen)
-        if self._frozen:
-            features = tf.stop_gradient(features)
+        features = self.features(x, training=training)
         if self.feature_norm is not None:
             features = self.feature_norm(features, training=training)
         return self.classifier(features)

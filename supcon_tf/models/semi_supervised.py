@@ -84,7 +84,7 @@ class FineTuneClassifier(_Classifier):
                              f"hidden layers. Received: head_layers={head_layers}")
         return list(head.blocks[:head_layers])
 
-    def build(self, input_shape):
+    def features_shape(self, input_shape):
         features = feature_shape(self.encoder, input_shape)
         for dense, norm in zip(self.head_dense, self.head_norms):
             if not dense.built:
@@ -92,11 +92,7 @@ class FineTuneClassifier(_Classifier):
             features = tuple(features[:-1]) + (dense.units,)
             if norm is not None and not norm.built:
                 norm.build(features)
-        if self.feature_norm is not None and not self.feature_norm.built:
-            self.feature_norm.build(features)
-        if not self.classifier.built:
-            self.classifier.build(features)
-        self.built = True
+        return features
 
     def features(self, x, training=False):
         """The classifier's input: encoder features through the kept head layers."""
@@ -107,15 +103,6 @@ class FineTuneClassifier(_Classifier):
                 h = norm(h, training=training)
             h = keras.ops.relu(h)
         return h
-
-    def call(self, inputs, training=False):
-        x = inputs
-        if self.augmenter is not None and training:
-            x = self.augmenter(x, training=True)
-        h = self.features(x, training=training)
-        if self.feature_norm is not None:
-            h = self.feature_norm(h, training=training)
-        return self.classifier(h)
 
     def get_config(self):
         config = super().get_config()
