@@ -8,6 +8,9 @@ CPU. `clustering_accuracy`, `nmi` and `ari` score an assignment against
 labels as scikit-learn's `normalized_mutual_info_score` (arithmetic mean) and
 `adjusted_rand_score` do, and the accuracy of the best one-to-one matching of
 clusters to classes (the Hungarian algorithm, `scipy.optimize`).
+
+For the prototype methods: `concentration` is PCL's per-cluster temperature
+phi, and `sinkhorn` SwAV's equal-partition codes over the global batch.
 """
 
 import numbers
@@ -232,3 +235,101 @@ def cluster_scores(embeddings, labels, k, metric="cosine", restarts=3, seed=0):
     return {"accuracy": clustering_accuracy(labels, assignments),
             "nmi": nmi(labels, assignments), "ari": ari(labels, assignments),
             "inertia": inertia}
+
+
+def concentration(x, assignments, centroids, temperature=0.1, alpha=10.0):
+    """PCL's concentration phi of each cluster (Li et al., ICLR 2021), as
+    salesforce/PCL estimates it after k-means.
+
+    For a cluster with `n > 1` members at Euclidean distances `d` from its
+    centroid, `phi = mean(d) / log(n + alpha)`; clusters of one member get the
+    largest phi of the others. Then phi is clipped to its 10th-90th
+    percentile over the clusters and scaled so that its mean is
+    `temperature`.
+
+    Args:
+        x: `[n, dim]` embeddings (PCL's are L2-normalised).
+        assignments: `[n]` cluster ids in `[0, k)`.
+        centroids: `[k, dim]` the clusters' centroids (before PCL normalises them).
+        temperature: The mean of the result, > 0. Defaults to 0.1.
+        alpha: Smoothing of the cluster size, > 0. Defaults to 10.0.
+
+    Returns:
+        A float32 numpy array `[k]`.
+    """
+    x = np.asarray(x, np.float64)
+    centroids = np.asarray(centroids, np.float64)
+    assignments = np.asarray(assignments)
+    if x.ndim != 2 or centroids.ndim != 2 or centroids.shape[1] != x.shape[1]:
+        raise ValueError("`x` must be [n, dim] and `centroids` [k, dim]. Received shapes "
+                         f"{x.shape} and {centroids.shape}")
+    k = len(centroids)
+    if assignments.shape != (len(x),) or not np.issubdtype(assignments.dtype, np.integer) \
+            or (len(x) and (assignments.min() < 0 or assignments.max() >= k)):
+        raise ValueError(f"`assignments` must be [n] integer ids in [0, {k}). Received shape "
+                         f"{assignments.shape}, dtype {assignments.dtype}")
+    for name, value in (("temperature", temperature), ("alpha", alpha)):
+        if not value > 0:
+            raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
+    distances = np.linalg.norm(x - centroids[assignments], axis=1)
+    counts = np.bincount(assignments, minlength=k)
+    sums = np.bincount(assignments, weights=distances, minlength=k)
+    phi = np.zeros(k)
+    many = counts > 1
+    phi[many] = sums[many] / counts[many] / np.log(counts[many] + alpha)
+    phi[~many] = phi.max()
+    phi = np.clip(phi, np.percentile(phi, 10), np.percentile(phi, 90))
+    mean = phi.mean()
+    if mean <= 0:
+        raise ValueError("Every cluster's concentration is 0 (all members on their "
+                         "centroids); there is nothing to scale.")
+    return (temperature * phi / mean).astype(np.float32)
+
+
+def sinkhorn(scores, iterations=3, epsilon=0.05):
+    """SwAV's codes: the Sinkhorn-Knopp equal-partition assignment of a batch
+    to prototypes (Caron et al., NeurIPS 2020), over the global batch.
+
+    `Q = exp(scores / epsilon)`, normalised to sum 1, then `iterations`
+    times: each prototype's row (summed over every replica's batch) scaled to
+    `1 / K`, each sample's column to `1 / B` (`B` the global batch); the
+    result is `B * Q`: each sample's code sums to 1 over the prototypes, and
+    each prototype's share of the batch tends to `B / K` as the iterations
+    grow (SwAV's 3 leave it approximate: a soft equal partition).
+    Under `tf.distribute` each replica passes its own rows and the sums are
+    taken over all replicas, as SwAV's `distributed_sinkhorn` does. No
+    gradient flows through the codes.
+
+    Args:
+        scores: `[batch, K]` similarities of embeddings to prototypes.
+        iterations: Sinkhorn iterations, >= 1. Defaults to 3 (SwAV's).
+        epsilon: Entropy regularisation, > 0. Defaults to 0.05 (SwAV's).
+
+    Returns:
+        The codes `[batch, K]` of this replica's samples.
+    """
+    from supcon_tf import _cross_replica
+
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) \
+            or iterations < 1:
+        raise ValueError(f"`iterations` must be an integer >= 1. Received: iterations={iterations!r}")
+    if not epsilon > 0:
+        raise ValueError(f"`epsilon` must be > 0. Received: epsilon={epsilon!r}")
+    scores = tf.stop_gradient(tf.cast(scores, tf.float32))
+    if scores.shape.rank != 2:
+        raise ValueError(f"`scores` must be [batch, K]. Received: scores.shape={scores.shape}")
+
+    def total(v):          # the sum over replicas of a per-replica tensor
+        return tf.reduce_sum(_cross_replica.all_gather(v[None]), axis=0)
+
+    logits = scores / epsilon
+    # A shift by the global maximum: the normalisations below cancel it.
+    shift = tf.reduce_max(_cross_replica.all_gather(tf.reduce_max(logits)[None]))
+    q = tf.transpose(tf.exp(logits - shift))                    # [K, b]
+    k = tf.cast(tf.shape(q)[0], tf.float32)
+    batch = total(tf.cast(tf.shape(q)[1], tf.float32)[None])[0]
+    q /= total(tf.reduce_sum(q)[None])[0]
+    for _ in range(int(iterations)):
+        q /= total(tf.reduce_sum(q, axis=1))[:, None] * k
+        q /= tf.reduce_sum(q, axis=0, keepdims=True) * batch
+    return tf.transpose(q * batch)

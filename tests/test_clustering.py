@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 # scikit-learn is in the test extra (setup.cfg): the reference these compare with.
 from sklearn.cluster import KMeans
@@ -83,3 +84,80 @@ def test_bad_input():
         evaluation.cluster_scores(x, y[:-1], k=2)
     with pytest.raises(ValueError, match="same length"):
         clustering.nmi([0, 1], [0])
+
+
+def _phi_reference(x, assignments, centroids, temperature, alpha=10.0):
+    """salesforce/PCL's run_kmeans concentration, transcribed (distances are
+    faiss's squared L2, square-rooted there)."""
+    k = len(centroids)
+    dcluster = [[] for _ in range(k)]
+    for im, i in enumerate(assignments):
+        dcluster[i].append(np.sum((x[im] - centroids[i]) ** 2))
+    density = np.zeros(k)
+    for i, dist in enumerate(dcluster):
+        if len(dist) > 1:
+            density[i] = (np.asarray(dist) ** 0.5).mean() / np.log(len(dist) + alpha)
+    dmax = density.max()
+    for i, dist in enumerate(dcluster):
+        if len(dist) <= 1:
+            density[i] = dmax
+    density = density.clip(np.percentile(density, 10), np.percentile(density, 90))
+    return temperature * density / density.mean()
+
+
+def test_concentration_matches_pcl():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    centroids, assignments, _ = clustering.kmeans(x.astype("float32"), 12, seed=0)
+    assignments = assignments.copy()
+    assignments[0] = 11          # make sure of a singleton and an empty cluster
+    assignments[assignments == 11] = 10
+    assignments[0] = 11
+    phi = clustering.concentration(x, assignments, centroids, temperature=0.2)
+    expected = _phi_reference(x, assignments, np.asarray(centroids, np.float64), 0.2)
+    np.testing.assert_allclose(phi, expected, rtol=1e-5)
+    assert phi.mean() == pytest.approx(0.2, rel=1e-5)
+    with pytest.raises(ValueError, match="assignments"):
+        clustering.concentration(x, assignments + 1, centroids)
+    with pytest.raises(ValueError, match="temperature"):
+        clustering.concentration(x, assignments, centroids, temperature=0)
+
+
+def _sinkhorn_reference(scores, iterations=3, epsilon=0.05):
+    """SwAV's distributed_sinkhorn on one process, transcribed."""
+    q = np.exp(scores / epsilon).T
+    b, k = q.shape[1], q.shape[0]
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(axis=1, keepdims=True)
+        q /= k
+        q /= q.sum(axis=0, keepdims=True)
+        q /= b
+    return (q * b).T
+
+
+def test_sinkhorn_matches_swav_and_sums_as_specified():
+    rng = np.random.default_rng(6)
+    scores = rng.uniform(-1, 1, size=(32, 5)).astype("float32")
+    codes = clustering.sinkhorn(tf.constant(scores)).numpy()
+    np.testing.assert_allclose(codes, _sinkhorn_reference(scores.astype(np.float64)),
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(codes.sum(axis=1), 1.0, rtol=1e-5)       # each sample
+    # Each prototype's share converges to B / K with the iterations (3 leave it rough).
+    many = clustering.sinkhorn(tf.constant(scores), iterations=50).numpy()
+    np.testing.assert_allclose(many.sum(axis=0), 32 / 5, rtol=1e-4)
+    with pytest.raises(ValueError, match="iterations"):
+        clustering.sinkhorn(scores, iterations=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        clustering.sinkhorn(scores, epsilon=0)
+
+
+def test_sinkhorn_two_replicas_equal_one_device(strategy):
+    scores = np.random.default_rng(7).uniform(-1, 1, size=(16, 4)).astype("float32")
+    one = clustering.sinkhorn(tf.constant(scores)).numpy()
+    ds = tf.data.Dataset.from_tensor_slices(scores).batch(16)
+    batch = next(iter(strategy.experimental_distribute_dataset(ds)))
+    per_replica = strategy.run(tf.function(clustering.sinkhorn), args=(batch,))
+    two = np.concatenate([v.numpy() for v in strategy.experimental_local_results(per_replica)])
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-7)
