@@ -116,3 +116,21 @@ def assign(pairs):
                                      args=(value,), group=False)
 
     ctx.merge_call(merge, args=([value for _, value in pairs],))
+
+
+def scatter_update(variable, indices, updates):
+    """`variable[indices] = updates` in place (`indices` `[n, 1]` rows of a
+    Keras variable), from a replica context where every replica computed the
+    same update, as `assign` does; no copy of the whole variable is made.
+    Returns nothing."""
+    indices, updates = tf.convert_to_tensor(indices), tf.convert_to_tensor(updates)
+    ctx = replica_context()
+    if ctx is None:
+        variable.value.scatter_nd_update(indices, updates)
+        return
+
+    def merge(strategy, i, u):
+        strategy.extended.update(variable.value, lambda var, i, u: var.scatter_nd_update(i, u),
+                                 args=(i, u), group=False)
+
+    ctx.merge_call(merge, args=(indices, updates))

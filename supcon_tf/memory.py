@@ -87,19 +87,19 @@ class FeatureQueue(keras.layers.Layer):
         keys = tf.cast(keys[n - kept:], self.values.dtype)
         pointer = tf.convert_to_tensor(self.pointer)
         slots = ((pointer + n - kept + tf.range(kept, dtype=tf.int64)) % self.size)[:, None]
-        updates = [(self.values,
-                    tf.tensor_scatter_nd_update(tf.convert_to_tensor(self.values), slots, keys)),
-                   (self.pointer, (pointer + n) % self.size),
-                   (self.count, tf.minimum(tf.convert_to_tensor(self.count) + n, self.size))]
         if self.with_labels:
             labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
             with tf.control_dependencies([tf.debugging.assert_equal(
                     tf.shape(labels, out_type=tf.int64)[0], n,
                     message="FeatureQueue.enqueue: one label per key")]):
                 labels = tf.identity(labels[n - kept:])
-            updates.append((self.labels, tf.tensor_scatter_nd_update(
-                tf.convert_to_tensor(self.labels), slots, labels)))
-        _cross_replica.assign(updates)
+        # In place: only the written slots move (not a copy of the whole queue).
+        _cross_replica.scatter_update(self.values, slots, keys)
+        if self.with_labels:
+            _cross_replica.scatter_update(self.labels, slots, labels)
+        _cross_replica.assign([(self.pointer, (pointer + n) % self.size),
+                               (self.count, tf.minimum(tf.convert_to_tensor(self.count) + n,
+                                                       self.size))])
 
     def reset(self):
         """Empties the queue."""
@@ -170,9 +170,8 @@ class MemoryBank(keras.layers.Layer):
         features = tf.math.l2_normalize(tf.cast(features, self.values.dtype), axis=1)
         values = tf.convert_to_tensor(self.values)
         mixed = self.momentum * tf.gather(values, index) + (1.0 - self.momentum) * features
-        updated = tf.tensor_scatter_nd_update(values, index[:, None],
-                                              tf.math.l2_normalize(mixed, axis=1))
-        _cross_replica.assign([(self.values, updated)])
+        _cross_replica.scatter_update(self.values, index[:, None],
+                                      tf.math.l2_normalize(mixed, axis=1))
 
     def call(self, inputs=None):
         return self.read()

@@ -200,10 +200,8 @@ class NPIDModel(ContrastiveModel):
         features = _cross_replica.all_gather(tf.stop_gradient(
             tf.cast(out["projections"][:, 0], tf.float32)))
         self.bank.update(index, features)
-        seen = tf.tensor_scatter_nd_update(tf.convert_to_tensor(self.seen), index[:, None],
-                                           tf.ones_like(index, tf.int32))
-        _cross_replica.assign([(self.seen, seen),
-                               (self.steps_seen, tf.convert_to_tensor(self.steps_seen) + 1)])
+        _cross_replica.scatter_update(self.seen, index[:, None], tf.ones_like(index, tf.int32))
+        _cross_replica.assign([(self.steps_seen, tf.convert_to_tensor(self.steps_seen) + 1)])
 
     def fit(self, *args, **kwargs):
         callbacks = list(kwargs.pop("callbacks", None) or []) + [_BankCheck()]
