@@ -4,15 +4,16 @@ maths. `BarlowTwinsLoss` and `VICRegLoss` are statistics of the whole batch
 and return one value per batch; `BYOLLoss` is BYOL's and SimSiam's
 normalised distance, from Keras's own cosine similarity.
 `HardNegativeLoss` is HCL's reweighted negatives (with `beta=0` the debiased
-loss)."""
+loss). `proto_nce` is PCL's prototype term for one clustering."""
 
 from supcon_tf.losses.byol import BYOLLoss
 from supcon_tf.losses.hard_negative import HardNegativeLoss, hard_negative_loss
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
+from supcon_tf.losses.proto import proto_nce
 from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
                                          vicreg_loss, vicreg_terms)
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "HardNegativeLoss", "MoCoLoss", "SupConLoss",
            "VICRegLoss", "barlow_twins_loss", "hard_negative_loss", "moco_loss",
-           "supcon_loss", "vicreg_loss", "vicreg_terms"]
+           "proto_nce", "supcon_loss", "vicreg_loss", "vicreg_terms"]

@@ -1,0 +1,56 @@
+"""PCL's prototype term, ProtoNCE's second part (Li et al., ICLR 2021)."""
+
+import numbers
+
+import tensorflow as tf
+
+from supcon_tf import _cross_replica
+
+
+def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)):
+    """Per-query ProtoNCE term of one clustering, as salesforce/PCL computes it.
+
+    The candidates are the positive prototype of every query of the (global)
+    batch, in batch order, then `r = num_negatives` prototypes drawn without
+    replacement from the clusters that are no query's positive (all of them
+    when fewer remain). Query `i`'s logits are `q_i . c_j / phi_j` over the
+    candidates and its target is candidate `i`, its own positive: as in PCL,
+    another query's positive prototype is a negative even when it is the same
+    cluster.
+
+    Under `tf.distribute` the candidates come from the global batch (the
+    targets are all-gathered) and every replica draws the same negatives
+    (`seed`), so the replicas' terms are those of one device with the global
+    batch.
+
+    Args:
+        queries: `[batch, dim]` L2-normalised query embeddings of this replica.
+        centroids: `[k, dim]` L2-normalised prototypes.
+        phi: `[k]` the prototypes' concentrations (`clustering.concentration`).
+        targets: `[batch]` each query's cluster id.
+        num_negatives: `r`, >= 1. Defaults to 16000 (PCL's).
+        seed: A stateless seed `[2]` for the draw (the same on every replica).
+
+    Returns:
+        The per-query cross-entropy `[batch]`.
+    """
+    if isinstance(num_negatives, bool) or not isinstance(num_negatives, numbers.Integral) \
+            or num_negatives < 1:
+        raise ValueError("`num_negatives` must be an integer >= 1. "
+                         f"Received: num_negatives={num_negatives!r}")
+    queries = tf.cast(queries, tf.float32)
+    centroids = tf.cast(centroids, tf.float32)
+    phi = tf.cast(phi, tf.float32)
+    targets = tf.reshape(tf.cast(targets, tf.int32), [-1])
+    k = tf.shape(centroids)[0]
+    everyone, offset = _cross_replica.global_batch(targets)
+    # Clusters that are nobody's positive, in a random order: the first r are the draw.
+    used = tf.scatter_nd(everyone[:, None], tf.ones_like(everyone), [k]) > 0
+    noise = tf.random.stateless_uniform([k], tf.cast(seed, tf.int64))
+    order = tf.argsort(tf.where(used, 2.0, noise))            # unused first, shuffled
+    r = tf.minimum(num_negatives, k - tf.reduce_sum(tf.cast(used, tf.int32)))
+    candidates = tf.concat([everyone, order[:r]], axis=0)
+    logits = tf.matmul(queries, tf.gather(centroids, candidates), transpose_b=True)
+    logits /= tf.gather(phi, candidates)[None]
+    own = tf.range(tf.shape(queries)[0]) + tf.cast(offset, tf.int32)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(own, logits)
