@@ -1,5 +1,5 @@
 """Stage 1: contrastive pretraining of an encoder (SupCon, SimCLR, MoCo v2,
-BYOL, SimSiam, Barlow Twins, VICReg, NPID).
+BYOL, SimSiam, Barlow Twins, VICReg, NPID, PCL).
 
     python examples/pretrain.py --method supcon --epochs 10 --model_dir runs/supcon
     python examples/pretrain.py --method moco --temperature 0.2 --model_dir runs/moco
@@ -7,6 +7,7 @@ BYOL, SimSiam, Barlow Twins, VICReg, NPID).
     python examples/pretrain.py --method supcon --long_tailed_ratio 100 --positives_cap 4  # KCL
     python examples/pretrain.py --method byol --projection_hidden_dims 512 --model_dir runs/byol
     python examples/pretrain.py --method npid --temperature 0.07 --model_dir runs/npid
+    python examples/pretrain.py --method pcl --num_clusters 10,20,50 --model_dir runs/pcl
     python examples/pretrain.py --method barlow --projection_dim 1024 \
         --projection_hidden_dims 1024,1024 --model_dir runs/barlow
 
@@ -34,7 +35,7 @@ import tensorflow as tf
 import supcon_tf as sct
 
 FLAGS = flags.FLAGS
-METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg", "npid"]
+METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg", "npid", "pcl"]
 NO_NEGATIVES = ("byol", "simsiam", "barlow", "vicreg")
 flags.DEFINE_enum("method", "supcon", METHODS,
                   "supcon uses the labels; the others ignore them (except for the online "
@@ -43,6 +44,9 @@ flags.DEFINE_enum("npid_loss", "nce", ["nce", "softmax"], "NPID: NCE or the "
                   "non-parametric softmax.")
 flags.DEFINE_integer("npid_negatives", 4096, "NPID: bank negatives per step (0: every slot, "
                      "--npid_loss softmax only).")
+flags.DEFINE_list("num_clusters", ["10", "20", "50"], "PCL: k-means cluster counts.")
+flags.DEFINE_integer("pcl_warmup_epochs", 1, "PCL: epochs of InfoNCE alone first.")
+flags.DEFINE_integer("pcl_negatives", 16000, "PCL: negative prototypes per clustering (r).")
 flags.DEFINE_integer("queue_size", None,
                      "MoCo's queue of past keys (default 4096 for --method moco). With "
                      "--method supcon: SupCon with a momentum encoder and a labelled queue.")
@@ -235,13 +239,13 @@ def main(argv):
         raise app.UsageError(f"--color_strength needs --augment simclr. Received: "
                              f"--augment {FLAGS.augment}")
     queue_size = FLAGS.queue_size
-    if FLAGS.method == "moco" and queue_size is None:
+    if FLAGS.method in ("moco", "pcl") and queue_size is None:
         queue_size = 4096
     if FLAGS.method == "npid" and (FLAGS.loss != "supcon" or FLAGS.views != 2 or FLAGS.imix
                                    or FLAGS.adversarial_eps):
         raise app.UsageError("--method npid takes one view per image and its own loss "
                              "(--npid_loss); not --loss, --views, --imix or --adversarial_eps.")
-    if FLAGS.method not in ("moco", "supcon") and queue_size is not None:
+    if FLAGS.method not in ("moco", "supcon", "pcl") and queue_size is not None:
         raise app.UsageError(f"--queue_size is for --method moco or supcon ({FLAGS.method} "
                              "has no queue).")
     if FLAGS.mochi and queue_size is None:
@@ -268,9 +272,10 @@ def main(argv):
                                      FLAGS.long_tailed_profile, seed=FLAGS.seed).cache()
     image_shape = tuple(train.element_spec[0].shape)
     bank_size = int(train.cardinality())
-    if FLAGS.method in ("simclr", "moco"):
+    in_order = train.map(lambda image, label: image)     # PCL clusters these, unshuffled
+    if FLAGS.method in ("simclr", "moco", "pcl"):
         train = train.map(lambda image, label: image)
-    if FLAGS.method == "npid":
+    if FLAGS.method in ("npid", "pcl"):
         # Each sample's index, before shuffling: its slot in the memory bank.
         train = sct.data.with_index(train)
     # The methods without negatives keep the labels for their online probe only.
@@ -309,6 +314,21 @@ def main(argv):
         elif FLAGS.method in NO_NEGATIVES:
             model = no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes)
             loss = None                      # the method's own
+        elif FLAGS.method == "pcl":
+            try:
+                clusters = tuple(int(k) for k in FLAGS.num_clusters)
+            except ValueError:
+                raise app.UsageError("--num_clusters takes integers separated by commas. "
+                                     f"Received: {','.join(FLAGS.num_clusters)}") from None
+            head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
+                                             synchronized_bn=sync_bn)
+            model = sct.models.PCLModel(
+                encoder, bank_size, num_clusters=clusters,
+                warmup_epochs=FLAGS.pcl_warmup_epochs,
+                num_prototype_negatives=FLAGS.pcl_negatives, head=head, augmenter=augmenter,
+                queue_size=queue_size, momentum=FLAGS.momentum, temperature=FLAGS.temperature,
+                bn_groups=FLAGS.bn_groups)
+            loss = None                      # InfoNCE + ProtoNCE
         elif queue_size is None:
             head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
                                              synchronized_bn=sync_bn)
@@ -348,6 +368,8 @@ def main(argv):
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)
                  if chief else _RestoreOnly(backup_dir),
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))]
+    if FLAGS.method == "pcl":
+        callbacks.append(sct.models.PCLClustering(in_order))
     model.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose if chief else 0,
               callbacks=callbacks + ([record] if record else []))
     # Each artifact is written to a temporary name and renamed into place.

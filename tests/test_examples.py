@@ -119,16 +119,22 @@ def test_other_entry_points_run(tmp_path, script, extra):
      "BarlowTwinsModel"),
     ("vicreg", ["--projection_hidden_dims", "32,32", "--vicreg_cov", "2"], "VICRegModel"),
     ("npid", ["--npid_negatives", "64", "--temperature", "0.07"], "NPIDModel"),
+    ("pcl", ["--num_clusters", "4,8", "--pcl_warmup_epochs", "0", "--queue_size", "64"],
+     "PCLModel"),
 ])
 def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     out = _run("pretrain.py", "--train_size", "256", "--batch_size", "128", "--width", "0.0625",
                "--verbose", "2", "--epochs", "1", "--projection_dim", "16",
                "--model_dir", str(tmp_path), "--method", method, *extra)
-    assert "probe_accuracy" in out and "output_std" in out      # labels feed the probe
     import keras
     import supcon_tf
     model = keras.models.load_model(str(tmp_path / "model.keras"))
     assert type(model) is getattr(supcon_tf.models, cls)
+    if method == "pcl":                     # MoCo's inputs: no labels, no probe
+        assert model.num_clusters == (4, 8) and float(model.clustered.numpy()) == 1.0
+        assert "proto_loss" in out
+        return
+    assert "probe_accuracy" in out and "output_std" in out      # labels feed the probe
     if method == "npid":
         assert model.bank_size == 256 and model.num_negatives == 64 and model.head.kind == "linear"
         assert int(model.steps_seen) == 2

@@ -5,7 +5,7 @@
 method is a short subclass: `SupConModel` (SupCon / SimCLR), `MoCoModel`
 (MoCo v2, and SupCon with a labelled queue), `BYOLModel`, `SimSiamModel`,
 `BarlowTwinsModel`, `VICRegModel`, `NPIDModel` (a memory bank of the
-dataset). `LinearClassifier` and
+dataset), `PCLModel` (MoCo with ProtoNCE; `PCLClustering` re-clusters). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -17,6 +17,7 @@ from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel
 from supcon_tf.models.npid import NPIDModel
+from supcon_tf.models.pcl import PCLClustering, PCLModel
 from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
 from supcon_tf.models.semi_supervised import DistillationModel, FineTuneClassifier
 from supcon_tf.models.supcon import SupConModel
@@ -24,5 +25,5 @@ from supcon_tf.models.target import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel",
-           "MomentumModel", "NPIDModel", "SimSiamModel", "SupConModel", "VICRegModel",
+           "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimSiamModel", "SupConModel", "VICRegModel",
            "contrastive_accuracy"]
