@@ -46,6 +46,7 @@ flags.DEFINE_integer("per_class", None, "Labelled examples per class (instead of
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
+flags.DEFINE_integer("test_size", None, "Test on only the first N test images.")
 flags.DEFINE_list("rows", ["ce", "linear", "finetune", "distill"], "Rows to run.")
 flags.DEFINE_integer("head_layers", 1, "Fine-tune from this layer of the projection head.")
 flags.DEFINE_integer("subset_epochs", 60, "Epochs over the labelled subset (ce, linear, finetune).")
@@ -110,7 +111,8 @@ def main(argv):
                               seed=FLAGS.seed)
     everything = sct.data.batches(train.map(lambda x, y: x), FLAGS.batch_size, training=True,
                                   seed=FLAGS.seed)
-    test = sct.data.batches(sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir),
+    test_split = "test" if FLAGS.test_size is None else f"test[:{FLAGS.test_size}]"
+    test = sct.data.batches(sct.data.load(FLAGS.dataset, test_split, data_dir=FLAGS.data_dir),
                             256, training=False)
 
     def augmenter():

@@ -63,7 +63,8 @@ def main(argv):
     if FLAGS.long_tailed_ratio is not None:
         train = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
                                      FLAGS.long_tailed_profile, seed=FLAGS.seed).cache()
-        counts = np.bincount(list(train.map(lambda x, y: y).as_numpy_iterator()))
+        counts = np.bincount(np.concatenate(list(
+            train.map(lambda x, y: y).batch(8192).as_numpy_iterator())))
     image_shape = tuple(train.element_spec[0].shape)
     train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
     if int(train.cardinality()) < 1:

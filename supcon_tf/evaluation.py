@@ -322,8 +322,9 @@ def classifier_accuracy(classifier, dataset, train_counts=None, thresholds=None)
         `overall` and `per_class`.
     """
     labels, preds = [], []
+    logits = tf.function(lambda x: classifier(x, training=False))
     for x, y in dataset:
-        preds.append(np.argmax(np.asarray(classifier(x, training=False)), axis=-1))
+        preds.append(np.argmax(np.asarray(logits(x)), axis=-1))
         labels.append(np.asarray(y).reshape(-1))
     labels, preds = np.concatenate(labels), np.concatenate(preds)
     if train_counts is not None:

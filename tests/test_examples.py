@@ -231,7 +231,8 @@ def test_semi_supervised_example_runs_every_row(tmp_path):
     _run("pretrain.py", *TINY, "--method", "simclr", "--projection_hidden_dims", "16,16",
          "--epochs", "1", "--model_dir", run_dir)
     out = _run("semi_supervised.py", "--pretrained", os.path.join(run_dir, "model.keras"),
-               "--train_size", "512", "--per_class", "5", "--subset_epochs", "1",
+               "--train_size", "512", "--test_size", "256", "--per_class", "5",
+               "--subset_epochs", "1",
                "--distill_epochs", "1", "--batch_size", "64", "--model_dir",
                str(tmp_path / "semi"))
     record = json.loads((tmp_path / "semi" / "semi_supervised.json").read_text())
