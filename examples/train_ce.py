@@ -20,7 +20,6 @@ import time
 
 from absl import app, flags, logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 import supcon_tf as sct
@@ -61,10 +60,9 @@ def main(argv):
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
     counts = None
     if FLAGS.long_tailed_ratio is not None:
-        train = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
-                                     FLAGS.long_tailed_profile, seed=FLAGS.seed).cache()
-        counts = np.bincount(np.concatenate(list(
-            train.map(lambda x, y: y).batch(8192).as_numpy_iterator())))
+        train, counts = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
+                                             FLAGS.long_tailed_profile, seed=FLAGS.seed,
+                                             return_counts=True)
     image_shape = tuple(train.element_spec[0].shape)
     train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
     if int(train.cardinality()) < 1:

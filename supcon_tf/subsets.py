@@ -162,7 +162,8 @@ def long_tailed_counts(n_max, num_classes, imbalance_ratio=100, profile="exponen
     return counts
 
 
-def long_tailed(data, imbalance_ratio=100, profile="exponential", seed=0, n_max=None):
+def long_tailed(data, imbalance_ratio=100, profile="exponential", seed=0, n_max=None,
+                return_counts=False):
     """A long-tailed subset: class c keeps `long_tailed_counts(n_max, ...)[c]` examples.
 
     Class 0 keeps the most (`n_max`), the last class `n_max / imbalance_ratio`.
@@ -181,6 +182,8 @@ def long_tailed(data, imbalance_ratio=100, profile="exponential", seed=0, n_max=
         seed: Seed of the draw. Defaults to 0.
         n_max: Examples of class 0, or None for the largest possible.
             Defaults to None.
+        return_counts: Also return the list of examples kept per class.
+            Defaults to False.
 
     Returns:
         The subset, of the same kind as `data`, in the input's order. With an
@@ -212,4 +215,5 @@ def long_tailed(data, imbalance_ratio=100, profile="exponential", seed=0, n_max=
             raise ValueError(f"`long_tailed`: class {c} has {len(members)} examples, fewer than "
                              f"the {n} its {profile} profile keeps (ratio {imbalance_ratio}).")
         chosen.append(rng.permutation(members)[:n])
-    return take(np.sort(np.concatenate(chosen)))
+    subset = take(np.sort(np.concatenate(chosen)))
+    return (subset, counts) if return_counts else subset

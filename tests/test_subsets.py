@@ -126,6 +126,9 @@ def test_long_tailed_arrays_and_step_profile():
     # examples allow int(n * 0.5 ** 0.5) <= 10 up to n = 15.
     _, y = data.long_tailed(_arrays((30, 10, 30)), imbalance_ratio=2)
     assert np.bincount(y).tolist() == data.long_tailed_counts(15, 3, 2) == [15, 10, 7]
+    (_, y), counts = data.long_tailed(_arrays((30, 10, 30)), imbalance_ratio=2,
+                                      return_counts=True)
+    assert counts == np.bincount(y).tolist() == [15, 10, 7]
 
 
 def test_per_class_and_shot_accuracy():

@@ -23,8 +23,34 @@ def _split(x, name):
     return x["image"], x["index"]
 
 
+class IndexedInputs:
+    """For models whose inputs are `{"image", "index"}` (`data.with_index`):
+    builds from the images' shape, then `build_memory(dim)` with the
+    projection's size; makes views of the images; calls on the images."""
+
+    def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["image"]
+        super().build(input_shape)
+        self.build_memory(
+            self.head.compute_output_shape(feature_shape(self.encoder, input_shape))[-1])
+
+    def build_memory(self, dim):
+        """Creates the model's memory of the dataset (once)."""
+        raise NotImplementedError
+
+    def make_views(self, x):
+        images, _ = _split(x, type(self).__name__)
+        return super().make_views(images)
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            inputs = inputs["image"]
+        return super().call(inputs, training=training)
+
+
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class NPIDModel(ContrastiveModel):
+class NPIDModel(IndexedInputs, ContrastiveModel):
     """Instance discrimination against a memory bank of the whole dataset.
 
     Each image (one augmented view) is embedded and L2-normalised, `f`; the
@@ -110,12 +136,8 @@ class NPIDModel(ContrastiveModel):
         self.nce_z = None
         build_if_known(self)
 
-    def build(self, input_shape):
-        if isinstance(input_shape, dict):
-            input_shape = input_shape["image"]
-        super().build(input_shape)
+    def build_memory(self, dim):
         if self.bank is None:
-            dim = self.head.compute_output_shape(feature_shape(self.encoder, input_shape))[-1]
             self.bank = MemoryBank(self.bank_size, dim, momentum=self.bank_momentum,
                                    name="bank")
             self.nce_z = self.add_weight(shape=(), initializer="zeros", trainable=False,
@@ -135,16 +157,10 @@ class NPIDModel(ContrastiveModel):
         keras.Model.compile(self, optimizer=optimizer, **kwargs)
 
     def make_views(self, x):
-        images, _ = _split(x, type(self).__name__)
-        images = tf.convert_to_tensor(images)
+        images = tf.convert_to_tensor(_split(x, type(self).__name__)[0])
         if images.shape.rank == 4 and self.multi_view is None:
             return images[:, None]           # one view: the images as they come
-        return super().make_views(images)
-
-    def call(self, inputs, training=False):
-        if isinstance(inputs, dict):
-            inputs = inputs["image"]
-        return super().call(inputs, training=training)
+        return super().make_views(x)
 
     def _negatives(self):
         """`m` slot indices, the same on every replica (stateless draw)."""

@@ -11,9 +11,9 @@ import tensorflow as tf
 from supcon_tf import _cross_replica
 from supcon_tf.clustering import concentration, kmeans
 from supcon_tf.losses.proto import proto_nce
-from supcon_tf.models.base import build_if_known, check_int, feature_shape
+from supcon_tf.models.base import build_if_known, check_int
 from supcon_tf.models.moco import MoCoModel
-from supcon_tf.models.npid import _split
+from supcon_tf.models.npid import IndexedInputs, _split
 
 
 def _check_clusters(num_clusters, num_samples):
@@ -32,7 +32,7 @@ def _check_clusters(num_clusters, num_samples):
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class PCLModel(MoCoModel):
+class PCLModel(IndexedInputs, MoCoModel):
     """MoCo v2 with PCL's ProtoNCE (Li et al., ICLR 2021; salesforce/PCL).
 
     The loss is MoCo's InfoNCE plus, once clusters exist, the mean over the
@@ -84,12 +84,8 @@ class PCLModel(MoCoModel):
         super().__init__(encoder, **kwargs)
         build_if_known(self)
 
-    def build(self, input_shape):
-        if isinstance(input_shape, dict):
-            input_shape = input_shape["image"]
-        super().build(input_shape)
+    def build_memory(self, dim):
         if self.prototypes is None:
-            dim = self.head.compute_output_shape(feature_shape(self.encoder, input_shape))[-1]
             self.prototypes = [self.add_weight(shape=(k, dim), initializer="zeros",
                                                trainable=False, name=f"prototypes_{k}")
                                for k in self.num_clusters]
@@ -101,15 +97,6 @@ class PCLModel(MoCoModel):
                                 for k in self.num_clusters]
             self.clustered = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                              name="clustered")
-
-    def make_views(self, x):
-        images, _ = _split(x, type(self).__name__)
-        return super().make_views(images)
-
-    def call(self, inputs, training=False):
-        if isinstance(inputs, dict):
-            inputs = inputs["image"]
-        return super().call(inputs, training=training)
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         info_nce = super().contrastive_loss(x, y, out, sample_weight, training)
