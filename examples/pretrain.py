@@ -1,5 +1,5 @@
 """Stage 1: contrastive pretraining of an encoder (SupCon, SimCLR, MoCo v2,
-BYOL, SimSiam, Barlow Twins, VICReg, NPID, PCL).
+BYOL, SimSiam, Barlow Twins, VICReg, NPID, PCL, SwAV).
 
     python examples/pretrain.py --method supcon --epochs 10 --model_dir runs/supcon
     python examples/pretrain.py --method moco --temperature 0.2 --model_dir runs/moco
@@ -8,6 +8,8 @@ BYOL, SimSiam, Barlow Twins, VICReg, NPID, PCL).
     python examples/pretrain.py --method byol --projection_hidden_dims 512 --model_dir runs/byol
     python examples/pretrain.py --method npid --temperature 0.07 --model_dir runs/npid
     python examples/pretrain.py --method pcl --num_clusters 10,20,50 --model_dir runs/pcl
+    python examples/pretrain.py --method swav --num_prototypes 100 --small_views 4 \
+        --model_dir runs/swav                                 # with multi-crop
     python examples/pretrain.py --method barlow --projection_dim 1024 \
         --projection_hidden_dims 1024,1024 --model_dir runs/barlow
 
@@ -35,7 +37,8 @@ import tensorflow as tf
 import supcon_tf as sct
 
 FLAGS = flags.FLAGS
-METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg", "npid", "pcl"]
+METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg", "npid", "pcl",
+           "swav"]
 NO_NEGATIVES = ("byol", "simsiam", "barlow", "vicreg")
 flags.DEFINE_enum("method", "supcon", METHODS,
                   "supcon uses the labels; the others ignore them (except for the online "
@@ -49,7 +52,16 @@ flags.DEFINE_integer("pcl_warmup_epochs", 1, "PCL: epochs of InfoNCE alone first
 flags.DEFINE_integer("pcl_negatives", 16000, "PCL: negative prototypes per clustering (r).")
 flags.DEFINE_integer("queue_size", None,
                      "MoCo's queue of past keys (default 4096 for --method moco). With "
-                     "--method supcon: SupCon with a momentum encoder and a labelled queue.")
+                     "--method supcon: SupCon with a momentum encoder and a labelled queue. "
+                     "With --method swav: embeddings per coded view joining the Sinkhorn "
+                     "step (default 0, none).")
+flags.DEFINE_integer("num_prototypes", 100, "SwAV: prototypes (K).")
+flags.DEFINE_float("sinkhorn_epsilon", 0.05, "SwAV: Sinkhorn's entropy regularisation.")
+flags.DEFINE_integer("swav_queue_start_epoch", 0, "SwAV: the epoch the queue joins from.")
+flags.DEFINE_integer("freeze_prototypes_steps", 313, "SwAV: steps without prototype updates.")
+flags.DEFINE_integer("small_views", 0, "SwAV: multi-crop's small crops per image.")
+flags.DEFINE_integer("small_crop_size", 14, "SwAV: the small crops' side in pixels.")
+flags.DEFINE_list("small_crop_scale", ["0.05", "0.3"], "SwAV: the small crops' area range.")
 flags.DEFINE_float("momentum", 0.99, "Momentum of MoCo's key encoder or BYOL's target "
                    "(its start, with the cosine schedule).")
 flags.DEFINE_enum("momentum_schedule", None, ["constant", "cosine"],
@@ -187,6 +199,28 @@ def no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes):
                                   **common)
 
 
+def swav_model(encoder, recipe, recipe_args, image_shape, hidden_dims, sync_bn, queue_size,
+               augmenter, probe_classes):
+    small = None
+    if FLAGS.small_views:
+        try:
+            scale = tuple(float(v) for v in FLAGS.small_crop_scale)
+        except ValueError:
+            raise app.UsageError("--small_crop_scale takes two numbers. Received: "
+                                 f"{','.join(FLAGS.small_crop_scale)}") from None
+        size = FLAGS.small_crop_size
+        small = recipe((size, size, image_shape[-1]), seed=FLAGS.seed + 1,
+                       **{**recipe_args, "crop_scale": scale})
+    head = sct.layers.ProjectionHead(FLAGS.projection_dim, hidden_dims=hidden_dims,
+                                     synchronized_bn=sync_bn)
+    return sct.models.SwAVModel(
+        encoder, head=head, augmenter=augmenter, num_prototypes=FLAGS.num_prototypes,
+        temperature=FLAGS.temperature, epsilon=FLAGS.sinkhorn_epsilon, queue_size=queue_size,
+        queue_start_epoch=FLAGS.swav_queue_start_epoch,
+        freeze_prototypes_steps=FLAGS.freeze_prototypes_steps, small_augmenter=small,
+        small_views=FLAGS.small_views, prototype_seed=FLAGS.seed, probe_classes=probe_classes)
+
+
 class _RestoreOnly(keras.callbacks.BackupAndRestore):
     """A non-chief worker's BackupAndRestore: restores from the chief's backup
     (a filesystem all workers share) but never writes or deletes it."""
@@ -245,17 +279,20 @@ def main(argv):
                                    or FLAGS.adversarial_eps):
         raise app.UsageError("--method npid takes one view per image and its own loss "
                              "(--npid_loss); not --loss, --views, --imix or --adversarial_eps.")
-    if FLAGS.method not in ("moco", "supcon", "pcl") and queue_size is not None:
-        raise app.UsageError(f"--queue_size is for --method moco or supcon ({FLAGS.method} "
-                             "has no queue).")
-    if FLAGS.mochi and queue_size is None:
+    if FLAGS.method not in ("moco", "supcon", "pcl", "swav") and queue_size is not None:
+        raise app.UsageError(f"--queue_size is for --method moco, supcon or swav "
+                             f"({FLAGS.method} has no queue).")
+    if FLAGS.small_views and FLAGS.method != "swav":
+        raise app.UsageError("--small_views (multi-crop) is for --method swav.")
+    if FLAGS.mochi and (queue_size is None or FLAGS.method == "swav"):
         raise app.UsageError("--mochi mixes queue negatives: it needs --method moco, or "
                              "--method supcon with --queue_size.")
     if FLAGS.positives_cap is not None and (FLAGS.method != "supcon" or FLAGS.loss != "supcon"
                                             or queue_size is not None):
         raise app.UsageError("--positives_cap is for --method supcon with --loss supcon and "
                              "no queue.")
-    if FLAGS.loss != "supcon" and (queue_size is not None or FLAGS.method in NO_NEGATIVES):
+    if FLAGS.loss != "supcon" and (queue_size is not None
+                                   or FLAGS.method in NO_NEGATIVES + ("swav",)):
         raise app.UsageError(f"--loss {FLAGS.loss} is for --method simclr or supcon without "
                              f"a queue. Received: --method {FLAGS.method}"
                              + (f" --queue_size {queue_size}" if queue_size else ""))
@@ -293,7 +330,10 @@ def main(argv):
                else FLAGS.synchronized_bn)
 
     with strategy.scope():
-        encoder = sct.encoders.get(FLAGS.encoder, image_shape, width=FLAGS.width,
+        # Multi-crop feeds images of two sizes: the encoder takes any size.
+        encoder_shape = (image_shape if not FLAGS.small_views
+                         else (None, None, image_shape[-1]))
+        encoder = sct.encoders.get(FLAGS.encoder, encoder_shape, width=FLAGS.width,
                                    synchronized_bn=sync_bn)
         recipe = sct.augment.supcon if FLAGS.augment == "supcon" else sct.augment.simclr
         recipe_args = ({} if FLAGS.crop_min_scale is None
@@ -302,7 +342,8 @@ def main(argv):
             recipe_args["strength"] = FLAGS.color_strength
         augmenter = recipe(image_shape, seed=FLAGS.seed, **recipe_args)
         probe_classes = (sct.data.num_classes(FLAGS.dataset)
-                         if FLAGS.method in ("supcon", "npid") or FLAGS.method in NO_NEGATIVES
+                         if FLAGS.method in ("supcon", "npid", "swav")
+                         or FLAGS.method in NO_NEGATIVES
                          else None)
         if FLAGS.method == "npid":
             model = sct.models.NPIDModel(
@@ -314,6 +355,10 @@ def main(argv):
         elif FLAGS.method in NO_NEGATIVES:
             model = no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes)
             loss = None                      # the method's own
+        elif FLAGS.method == "swav":
+            model = swav_model(encoder, recipe, recipe_args, image_shape, hidden_dims, sync_bn,
+                               queue_size or 0, augmenter, probe_classes)
+            loss = None                      # its own
         elif FLAGS.method == "pcl":
             try:
                 clusters = tuple(int(k) for k in FLAGS.num_clusters)

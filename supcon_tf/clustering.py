@@ -286,7 +286,7 @@ def concentration(x, assignments, centroids, temperature=0.1, alpha=10.0):
     return (temperature * phi / mean).astype(np.float32)
 
 
-def sinkhorn(scores, iterations=3, epsilon=0.05):
+def sinkhorn(scores, iterations=3, epsilon=0.05, across_replicas=True):
     """SwAV's codes: the Sinkhorn-Knopp equal-partition assignment of a batch
     to prototypes (Caron et al., NeurIPS 2020), over the global batch.
 
@@ -297,16 +297,20 @@ def sinkhorn(scores, iterations=3, epsilon=0.05):
     each prototype's share of the batch tends to `B / K` as the iterations
     grow (SwAV's 3 leave it approximate: a soft equal partition).
     Under `tf.distribute` each replica passes its own rows and the sums are
-    taken over all replicas, as SwAV's `distributed_sinkhorn` does. No
-    gradient flows through the codes.
+    taken over all replicas, as SwAV's `distributed_sinkhorn` does
+    (`across_replicas=False`: `scores` already hold every row, e.g. gathered
+    from the replicas, and no sums cross replicas). No gradient flows through
+    the codes.
 
     Args:
         scores: `[batch, K]` similarities of embeddings to prototypes.
         iterations: Sinkhorn iterations, >= 1. Defaults to 3 (SwAV's).
         epsilon: Entropy regularisation, > 0. Defaults to 0.05 (SwAV's).
+        across_replicas: Sum over the rows of every replica (each passes its
+            own). Defaults to True.
 
     Returns:
-        The codes `[batch, K]` of this replica's samples.
+        The codes `[batch, K]` of the rows given.
     """
     from supcon_tf import _cross_replica
 
@@ -319,12 +323,14 @@ def sinkhorn(scores, iterations=3, epsilon=0.05):
     if scores.shape.rank != 2:
         raise ValueError(f"`scores` must be [batch, K]. Received: scores.shape={scores.shape}")
 
+    gather = _cross_replica.all_gather if across_replicas else tf.identity
+
     def total(v):          # the sum over replicas of a per-replica tensor
-        return tf.reduce_sum(_cross_replica.all_gather(v[None]), axis=0)
+        return tf.reduce_sum(gather(v[None]), axis=0)
 
     logits = scores / epsilon
     # A shift by the global maximum: the normalisations below cancel it.
-    shift = tf.reduce_max(_cross_replica.all_gather(tf.reduce_max(logits)[None]))
+    shift = tf.reduce_max(gather(tf.reduce_max(logits)[None]))
     q = tf.transpose(tf.exp(logits - shift))                    # [K, b]
     k = tf.cast(tf.shape(q)[0], tf.float32)
     batch = total(tf.cast(tf.shape(q)[1], tf.float32)[None])[0]

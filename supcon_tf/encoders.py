@@ -56,8 +56,9 @@ def resnet(depth, input_shape=(32, 32, 3), width=1.0, synchronized_bn=False,
 
     Args:
         depth: 18, 34 or 50.
-        input_shape: `(height, width, channels)` of the images, at least 8x8.
-            Defaults to (32, 32, 3).
+        input_shape: `(height, width, channels)` of the images, at least 8x8;
+            height and width may be None for images of several sizes (SwAV's
+            multi-crop). Defaults to (32, 32, 3).
         width: Channel multiplier (0.25 gives 16-32-64-128 channels for
             ResNet-18). Defaults to 1.0.
         synchronized_bn: Use `BatchNormalization(synchronized=True)`, which
@@ -76,11 +77,12 @@ def resnet(depth, input_shape=(32, 32, 3), width=1.0, synchronized_bn=False,
     if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
         raise ValueError(f"`width` must be a number > 0. Received: width={width!r}")
     try:
-        height, wide, channels = (int(v) for v in input_shape)
+        height, wide, channels = (None if v is None else int(v) for v in input_shape)
     except (TypeError, ValueError):
         raise ValueError("`input_shape` must be (height, width, channels). "
                          f"Received: input_shape={input_shape!r}") from None
-    if min(height, wide) < 8 or channels < 1:
+    if channels is None or channels < 1 or any(
+            v is not None and v < 8 for v in (height, wide)):
         raise ValueError("`input_shape` must be at least (8, 8, 1). "
                          f"Received: input_shape={input_shape!r}")
     kind, counts = _BLOCKS[depth]

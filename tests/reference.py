@@ -270,3 +270,39 @@ def finite_differences(fn, z, eps=1e-5):
         down[index] -= eps
         numeric[index] = (fn(up) - fn(down)) / (2 * eps)
     return numeric
+
+
+def sinkhorn_reference(scores, iterations=3, epsilon=0.05):
+    """SwAV's distributed_sinkhorn on one process, transcribed."""
+    q = np.exp(scores / epsilon).T
+    b, k = q.shape[1], q.shape[0]
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(axis=1, keepdims=True)
+        q /= k
+        q /= q.sum(axis=0, keepdims=True)
+        q /= b
+    return (q * b).T
+
+
+def swav_reference(codes, scores, temperature=0.1):
+    """SwAV's swapped prediction (facebookresearch/swav, main_swav.py), per
+    sample, with loops: for each coded view a, the mean over the other views
+    v of -sum_k q_ak log softmax(s_v / T)_k; then the mean over a."""
+    codes, scores = np.asarray(codes, np.float64), np.asarray(scores, np.float64)
+    batch, coded, _ = codes.shape
+    views = scores.shape[1]
+    out = np.zeros(batch)
+    for i in range(batch):
+        total = 0.0
+        for a in range(coded):
+            sub = 0.0
+            for v in range(views):
+                if v == a:
+                    continue
+                x = scores[i, v] / temperature
+                log_p = x - np.log(np.sum(np.exp(x - x.max()))) - x.max()
+                sub -= np.sum(codes[i, a] * log_p)
+            total += sub / (views - 1)
+        out[i] = total / coded
+    return out

@@ -9,6 +9,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from supcon_tf import clustering, evaluation
+from tests.reference import sinkhorn_reference
 
 
 def _blobs(seed=0, k=5, per=200, dim=8):
@@ -124,24 +125,11 @@ def test_concentration_matches_pcl():
         clustering.concentration(x, assignments, centroids, temperature=0)
 
 
-def _sinkhorn_reference(scores, iterations=3, epsilon=0.05):
-    """SwAV's distributed_sinkhorn on one process, transcribed."""
-    q = np.exp(scores / epsilon).T
-    b, k = q.shape[1], q.shape[0]
-    q /= q.sum()
-    for _ in range(iterations):
-        q /= q.sum(axis=1, keepdims=True)
-        q /= k
-        q /= q.sum(axis=0, keepdims=True)
-        q /= b
-    return (q * b).T
-
-
 def test_sinkhorn_matches_swav_and_sums_as_specified():
     rng = np.random.default_rng(6)
     scores = rng.uniform(-1, 1, size=(32, 5)).astype("float32")
     codes = clustering.sinkhorn(tf.constant(scores)).numpy()
-    np.testing.assert_allclose(codes, _sinkhorn_reference(scores.astype(np.float64)),
+    np.testing.assert_allclose(codes, sinkhorn_reference(scores.astype(np.float64)),
                                rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(codes.sum(axis=1), 1.0, rtol=1e-5)       # each sample
     # Each prototype's share converges to B / K with the iterations (3 leave it rough).

@@ -121,6 +121,8 @@ def test_other_entry_points_run(tmp_path, script, extra):
     ("npid", ["--npid_negatives", "64", "--temperature", "0.07"], "NPIDModel"),
     ("pcl", ["--num_clusters", "4,8", "--pcl_warmup_epochs", "0", "--queue_size", "64"],
      "PCLModel"),
+    ("swav", ["--num_prototypes", "20", "--small_views", "2", "--small_crop_size", "12",
+              "--queue_size", "128", "--freeze_prototypes_steps", "1"], "SwAVModel"),
 ])
 def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     out = _run("pretrain.py", "--train_size", "256", "--batch_size", "128", "--width", "0.0625",
@@ -138,6 +140,11 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     if method == "npid":
         assert model.bank_size == 256 and model.num_negatives == 64 and model.head.kind == "linear"
         assert int(model.steps_seen) == 2
+        return
+    if method == "swav":                    # multi-crop: an encoder for any image size
+        assert model.small_views == 2 and model.num_prototypes == 20 and "code_entropy" in out
+        assert int(model.queues[1].count) == 128 and model.encoder.input_shape[1:3] == (None, None)
+        assert model.small_augmenter.layers[0].get_config()["height"] == 12
         return
     assert not model.head.get_config()["normalize"] and model.head.output_dim == 16
     if method == "byol":
@@ -178,6 +185,7 @@ def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
     (["--method", "byol", "--queue_size", "64"], "byol has no queue"),
     (["--method", "simclr", "--positives_cap", "2"], "--positives_cap is for --method supcon"),
     (["--long_tailed_ratio", "0.5"], "imbalance_ratio"),
+    (["--small_views", "2"], "--small_views (multi-crop) is for --method swav"),
 ])
 def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
     proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY, "--epochs", "1",

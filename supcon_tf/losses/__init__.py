@@ -4,7 +4,8 @@ maths. `BarlowTwinsLoss` and `VICRegLoss` are statistics of the whole batch
 and return one value per batch; `BYOLLoss` is BYOL's and SimSiam's
 normalised distance, from Keras's own cosine similarity.
 `HardNegativeLoss` is HCL's reweighted negatives (with `beta=0` the debiased
-loss). `proto_nce` is PCL's prototype term for one clustering."""
+loss). `proto_nce` is PCL's prototype term for one clustering; `SwAVLoss`
+SwAV's swapped prediction of Sinkhorn codes."""
 
 from supcon_tf.losses.byol import BYOLLoss
 from supcon_tf.losses.hard_negative import HardNegativeLoss, hard_negative_loss
@@ -13,7 +14,8 @@ from supcon_tf.losses.proto import proto_nce
 from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
                                          vicreg_loss, vicreg_terms)
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
+from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "HardNegativeLoss", "MoCoLoss", "SupConLoss",
-           "VICRegLoss", "barlow_twins_loss", "hard_negative_loss", "moco_loss",
-           "proto_nce", "supcon_loss", "vicreg_loss", "vicreg_terms"]
+           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "hard_negative_loss", "moco_loss",
+           "proto_nce", "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -5,7 +5,8 @@
 method is a short subclass: `SupConModel` (SupCon / SimCLR), `MoCoModel`
 (MoCo v2, and SupCon with a labelled queue), `BYOLModel`, `SimSiamModel`,
 `BarlowTwinsModel`, `VICRegModel`, `NPIDModel` (a memory bank of the
-dataset), `PCLModel` (MoCo with ProtoNCE; `PCLClustering` re-clusters). `LinearClassifier` and
+dataset), `PCLModel` (MoCo with ProtoNCE; `PCLClustering` re-clusters), `SwAVModel`
+(swapped prediction of Sinkhorn codes over prototypes). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -21,9 +22,11 @@ from supcon_tf.models.pcl import PCLClustering, PCLModel
 from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
 from supcon_tf.models.semi_supervised import DistillationModel, FineTuneClassifier
 from supcon_tf.models.supcon import SupConModel
+from supcon_tf.models.swav import SwAVModel
 from supcon_tf.models.target import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel",
-           "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimSiamModel", "SupConModel", "VICRegModel",
+           "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimSiamModel", "SupConModel", "SwAVModel",
+           "VICRegModel",
            "contrastive_accuracy"]

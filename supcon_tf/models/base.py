@@ -43,13 +43,14 @@ def feature_shape(encoder, input_shape):
 
 def build_if_known(model):
     """Builds `model` at construction when its encoder declares its input shape
-    (functional models do), so `fit` callbacks such as BackupAndRestore that need
-    a built model work from the first call."""
+    (functional models do; the image size may be None, the channels must be
+    known), so `fit` callbacks such as BackupAndRestore that need a built model
+    work from the first call."""
     try:
         shape = model.encoder.input_shape
     except (AttributeError, ValueError):
         return
-    if isinstance(shape, tuple) and all(d is not None for d in shape[1:]):
+    if isinstance(shape, tuple) and len(shape) > 1 and shape[-1] is not None:
         model.build(shape)
 
 
