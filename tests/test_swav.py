@@ -233,3 +233,18 @@ def test_swav_bad_input():
     with pytest.raises(ValueError, match="steps per epoch"):
         model.fit(tf.data.Dataset.from_tensor_slices(views).batch(4).repeat(), epochs=1,
                   steps_per_epoch=None, verbose=0)
+
+
+def test_loss_and_prototypes_configs_round_trip():
+    loss = SwAVLoss(temperature=0.2)
+    assert SwAVLoss.from_config(loss.get_config()).temperature == 0.2
+    layer = sct.layers.Prototypes(7, seed=3)
+    scores = layer(tf.ones((2, 3, 4)))
+    assert scores.shape == (2, 3, 7)
+    np.testing.assert_allclose(np.linalg.norm(layer.kernel.numpy(), axis=0), 1.0, rtol=1e-6)
+    again = sct.layers.Prototypes.from_config(layer.get_config())
+    assert (again.num_prototypes, again.seed) == (7, 3)
+    with pytest.raises(ValueError, match="num_prototypes"):
+        sct.layers.Prototypes(1)
+    with pytest.raises(ValueError, match="input_shape"):
+        sct.encoders.resnet18((None, None, None))
