@@ -10,5 +10,9 @@ setup:
 quickstart: setup
 	$(PYTHON) examples/quickstart.py
 
+# Two test processes: most of a test's time is single-threaded (Python, tracing,
+# process start-up), so two overlap well even on two cores.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) tests

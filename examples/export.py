@@ -46,6 +46,10 @@ flags.DEFINE_string("registry", None,
                     "Registry file to add the entry to (default: supcon_tf/zoo/registry.json).")
 flags.DEFINE_string("savedmodel_only", None, "Only export a SavedModel to this path.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing entry / SavedModel.")
+flags.DEFINE_integer("eval_train_size", None, "Measure the card's accuracies with only the "
+                     "first N training images (default: all; for quick checks, not the zoo).")
+flags.DEFINE_integer("eval_test_size", None, "Measure them on only the first N test images "
+                     "(default: all).")
 flags.mark_flag_as_required("run_dir")
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -116,6 +120,15 @@ def write_atomic(path, content):
             os.remove(tmp)
 
 
+def _eval_sets(entry):
+    """Which images the card's accuracies come from."""
+    sizes = entry.get("eval_sizes")
+    if not sizes:
+        return "the full training set (60,000) and test set (10,000)"
+    return (f"the first {sizes[0]:,} training images and the first {sizes[1]:,} test images "
+            "(a quick check: `--eval_train_size` / `--eval_test_size`)")
+
+
 def model_card(name, entry):
     flags_ = entry["training_flags"]
     lines = [
@@ -141,8 +154,7 @@ def model_card(name, entry):
         f"| sha256 | `{entry['sha256']}` |", "",
         "Training command (from the repository root):", "", "```bash",
         entry["command"], "```", "",
-        "Accuracies: embeddings of the full training set (60,000) and test set "
-        "(10,000); linear probe = softmax regression on standardised embeddings, "
+        "Accuracies: embeddings of " + _eval_sets(entry) + "; linear probe = softmax regression on standardised embeddings, "
         f"full-batch Adam from zero, {sct.zoo.LINEAR_PROBE['steps']} steps "
         "(`supcon_tf.evaluation.linear_probe`); kNN = cosine, "
         f"k={sct.zoo.KNN['k']}, vote weights exp(sim/{sct.zoo.KNN['temperature']}) "
@@ -253,7 +265,11 @@ def main(argv):
         os.makedirs(os.path.join(cache, name))
         shutil.copy(archive, os.path.join(cache, name, entry["archive"]))
         model = sct.zoo.load(name, cache=cache)
-        result = sct.zoo.evaluate(model, dataset=entry["dataset"])
+        result = sct.zoo.evaluate(model, dataset=entry["dataset"],
+                                  train_size=FLAGS.eval_train_size,
+                                  test_size=FLAGS.eval_test_size)
+    if FLAGS.eval_train_size is not None or FLAGS.eval_test_size is not None:
+        entry["eval_sizes"] = [int(result["train_size"]), int(result["test_size"])]
     entry["linear_top1"] = result["linear_top1"]
     entry["knn_top1"] = result["knn_top1"]
     sct.evaluation.embedding_plot(

@@ -201,7 +201,8 @@ def test_export_script_makes_a_zoo_entry(tmp_path):
     zoo_dir, registry = tmp_path / "zoo", tmp_path / "registry.json"
     out = _run("export.py", "--run_dir", run_dir, "--name", "fashion_mnist_resnet18_supcon",
                "--zoo_dir", str(zoo_dir), "--registry", str(registry),
-               "--command", "python examples/pretrain.py --epochs 1")
+               "--command", "python examples/pretrain.py --epochs 1",
+               "--eval_train_size", "2000", "--eval_test_size", "500")
     assert "fashion_mnist_resnet18_supcon: linear top-1" in out
     entry = json.loads(registry.read_text())["fashion_mnist_resnet18_supcon"]
     folder = zoo_dir / "fashion_mnist_resnet18_supcon"
@@ -214,6 +215,7 @@ def test_export_script_makes_a_zoo_entry(tmp_path):
     assert "fashion_mnist_resnet18_supcon" in (zoo_dir / "README.md").read_text()
     card = (folder / "README.md").read_text()
     assert f"{100 * entry['linear_top1']:.2f}%" in card and entry["sha256"] in card
+    assert entry["eval_sizes"] == [2000, 500] and "first 2,000 training images" in card
     # Refuses to replace the entry without --overwrite.
     proc = subprocess.run([sys.executable, "examples/export.py", "--run_dir", run_dir,
                            "--name", "fashion_mnist_resnet18_supcon", "--zoo_dir",
