@@ -7,7 +7,8 @@ import tensorflow as tf
 from supcon_tf import _cross_replica
 from supcon_tf.layers import ProjectionHead
 from supcon_tf.memory import MemoryBank
-from supcon_tf.models.base import ContrastiveModel, build_if_known, check_int, feature_shape
+from supcon_tf.models.base import (ContrastiveModel, OwnLoss, build_if_known, check_int,
+                                   feature_shape)
 
 LOSSES = ("nce", "softmax")
 
@@ -50,7 +51,7 @@ class IndexedInputs:
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class NPIDModel(IndexedInputs, ContrastiveModel):
+class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
     """Instance discrimination against a memory bank of the whole dataset.
 
     Each image (one augmented view) is embedded and L2-normalised, `f`; the
@@ -109,6 +110,7 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
     """
 
     supports_imix = False
+    own_loss_options = "`loss=` in the constructor"
 
     def __init__(self, encoder, bank_size, head=None, augmenter=None, temperature=0.07,
                  num_negatives=4096, loss="nce", bank_momentum=0.5, probe_classes=None,
@@ -146,15 +148,6 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
                                               trainable=False, name="steps_seen")
             self.seen = self.add_weight(shape=(self.bank_size,), initializer="zeros",
                                         dtype="int32", trainable=False, name="seen")
-
-    def default_loss(self):
-        return None             # the loss is the method's own (contrastive_loss)
-
-    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None:
-            raise ValueError("NPIDModel computes its own loss (`loss=` in the constructor). "
-                             f"Received: loss={loss!r}")
-        keras.Model.compile(self, optimizer=optimizer, **kwargs)
 
     def make_views(self, x):
         images = tf.convert_to_tensor(_split(x, type(self).__name__)[0])

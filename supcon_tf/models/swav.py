@@ -11,8 +11,8 @@ from supcon_tf.clustering import sinkhorn
 from supcon_tf.losses import SwAVLoss
 from supcon_tf.losses._checks import _positive_number
 from supcon_tf.memory import FeatureQueue
-from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_int, check_two_views,
-                                   feature_shape)
+from supcon_tf.models.base import (ContrastiveModel, OwnLoss, build_if_known, check_int,
+                                   check_two_views, feature_shape)
 from supcon_tf.layers import Prototypes, swav_projector
 from supcon_tf._serialization import from_config_with_objects, serialize
 
@@ -21,7 +21,7 @@ CODED_VIEWS = 2
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class SwAVModel(ContrastiveModel):
+class SwAVModel(OwnLoss, ContrastiveModel):
     """SwAV: swapped prediction of Sinkhorn codes over learnable prototypes.
 
     Every view is embedded (encoder, `head`, L2-normalised) and scored against
@@ -88,6 +88,7 @@ class SwAVModel(ContrastiveModel):
     """
 
     supports_imix = False          # the codes are a statistic of the whole batch
+    own_loss_options = "`temperature=` and the Sinkhorn options in the constructor"
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, num_prototypes=3000,
                  temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, queue_size=0,
@@ -134,15 +135,6 @@ class SwAVModel(ContrastiveModel):
         if self.queues is None and self.queue_size:
             self.queues = [FeatureQueue(self.queue_size, dim, name=f"queue_{v}")
                            for v in range(CODED_VIEWS)]
-
-    def default_loss(self):
-        return None             # the loss is the method's own (contrastive_loss)
-
-    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None:
-            raise ValueError("SwAVModel computes its own loss (`temperature=` and the "
-                             f"Sinkhorn options in the constructor). Received: loss={loss!r}")
-        keras.Model.compile(self, optimizer=optimizer, **kwargs)
 
     def on_fit_begin(self, epochs, steps_per_epoch):
         super().on_fit_begin(epochs, steps_per_epoch)
