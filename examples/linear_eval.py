@@ -6,7 +6,9 @@ BatchNorm statistics), reporting test top-1.
 
 Prints test top-1 and per-class accuracy; with --long_tailed_ratio the linear
 layer trains on the same long-tailed subset as pretraining did (same --seed)
-and the many/medium/few-shot split is printed too.
+and the many/medium/few-shot split is printed too; --class_balanced trains
+it with class-balanced sampling (the decoupled classifier stage of the
+long-tail literature).
 
 Writes TensorBoard logs and a resumable `backup/` to --model_dir, and the
 result to `linear_eval.json` there.
@@ -36,6 +38,8 @@ flags.DEFINE_float("long_tailed_ratio", None, "Train on a long-tailed subset "
                    "(supcon_tf.data.long_tailed): largest over smallest class, e.g. 100.")
 flags.DEFINE_enum("long_tailed_profile", "exponential", ["exponential", "step"],
                   "Profile of --long_tailed_ratio.")
+flags.DEFINE_bool("class_balanced", False, "Train the linear layer with class-balanced "
+                  "sampling (supcon_tf.data.class_balanced; epochs keep the set's length).")
 flags.DEFINE_integer("epochs", 10, "Training epochs of the linear layer.")
 flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_float("lr", 1e-2, "Adam learning rate (cosine decay to 0).")
@@ -63,8 +67,16 @@ def main(argv):
                                              FLAGS.long_tailed_profile, seed=FLAGS.seed,
                                              return_counts=True)
     image_shape = tuple(train.element_spec[0].shape)
-    train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
-    if int(train.cardinality()) < 1:
+    size = int(train.cardinality())
+    if FLAGS.class_balanced:
+        # Endless; an epoch is as many whole batches as the set gives.
+        steps = size // FLAGS.batch_size
+        train = sct.data.class_balanced(train.cache(), seed=FLAGS.seed).batch(
+            FLAGS.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    else:
+        train = sct.data.batches(train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
+        steps = int(train.cardinality())
+    if steps < 1:
         raise app.UsageError(f"--batch_size={FLAGS.batch_size} is larger than the training "
                              "set (whole batches only).")
     test = sct.data.batches(sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir),
@@ -77,12 +89,14 @@ def main(argv):
     classifier = sct.models.LinearClassifier(
         encoder, sct.data.num_classes(FLAGS.dataset), augmenter=augmenter)
     schedule = keras.optimizers.schedules.CosineDecay(
-        FLAGS.lr, decay_steps=FLAGS.epochs * int(train.cardinality()))
+        FLAGS.lr, decay_steps=FLAGS.epochs * steps)
     classifier.compile(optimizer=keras.optimizers.Adam(schedule),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                        metrics=["accuracy"])
     start = time.time()
-    classifier.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose, callbacks=[
+    classifier.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose,
+                   steps_per_epoch=steps if FLAGS.class_balanced else None,
+                   callbacks=[
         keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
     ])

@@ -323,4 +323,5 @@ def with_index(dataset):
 
 
 # Few-label and long-tailed subsets live in their own module; they are part of this one's API.
-from supcon_tf.subsets import few_labels, long_tailed, long_tailed_counts  # noqa: E402,F401
+from supcon_tf.subsets import (class_balanced, few_labels, long_tailed,  # noqa: E402,F401
+                               long_tailed_counts)

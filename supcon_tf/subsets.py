@@ -7,7 +7,8 @@ largest class, as the long-tailed CIFAR benchmarks do (Cao et al., NeurIPS
 2019; Kang et al., ICLR 2021). Both are deterministic for a seed, keep the
 dataset's order, and take either a `tf.data.Dataset` of `(image, label)` pairs
 (e.g. from `supcon_tf.data.load`) or a pair of arrays `(images, labels)`; they
-return the same kind.
+return the same kind. `class_balanced` streams a dataset with every class
+drawn equally often (the class-balanced sampling of a decoupled classifier).
 """
 
 import numpy as np
@@ -217,3 +218,37 @@ def long_tailed(data, imbalance_ratio=100, profile="exponential", seed=0, n_max=
         chosen.append(rng.permutation(members)[:n])
     subset = take(np.sort(np.concatenate(chosen)))
     return (subset, counts) if return_counts else subset
+
+
+def class_balanced(data, seed=0):
+    """An endless class-balanced stream of `data`: each example's class is
+    drawn uniformly over the classes present, then an example of that class
+    (each class's examples reshuffled every pass). This is the class-balanced
+    sampling of the decoupled classifier stage on long-tailed data (Kang et
+    al., ICLR 2020 and 2021): the linear layer sees every class equally often.
+
+    Args:
+        data: A `tf.data.Dataset` of `(image, label)` pairs with integer labels.
+        seed: Seed of the class draws and the shuffles. Defaults to 0.
+
+    Returns:
+        An infinite `tf.data.Dataset` of `(image, label)` pairs; take as many
+        as an epoch needs (e.g. `.batch(b).take(len(data) // b)`, or
+        `steps_per_epoch` in `fit`).
+    """
+    if not isinstance(data, tf.data.Dataset):
+        raise TypeError("`class_balanced` takes a tf.data.Dataset of (image, label) pairs. "
+                        f"Received: {type(data).__name__}")
+    labels, _ = _labels_of(data, "class_balanced")
+    _classes(labels, "class_balanced")
+    present = np.flatnonzero(np.bincount(labels))
+    if len(present) < 2:
+        raise ValueError("`class_balanced` needs at least 2 classes. Received labels of "
+                         f"{len(present)} class.")
+    streams = []
+    for i, c in enumerate(present):
+        members = data.filter(lambda x, y, c=int(c): tf.equal(tf.cast(y, tf.int64), c))
+        streams.append(members.cache().shuffle(int(np.sum(labels == c)), seed=seed + i,
+                                               reshuffle_each_iteration=True).repeat())
+    return tf.data.Dataset.sample_from_datasets(
+        streams, weights=[1.0 / len(present)] * len(present), seed=seed)

@@ -71,7 +71,7 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
 
     out = _run("linear_eval.py", "--encoder_path", os.path.join(model_dir, "encoder.keras"),
                "--train_size", "512", "--long_tailed_ratio", "10", "--batch_size", "64",
-               "--epochs", "2", "--verbose", "2")
+               "--epochs", "2", "--verbose", "2", "--class_balanced")
     assert "linear eval: test top-1" in out
     assert "many/medium/few-shot" in out and "per-class top-1" in out
     with open(os.path.join(model_dir, "linear", "linear_eval.json")) as f:
@@ -82,6 +82,7 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     # 12 steps of pretraining: only that the evaluation ran and was recorded
     # (tests/test_learning.py checks that the recipe learns).
     assert 0.0 <= result["test_top1"] <= 1.0 and result["flags"]["epochs"] == 2
+    assert result["flags"]["class_balanced"] and "Epoch 2/2" in out
 
 
 @pytest.mark.parametrize("script,extra", [

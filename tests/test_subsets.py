@@ -131,6 +131,28 @@ def test_long_tailed_arrays_and_step_profile():
     assert counts == np.bincount(y).tolist() == [15, 10, 7]
 
 
+def test_class_balanced_draws_every_class_equally_from_a_long_tail():
+    images, labels = _arrays((200, 40, 8))
+    ds = _dataset(images, labels)
+    stream = data.class_balanced(ds, seed=3)
+    drawn = list(stream.take(3000).as_numpy_iterator())
+    got = np.array([y for _, y in drawn])
+    # Uniform over the 3 classes: 1000 each, binomial sd ~26.
+    assert np.all(np.abs(np.bincount(got) - 1000) < 110), np.bincount(got)
+    # Every draw is an example of the data, with its own label; the rare class
+    # cycles through all its 8 examples.
+    index = {img.tobytes(): y for img, y in zip(images, labels)}
+    assert all(index[x.tobytes()] == y for x, y in drawn)
+    rare = {x.tobytes() for x, y in drawn if y == 2}
+    assert len(rare) == 8
+    again = [y for _, y in data.class_balanced(ds, seed=3).take(50).as_numpy_iterator()]
+    assert again == got[:50].tolist()                        # deterministic for a seed
+    with pytest.raises(TypeError, match="tf.data.Dataset"):
+        data.class_balanced((images, labels))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        data.class_balanced(_dataset(images[:3], np.zeros(3, np.int64)))
+
+
 def test_per_class_and_shot_accuracy():
     labels = np.array([0, 0, 1, 1, 1, 2, 2, 3])
     preds = np.array([0, 1, 1, 1, 0, 2, 0, 0])
