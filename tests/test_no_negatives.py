@@ -12,6 +12,7 @@ from supcon_tf.losses import (BarlowTwinsLoss, BYOLLoss, VICRegLoss, barlow_twin
                               vicreg_loss, vicreg_terms)
 from supcon_tf.momentum import weight_pairs
 from tests.reference import barlow_twins_reference, finite_differences, vicreg_reference
+from tests.resume import killed_then_resumed
 from tests.test_distribute import replicated, single_device
 from tests.test_models import _images
 
@@ -228,30 +229,12 @@ def test_models_train_save_and_resume(tmp_path, cls):
     x, y = _images(32)
     backup = str(tmp_path / "backup")
 
-    class Kill(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                self.model.saved = [w.numpy().copy() for w in self.model.weights]
-                raise KeyboardInterrupt
+    def model():
+        m = _model(cls, probe_classes=4)
+        m.compile(optimizer="adam")
+        return m
 
-    model = _model(cls, probe_classes=4)
-    model.compile(optimizer="adam")
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(x, y, batch_size=16, epochs=4, verbose=0,
-                  callbacks=[keras.callbacks.BackupAndRestore(backup), Kill()])
-    saved = model.saved
-
-    class Check(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            for a, b in zip(self.model.weights, saved):
-                np.testing.assert_array_equal(a.numpy(), b, err_msg=a.path)
-            self.checked = True
-
-    resumed, check = _model(cls, probe_classes=4), Check()
-    resumed.compile(optimizer="adam")
-    history = resumed.fit(x, y, batch_size=16, epochs=4, verbose=0,
-                          callbacks=[keras.callbacks.BackupAndRestore(backup), check]).history
-    assert check.checked and len(history["loss"]) == 2         # epochs 3 and 4
+    resumed, history = killed_then_resumed(model, x, backup, y=y, batch_size=16)
     assert set(history) == {"loss", "contrastive_accuracy", "output_std", "probe_loss",
                             "probe_accuracy"}
     assert all(np.isfinite(history["loss"]))

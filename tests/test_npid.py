@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import supcon_tf as sct
+from tests.resume import killed_then_resumed
 from supcon_tf.memory import MemoryBank
 
 
@@ -137,6 +138,22 @@ def test_npid_trains_updates_the_bank_and_round_trips(tmp_path):
     x = images[:2].astype("float32")
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_npid_resumes_after_kill_with_its_bank_z_and_step_count(tmp_path):
+    images, labels = _data(n=24)
+    ds = sct.data.batches(sct.data.with_index(
+        tf.data.Dataset.from_tensor_slices((images, labels))), 8, training=True, seed=0)
+
+    def model():
+        m = _model("nce", num_negatives=8, n=24)
+        m.compile(optimizer=keras.optimizers.Adam(1e-3))
+        return m
+
+    resumed, history = killed_then_resumed(model, ds, str(tmp_path / "backup"), epochs=3,
+                                           kill_after=2)
+    assert int(resumed.steps_seen) == 9 and float(resumed.nce_z) > 0
+    assert all(np.isfinite(history["loss"]))
 
 
 def test_npid_bad_input():

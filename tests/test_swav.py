@@ -10,6 +10,7 @@ import tensorflow as tf
 import supcon_tf as sct
 from supcon_tf.losses import SwAVLoss, swav_loss
 from tests.reference import finite_differences, sinkhorn_reference, swav_reference
+from tests.resume import killed_then_resumed
 
 
 def _encoder(size=8):
@@ -162,38 +163,17 @@ def test_multi_crop_trains_saves_and_resumes_after_kill(tmp_path):
 
     def model():
         keras.utils.set_random_seed(0)
-        return sct.models.SwAVModel(
+        m = sct.models.SwAVModel(
             _encoder(None), head=sct.layers.ProjectionHead(6, hidden_dims=(8,)),
             augmenter=sct.augment.RandomResizedCrop(10, 10, scale=(0.5, 1.0), seed=0),
             small_augmenter=sct.augment.RandomResizedCrop(5, 5, scale=(0.1, 0.3), seed=1),
             small_views=2, num_prototypes=5, queue_size=16, freeze_prototypes_steps=1,
             probe_classes=4, prototype_seed=0)
+        m.compile(optimizer="adam")
+        return m
 
-    class Kill(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                self.model.saved = [w.numpy().copy() for w in self.model.weights]
-                raise KeyboardInterrupt
-
-    first = model()
-    first.compile(optimizer="adam")
-    with pytest.raises(KeyboardInterrupt):
-        first.fit(images, labels, batch_size=8, epochs=4, verbose=0,
-                  callbacks=[keras.callbacks.BackupAndRestore(backup), Kill()])
-    assert int(first.queues[0].count.numpy()) == 16
-    resumed = model()
-    resumed.compile(optimizer="adam")
-    checked = []
-
-    class Check(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            for a, b in zip(self.model.weights, first.saved):
-                np.testing.assert_array_equal(a.numpy(), b, err_msg=a.path)
-            checked.append(True)
-
-    history = resumed.fit(images, labels, batch_size=8, epochs=4, verbose=0,
-                          callbacks=[keras.callbacks.BackupAndRestore(backup), Check()]).history
-    assert checked and len(history["loss"]) == 2
+    resumed, history = killed_then_resumed(model, images, backup, y=labels, batch_size=8)
+    assert int(resumed.queues[0].count.numpy()) == 16
     assert set(history) == {"loss", "contrastive_accuracy", "output_std", "code_entropy",
                             "probe_loss", "probe_accuracy"}
     assert all(np.isfinite(history["loss"]))
