@@ -1,7 +1,7 @@
 """Step time of each method's `fit` against `SupConModel.fit`, in one run.
 
     python benchmarks/methods.py [--batch 128] [--width 0.125] [--steps 20] [--rounds 3]
-                                 [--set methods|negatives]
+                                 [--set methods|negatives|memory]
 
 Same batch of 2 pre-made views of real Fashion-MNIST images (augmentation
 costs nothing), CIFAR-stem ResNet-18 at --width, AdamW, `jit_compile=False`
@@ -17,6 +17,10 @@ docs/RESULTS.md (64 encoder features at w0.125):
 `--set negatives` times the options of the better-negatives issue instead,
 each against its base: SimCLR with HardNegativeLoss (HCL), with i-Mix
 (mixup), with CLAE (eps 0.03), and MoCo with MoCHi (N 1024, s 1024, s' 256).
+`--set memory` times the methods with a memory of the dataset or prototypes
+against SimCLR: NPID (bank of `batch * steps` slots, 4096 negatives, NCE, one
+view), PCL (MoCo's queue 4096, clusterings of 10, 20 and 50 prototypes already
+in place) and SwAV (100 prototypes, without and with a queue of 1024).
 
 Each model is timed --rounds times, interleaved (the machine is shared and
 noisy); the median images/s is reported, and its step time over SupCon's.
@@ -47,14 +51,16 @@ def premade_views(batch, steps):
 
 def time_fits(models, ds, batch, steps, rounds, base):
     """Median images/s of `fit` for each of `models` (a dict), interleaved;
-    prints a markdown table with step time relative to `models[base]`."""
-    for m in models.values():
-        m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)           # trace
+    prints a markdown table with step time relative to `models[base]`. `ds`
+    is one dataset for all, or a dict of a dataset per model."""
+    data = ds if isinstance(ds, dict) else {name: ds for name in models}
+    for name, m in models.items():
+        m.fit(data[name], steps_per_epoch=3, epochs=1, verbose=0)   # trace
     rates = {name: [] for name in models}
     for _ in range(rounds):
         for name, m in models.items():
             timer = _EpochTimer()
-            m.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+            m.fit(data[name], steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
             rates[name].append(batch * steps / timer.seconds)
     reference = np.median(rates[base])
     print(f"| model | images/s | step time / {base} |")
@@ -119,6 +125,41 @@ def negatives(width):
     return {name: make(name) for name in names}
 
 
+def memory(width, batch, steps):
+    """SimCLR, NPID, PCL and SwAV, with each model's inputs."""
+    L = sct.layers
+    views = premade_views(batch, steps)
+    n = batch * steps
+    index = tf.data.Dataset.range(n).batch(batch, drop_remainder=True).repeat()
+    indexed = tf.data.Dataset.zip(views, index)
+    data = {"simclr": views, "swav": views, "swav + queue": views,
+            "npid": indexed.map(lambda v, i: {"image": v[:, 0], "index": i}),
+            "pcl": indexed.map(lambda v, i: {"image": v, "index": i})}
+
+    def make(name):
+        keras.utils.set_random_seed(0)
+        encoder = sct.encoders.resnet18((28, 28, 1), width=width)
+        loss = None
+        if name == "simclr":
+            m = sct.models.SupConModel(encoder, head=L.ProjectionHead(128, (512,)))
+            loss = sct.losses.SupConLoss(temperature=0.2)
+        elif name == "npid":
+            m = sct.models.NPIDModel(encoder, n, num_negatives=4096)
+        elif name == "pcl":
+            m = sct.models.PCLModel(encoder, n, head=L.ProjectionHead(128, (512,)),
+                                    queue_size=4096)
+            m.set_clusters(np.random.default_rng(0).normal(size=(n, 128)).astype("float32"))
+        else:
+            m = sct.models.SwAVModel(encoder, head=L.ProjectionHead(128, (512,)),
+                                     num_prototypes=100,
+                                     queue_size=1024 if "queue" in name else 0)
+        m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=loss, jit_compile=False)
+        return m
+
+    names = ["simclr", "npid", "pcl", "swav", "swav + queue"]
+    return {name: make(name) for name in names}, data
+
+
 def step_parser(doc):
     """The flags of a step-time benchmark: --batch, --width, --steps, --rounds."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -131,11 +172,15 @@ def step_parser(doc):
 
 def main():
     parser = step_parser(__doc__)
-    parser.add_argument("--set", choices=["methods", "negatives"], default="methods")
+    parser.add_argument("--set", choices=["methods", "negatives", "memory"], default="methods")
     args = parser.parse_args()
     print(f"# {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"\n## step: batch {args.batch} x 2 views, ResNet-18 w{args.width}, "
           f"{args.steps} steps x {args.rounds} rounds (median)")
+    if args.set == "memory":
+        models, data = memory(args.width, args.batch, args.steps)
+        time_fits(models, data, args.batch, args.steps, args.rounds, "simclr")
+        return
     if args.set == "negatives":
         models, base = negatives(args.width), "simclr"
     else:
