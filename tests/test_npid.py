@@ -114,6 +114,9 @@ def test_softmax_losses_match_numpy(num_negatives):
         target = np.zeros(3, int)
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     assert got == pytest.approx(-np.mean(logp[np.arange(3), target]), rel=1e-5)
+    w = np.array([0.0, 1.0, 2.5], "float32")                 # Keras's sum over batch size
+    weighted = float(model.contrastive_loss(x, None, out, tf.constant(w), training=True))
+    assert weighted == pytest.approx(-np.mean(w * logp[np.arange(3), target]), rel=1e-5)
 
 
 def test_npid_trains_updates_the_bank_and_round_trips(tmp_path):

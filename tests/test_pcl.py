@@ -84,6 +84,17 @@ def test_pcl_loss_is_info_nce_plus_the_mean_proto_term():
         seed=(step, m)))) for m, (c, phi, ids) in enumerate(
             zip(model.prototypes, model.phi, model.cluster_ids))])
     assert with_proto - info_nce == pytest.approx(expected, rel=1e-5)
+    # Sample weights weight both parts, per query (Keras's sum over batch size).
+    w = np.array([0, 1, 2, 1, 0.5, 1, 3, 1], "float32")
+    model.clustered.assign(1.0)
+    weighted = float(model.contrastive_loss(x, None, out, tf.constant(w), False))
+    model.clustered.assign(0.0)
+    weighted_nce = float(model.contrastive_loss(x, None, out, tf.constant(w), False))
+    expected = np.mean([float(tf.reduce_mean(w * proto_nce(
+        queries, c, phi, tf.gather(ids, tf.range(8, 16)), num_negatives=4,
+        seed=(step, m)))) for m, (c, phi, ids) in enumerate(
+            zip(model.prototypes, model.phi, model.cluster_ids))])
+    assert weighted - weighted_nce == pytest.approx(expected, rel=1e-5)
 
 
 def test_pcl_bad_input():

@@ -109,6 +109,14 @@ def test_distillation_loss_matches_numpy(temperature, alpha):
     if alpha == 1.0:
         assert float(model.losses_of(tf.constant(x), None, training=False)) == \
             pytest.approx(distill, rel=1e-5)
+    # Sample weights scale each example's terms (sum of weighted terms / count).
+    w = np.array([0.0, 2.0, 1.0, 0.5, 1.0, 3.0])
+    distill_w = np.mean([w[i] * -np.sum(np.exp(_log_softmax(t[i] / temperature))
+                                         * _log_softmax(s[i] / temperature)) for i in range(6)])
+    ce_w = np.mean([w[i] * -_log_softmax(s[i])[y[i]] for i in labelled])
+    got = model.losses_of(tf.constant(x), tf.constant(y), training=False,
+                          sample_weight=tf.constant(w, tf.float32))
+    assert float(got) == pytest.approx(alpha * distill_w + (1 - alpha) * ce_w, rel=1e-5)
 
 
 def test_distillation_trains_the_student_only_and_self_distils():

@@ -181,6 +181,8 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
                     tf.zeros_like(index), logits)
             else:
                 per_sample = self._nce(positive, negatives, training)
+        if sample_weight is not None:             # Keras's "sum over batch size"
+            per_sample *= tf.reshape(tf.cast(sample_weight, per_sample.dtype), [-1])
         return tf.reduce_mean(per_sample) / _cross_replica.num_replicas()
 
     def _nce(self, positive, negatives, training):

@@ -113,7 +113,9 @@ class PCLModel(IndexedInputs, MoCoModel):
                            seed=tf.stack([step, tf.constant(m, tf.int64)]))
                  for m, (c, phi, ids) in enumerate(zip(self.prototypes, self.phi,
                                                        self.cluster_ids))]
-        proto = tf.add_n([tf.reduce_mean(t) for t in terms]) / len(terms)
+        w = (1.0 if sample_weight is None       # Keras's sum over batch size, as InfoNCE
+             else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        proto = tf.add_n([tf.reduce_mean(t * w) for t in terms]) / len(terms)
         proto *= tf.cast(self.clustered, tf.float32)            # 0 until the first clustering
         self.proto_loss_tracker.update_state(proto)
         return info_nce + proto / _cross_replica.num_replicas()

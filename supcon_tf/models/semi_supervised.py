@@ -133,6 +133,9 @@ class DistillationModel(keras.Model):
     (distillation only; `alpha` must then be 1) or `(images, labels)`, where
     a label of -1 marks an unlabelled example: the cross-entropy term averages
     over the labelled examples of the batch, the distillation term over all.
+    Sample weights (`fit(x, y, sample_weight=w)`) scale each example's terms,
+    as Keras's "sum over batch size" reduction does: `sum(w * term) / n` over
+    the examples the term averages.
     The teacher is frozen (`trainable = False`, called with
     `training=False`); the student can be the same architecture
     (self-distillation) or a smaller one. Calling the model returns the
@@ -193,16 +196,18 @@ class DistillationModel(keras.Model):
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
 
-    def losses_of(self, x, y, training):
-        """Per-replica loss terms of a batch: (total, distillation, ce or None,
-        student logits, teacher logits). `y` may be None; -1 marks unlabelled."""
+    def losses_of(self, x, y, training, sample_weight=None):
+        """The loss of this replica's batch (updating the metrics). `y` may be
+        None; -1 marks unlabelled; `sample_weight` `[batch]` or None."""
         if training and self.augmenter is not None:
             x = self.augmenter(x, training=True)
         teacher = tf.stop_gradient(tf.cast(self.teacher(x, training=False), tf.float32))
         student = tf.cast(self.student(x, training=training), tf.float32)
         t = self.temperature
         distill = -tf.reduce_sum(tf.nn.softmax(teacher / t) * tf.nn.log_softmax(student / t), -1)
-        distill = tf.reduce_mean(distill)
+        w = (tf.ones_like(distill) if sample_weight is None
+             else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        distill = tf.reduce_mean(distill * w)
         total = self.alpha * distill
         ce = None
         if y is not None:
@@ -212,7 +217,7 @@ class DistillationModel(keras.Model):
                 tf.maximum(y, 0), student)
             weight = tf.cast(labelled, tf.float32)
             count = tf.reduce_sum(weight)
-            ce = tf.math.divide_no_nan(tf.reduce_sum(per * weight), count)
+            ce = tf.math.divide_no_nan(tf.reduce_sum(per * weight * w), count)
             total += (1.0 - self.alpha) * ce
             hit = tf.cast(tf.equal(tf.argmax(student, -1, output_type=tf.int32), y), tf.float32)
             self.accuracy_tracker.update_state(
@@ -228,9 +233,9 @@ class DistillationModel(keras.Model):
         return total
 
     def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            loss = self.losses_of(x, y, training=True)
+            loss = self.losses_of(x, y, training=True, sample_weight=sample_weight)
             if self.student.losses:
                 loss += tf.add_n([tf.cast(v, tf.float32) for v in self.student.losses])
             # Gradients are summed over replicas: scale each replica's mean.
@@ -242,8 +247,8 @@ class DistillationModel(keras.Model):
         return self._logs(y)
 
     def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self.losses_of(x, y, training=False)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self.losses_of(x, y, training=False, sample_weight=sample_weight)
         return self._logs(y)
 
     def _logs(self, y):
