@@ -3,9 +3,10 @@ the frozen encoder's linear probe clearly better than the same probe on the
 randomly initialised encoder. The probe is the second stage's linear
 classifier, trained on the frozen encoder's features computed once (what
 `LinearClassifier` sees, without running the encoder every probe epoch).
-Measured on a 2-core AMD EPYC (beside a training run), seed 0: 42.3% -> 67.0%
-test top-1 on 2000 test images after 4 epochs over 4096 images (93 s of
-training); with seed 1 the random encoder gives 59.1% and SupCon 71.8%."""
+Measured with this test's settings on a 2-core AMD EPYC (beside a training
+run): 42.3% -> 67.0% test top-1 on 2000 test images after 4 epochs over 4096
+images (93 s of training); with seed 1 instead of 0 everywhere the random
+encoder gives 59.1% and SupCon 71.8%."""
 
 import keras
 import numpy as np
@@ -17,7 +18,7 @@ def _probe_accuracy(encoder, train, test):
     """Top-1 of a linear classifier on frozen features (Adam, 10 epochs)."""
     features = [sct.evaluation.embed(encoder, data, normalize=False) for data in (train, test)]
     labels = [np.concatenate([y.numpy() for _, y in data]) for data in (train, test)]
-    keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(0)
     clf = keras.Sequential([keras.Input(features[0].shape[1:]), keras.layers.Dense(10)])
     clf.compile(optimizer=keras.optimizers.Adam(1e-2),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
