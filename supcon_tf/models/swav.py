@@ -181,40 +181,45 @@ class SwAVModel(OwnLoss, ContrastiveModel):
 
     # -- the loss --------------------------------------------------------------------------
 
-    def _codes(self, scores, view):
-        """Sinkhorn codes `[b, K]` of this replica's rows of `view`, computed
-        over the global batch (and the queue, when it is used)."""
-        everyone, offset = _cross_replica.global_batch(scores)
-        b = tf.shape(scores)[0]
+    def _codes(self, everyone, offset, b, view):
+        """Sinkhorn codes of `view` over the global batch's scores `everyone`
+        `[B, K]` (and the queue, when it is used): `(this replica's rows
+        [b, K], the batch's rows [B, K])`."""
 
         def codes_of(rows, first):
             codes = sinkhorn(rows, self.sinkhorn_iterations, self.epsilon, across_replicas=False)
-            return codes[first + offset:first + offset + b]
+            return codes[first:]
 
         if self.queues is None:
-            return codes_of(everyone, 0)
-        queue = self.queues[view]
-        use = tf.logical_and(
-            tf.equal(tf.convert_to_tensor(queue.count), self.queue_size),
-            self.optimizer.iterations >= tf.convert_to_tensor(self.queue_start_step))
+            batch = codes_of(everyone, 0)
+        else:
+            queue = self.queues[view]
+            use = tf.logical_and(
+                tf.equal(tf.convert_to_tensor(queue.count), self.queue_size),
+                self.optimizer.iterations >= tf.convert_to_tensor(self.queue_start_step))
 
-        def with_queue():
-            kernel = tf.cast(self.prototypes.unit_kernel(), tf.float32)
-            queued = tf.matmul(tf.cast(queue.read()[0], tf.float32), kernel)
-            return codes_of(tf.concat([queued, everyone], axis=0), self.queue_size)
+            def with_queue():
+                kernel = tf.cast(self.prototypes.unit_kernel(), tf.float32)
+                queued = tf.matmul(tf.cast(queue.read()[0], tf.float32), kernel)
+                return codes_of(tf.concat([queued, everyone], axis=0), self.queue_size)
 
-        return tf.cond(use, with_queue, lambda: codes_of(everyone, 0))
+            batch = tf.cond(use, with_queue, lambda: codes_of(everyone, 0))
+        return batch[offset:offset + b], batch
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         scores = out["scores"]
-        codes = tf.stack([self._codes(scores[:, v], v) for v in range(CODED_VIEWS)], axis=1)
-        out["codes"] = codes
+        # One gather of the coded views' scores for the whole step.
+        everyone, offset = _cross_replica.global_batch(scores[:, :CODED_VIEWS])
+        b = tf.shape(scores)[0]
+        codes = [self._codes(everyone[:, v], offset, b, v) for v in range(CODED_VIEWS)]
+        out["batch_codes"] = codes[0][1]                       # for code_entropy
+        codes = tf.stack([local for local, _ in codes], axis=1)
         return self.swav_loss(codes, scores, sample_weight=sample_weight)
 
     def update_metrics(self, y, out):
         super().update_metrics(y, out)
-        if "codes" in out:
-            mean_code = tf.reduce_mean(_cross_replica.all_gather(out["codes"][:, 0]), axis=0)
+        if "batch_codes" in out:
+            mean_code = tf.reduce_mean(out["batch_codes"], axis=0)
             mean_code /= tf.reduce_sum(mean_code)
             self.code_entropy_tracker.update_state(
                 -tf.reduce_sum(mean_code * tf.math.log(mean_code + 1e-12)))
