@@ -133,6 +133,11 @@ flags.DEFINE_bool("synchronized_bn", None,
 flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy; the loss is always computed in float32, and "
                   "mixed_float16 uses loss scaling.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA on the whole training step (Keras's compile(jit_compile=...); "
+                  "auto = Keras's default, off on a CPU). On AVX2 CPUs without bfloat16 "
+                  "arithmetic, true is faster, and mixed_bfloat16 needs it to be usable "
+                  "(docs/BENCHMARKS.md).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 1 progress bar, 2 one line per epoch.")
 
@@ -404,7 +409,8 @@ def main(argv):
             FLAGS.lr, total_steps=total_steps,
             warmup_steps=min(int(FLAGS.warmup_epochs * steps_per_epoch), total_steps - 1))
         model.compile(optimizer=make_optimizer(FLAGS.optimizer, schedule, FLAGS.weight_decay),
-                      loss=loss)
+                      loss=loss, jit_compile={"auto": "auto", "true": True,
+                                              "false": False}[FLAGS.jit_compile])
 
     backup_dir = os.path.join(FLAGS.model_dir, "backup")
     # The backup is deleted only once every artifact is in place (below), so a

@@ -18,11 +18,14 @@ def _env():
             "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def _run(script, *args, timeout=600):
+def _run(script, *args, timeout=600, check=True):
+    """The script's output; check=False expects the run to fail (exit code not 0)."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
                           capture_output=True, text=True, env=_env(), timeout=timeout,
                           cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if not check:
+        assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not check or proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
@@ -87,8 +90,8 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
 
 @pytest.mark.parametrize("script,extra", [
     ("train_ce.py", ["--long_tailed_ratio", "10", "--batch_size", "64"]),
-    ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--crop_min_scale", "0.5",
-                     "--loss", "hcl", "--beta", "1", "--tau_plus", "0.05"]),
+    ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--jit_compile", "true",
+                     "--crop_min_scale", "0.5", "--loss", "hcl", "--beta", "1", "--tau_plus", "0.05"]),
     ("pretrain.py", ["--method", "moco", "--queue_size", "256", "--temperature", "0.2"]),
     ("pretrain.py", ["--method", "supcon", "--queue_size", "256", "--symmetric", "--mochi",
                      "--mochi_n", "64", "--mochi_s", "32", "--mochi_s_prime", "8"]),
@@ -109,6 +112,10 @@ def test_other_entry_points_run(tmp_path, script, extra):
     if "--loss" in extra:
         record = json.loads(open(os.path.join(tmp_path, "pretrain.json")).read())
         assert record["flags"]["loss"] == "hcl" and record["flags"]["tau_plus"] == 0.05
+        assert record["flags"]["jit_compile"] == "true"
+        import keras
+        model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
+        assert model.jit_compile is True                     # XLA on the whole step
 
 
 @pytest.mark.parametrize("method,extra,cls", [
