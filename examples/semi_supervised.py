@@ -22,6 +22,9 @@ Rows, each tested on the full test set:
 
 --pretrained is the `model.keras` that examples/pretrain.py writes (encoder and
 head); with an encoder alone (`encoder.keras`) only --head_layers 0 works.
+`--pretrained zoo:<name>` takes a zoo encoder (e.g.
+`zoo:fashion_mnist_resnet18_simclr`) for the `linear` row only: a zoo entry is
+a SavedModel of L2-normalised embeddings, not a network to fine-tune.
 Prints a table and writes `semi_supervised.json` to --model_dir.
 """
 
@@ -40,7 +43,8 @@ import tensorflow as tf
 import supcon_tf as sct
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("pretrained", None, "model.keras (or encoder.keras) from examples/pretrain.py.")
+flags.DEFINE_string("pretrained", None, "model.keras (or encoder.keras) from examples/pretrain.py, "
+                    "or zoo:<name> (the linear row only).")
 flags.DEFINE_float("fraction", None, "Share of the training set that keeps its labels (0.01, 0.1).")
 flags.DEFINE_integer("per_class", None, "Labelled examples per class (instead of --fraction).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
@@ -65,6 +69,8 @@ flags.mark_flag_as_required("pretrained")
 
 def load_pretrained():
     """A fresh copy of the pretrained (encoder, head or None)."""
+    if FLAGS.pretrained.startswith("zoo:"):
+        return sct.zoo.load(FLAGS.pretrained[len("zoo:"):]), None
     model = keras.models.load_model(FLAGS.pretrained)
     if isinstance(model, sct.models.ContrastiveModel):
         return model.encoder, model.head
@@ -98,6 +104,12 @@ def main(argv):
         raise app.UsageError(f"--rows takes ce, linear, finetune, distill. Received: {unknown}")
     if "distill" in FLAGS.rows and "finetune" not in FLAGS.rows:
         raise app.UsageError("--rows distill needs finetune (the teacher).")
+    if FLAGS.pretrained.startswith("zoo:"):
+        sct.zoo.get(FLAGS.pretrained[len("zoo:"):])       # an unknown name fails here
+        if FLAGS.rows != ["linear"]:
+            raise app.UsageError("--pretrained zoo:<name> runs the linear row only (a zoo "
+                                 "entry is a frozen SavedModel): pass --rows linear. "
+                                 f"Received: --rows {','.join(FLAGS.rows)}")
     os.makedirs(FLAGS.model_dir, exist_ok=True)
     split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)

@@ -258,3 +258,17 @@ def test_semi_supervised_example_runs_every_row(tmp_path):
     assert set(record["results"]) == {"ce", "linear", "finetune", "distill"}
     assert all(0 <= r["test_top1"] <= 1 for r in record["results"].values())
     assert "| distill |" in out
+
+
+def test_semi_supervised_linear_row_on_a_zoo_encoder(tmp_path):
+    # The "SimCLR pretraining (the zoo encoder) + linear eval on the subset".
+    out = _run("semi_supervised.py", "--pretrained", "zoo:fashion_mnist_resnet18_simclr",
+               "--rows", "linear", "--train_size", "1000", "--test_size", "500",
+               "--per_class", "10", "--subset_epochs", "40", "--model_dir", str(tmp_path))
+    record = json.loads((tmp_path / "semi_supervised.json").read_text())
+    assert record["labelled"] == 100 and set(record["results"]) == {"linear"}
+    # 10 labels per class on the zoo's SimCLR features: far above chance (10%).
+    assert record["results"]["linear"]["test_top1"] > 0.5, out[-2000:]
+    bad = _run("semi_supervised.py", "--pretrained", "zoo:fashion_mnist_resnet18_simclr",
+               "--fraction", "0.01", check=False)
+    assert "runs the linear row only" in bad and "Received: --rows ce,linear" in bad
