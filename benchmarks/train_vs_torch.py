@@ -38,6 +38,16 @@ interleaved, median reported):
     tf-nodnn      ... with TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's own kernels)
     tf-nometrics  ... without the contrastive-accuracy metric: the most that
                   fusing it into the loss pass could save
+    tf-fusedbn    ... with every BatchNormalization replaced by one on TensorFlow's
+                  fused kernel (tf.compat.v1.nn.fused_batch_norm; same values);
+                  tf-fusedbn-xla adds jit_compile=True
+    tf-flipconv   ... with every 3x3 stride-1 convolution's input gradient computed
+                  as a forward convolution with the flipped kernel (instead of
+                  TensorFlow's Conv2DBackpropInput; same values)
+    tf-nobn       ... with no BatchNormalization at all: not the same model, only
+                  the bound on what any BatchNorm kernel could save
+    (the last four are experiments of issue 20, in this file only, not layers of
+    the library; not in the default list)
     torch         eager, NCHW, float32
     torch-cl      eager, channels_last, float32
     torch-cl-bf16 eager, channels_last, torch.autocast(bfloat16) around the
@@ -60,7 +70,8 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("tf", "tf-bf16", "tf-xla", "tf-bf16-xla", "tf-nodnn", "tf-nometrics", "tf-inter1", "torch",
+VARIANTS = ("tf", "tf-bf16", "tf-xla", "tf-bf16-xla", "tf-nodnn", "tf-nometrics", "tf-inter1",
+            "tf-fusedbn", "tf-fusedbn-xla", "tf-flipconv", "tf-nobn", "torch",
             "torch-cl", "torch-cl-bf16", "torch-compile")
 DEFAULT_VARIANTS = ("tf", "tf-bf16", "tf-xla", "tf-bf16-xla", "tf-nodnn", "tf-nometrics", "tf-inter1", "torch",
                     "torch-cl", "torch-cl-bf16")
@@ -80,6 +91,121 @@ def data(batch, steps, seed=0):
 # -- supcon_tf ---------------------------------------------------------------------
 
 
+def experimental_layers():
+    """The layers of the tf-fusedbn and tf-flipconv experiments (defined here so
+    that keras and tensorflow are imported in the worker only)."""
+    import keras
+    import tensorflow as tf
+
+    class FusedBatchNorm(keras.layers.Layer):
+        """BatchNormalization(momentum=0.9, epsilon=1e-5) on the fused kernel."""
+
+        def __init__(self, momentum=0.9, epsilon=1e-5, **kwargs):
+            super().__init__(**kwargs)
+            self.momentum, self.epsilon = momentum, epsilon
+
+        def build(self, shape):
+            c = shape[-1]
+            self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+            self.moving_mean = self.add_weight(shape=(c,), initializer="zeros",
+                                               trainable=False, name="moving_mean")
+            self.moving_variance = self.add_weight(shape=(c,), initializer="ones",
+                                                   trainable=False, name="moving_variance")
+
+        def call(self, x, training=None):
+            if training:
+                y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                    x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+                m = self.momentum
+                self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)
+                self.moving_variance.assign(m * self.moving_variance + (1 - m) * variance)
+                return y
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, self.gamma, self.beta, mean=self.moving_mean,
+                variance=self.moving_variance, epsilon=self.epsilon, is_training=False)
+            return y
+
+    class FlipConv(keras.layers.Layer):
+        """Conv2D(filters, 3, padding="same", use_bias=False), stride 1, whose input
+        gradient is a forward convolution of the output gradient with the kernel
+        flipped in space and transposed in channels."""
+
+        def __init__(self, filters, kernel, **kwargs):
+            super().__init__(**kwargs)
+            self.filters, self.size = filters, kernel
+
+        def build(self, shape):
+            self.kernel = self.add_weight(shape=(self.size, self.size, shape[-1], self.filters),
+                                          initializer="he_normal", name="kernel")
+
+        def call(self, x):
+            @tf.custom_gradient
+            def conv(x, w):
+                def grad(dy):
+                    flipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])
+                    dx = tf.nn.conv2d(dy, flipped, 1, "SAME")
+                    dw = tf.compat.v1.nn.conv2d_backprop_filter(x, tf.shape(w), dy,
+                                                                [1, 1, 1, 1], "SAME")
+                    return dx, dw
+                return tf.nn.conv2d(x, w, 1, "SAME"), grad
+            return conv(x, tf.convert_to_tensor(self.kernel))
+
+    return FusedBatchNorm, FlipConv
+
+
+def check_same_values(FusedBatchNorm, FlipConv):
+    """Raises unless the experimental layers give the Keras layers' outputs and
+    gradients (input and weights) on a small random batch."""
+    import numpy as np
+    import keras
+    import tensorflow as tf
+
+    x = tf.random.stateless_normal((8, 9, 9, 5), seed=(1, 2)) * 3 + 1
+    pairs = [(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), FusedBatchNorm()),
+             (keras.layers.Conv2D(7, 3, padding="same", use_bias=False), FlipConv(7, 3))]
+    for reference, experiment in pairs:
+        results = []
+        reference.build(x.shape)
+        for v in reference.trainable_weights:
+            v.assign(v + tf.random.stateless_normal(v.shape, seed=(3, 4)))
+        experiment.build(x.shape)
+        for layer in (reference, experiment):
+            for w, v in zip(layer.trainable_weights, reference.trainable_weights):
+                w.assign(v)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * tf.random.stateless_normal(y.shape, seed=(5, 6)))
+            results.append([y] + tape.gradient(loss, [x] + layer.trainable_weights))
+        for a, b in zip(*results):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4,
+                                       err_msg=type(experiment).__name__)
+
+
+def patch_encoder_layers(variant):
+    """Swaps the layers supcon_tf.encoders builds ResNets from (its private
+    `_bn`/`_conv` helpers: a benchmark-only experiment, not an API)."""
+    import keras
+
+    import supcon_tf as sct
+    FusedBatchNorm, FlipConv = experimental_layers()
+    if variant.startswith("tf-fusedbn") or variant == "tf-flipconv":
+        check_same_values(FusedBatchNorm, FlipConv)
+    if variant.startswith("tf-fusedbn"):
+        sct.encoders._bn = lambda name, synchronized: FusedBatchNorm(name=name)
+    elif variant == "tf-nobn":
+        sct.encoders._bn = lambda name, synchronized: keras.layers.Identity(name=name)
+    elif variant == "tf-flipconv":
+        conv = sct.encoders._conv
+
+        def flip_conv(filters, kernel, stride, name):
+            if stride == 1 and kernel == 3:
+                return FlipConv(filters, kernel, name=name)
+            return conv(filters, kernel, stride, name)
+        sct.encoders._conv = flip_conv
+
+
 def run_tf(args, variant):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -93,6 +219,7 @@ def run_tf(args, variant):
         1 if variant == "tf-inter1" else args.threads)
     if variant in ("tf-bf16", "tf-bf16-xla"):
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    patch_encoder_layers(variant)
     keras.utils.set_random_seed(0)
     encoder = sct.encoders.resnet18((28, 28, 1), width=args.width)
     head = sct.layers.ProjectionHead(128, batch_norm=False)
@@ -105,7 +232,7 @@ def run_tf(args, variant):
     model = cls(encoder, head=head)
     model.compile(optimizer=keras.optimizers.AdamW(2e-3, weight_decay=1e-4),
                   loss=sct.losses.SupConLoss(temperature=TEMPERATURE),
-                  jit_compile=variant in ("tf-xla", "tf-bf16-xla"))
+                  jit_compile=variant.endswith("xla"))
     views, labels = data(args.batch, args.steps)
     ds = tf.data.Dataset.from_tensor_slices(
         (views.reshape((-1,) + views.shape[2:]), labels.reshape(-1))).batch(
