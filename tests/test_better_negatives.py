@@ -410,6 +410,14 @@ def test_imix_trains_saves_and_rejects_what_it_cannot_do(tmp_path):
     assert (loaded.imix, loaded.imix_alpha) == ("cutmix", 0.5)
     # Evaluation does not mix.
     assert np.isfinite(loaded.evaluate(x, y, batch_size=8, verbose=0)[0])
+    # XLA cannot compile the Beta draw: jit_compile=True falls back to no XLA
+    # (Keras's warning) and trains, rather than failing in the first step.
+    model = _imix_model(sct.models.SupConModel, imix="mixup")
+    with pytest.warns(UserWarning, match="jit_compile"):
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    assert model.jit_compile is False
+    views = np.stack([x, x[:, :, ::-1]], axis=1).astype("float32") / 255.0
+    assert np.isfinite(model.fit(views, y, batch_size=8, epochs=1, verbose=0).history["loss"][0])
     with pytest.raises(ValueError, match="imix=.mixmatch."):
         _imix_model(sct.models.SupConModel, imix="mixmatch")
     with pytest.raises(ValueError, match="imix_alpha=0"):

@@ -25,12 +25,19 @@ def imix_layer(imix, alpha, views, name, supports_imix):
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
         raise ValueError(f"`imix_alpha` must be a number > 0. Received: imix_alpha={alpha!r}")
     if imix == "mixup":
-        return keras.layers.MixUp(alpha=float(alpha), name="imix")
-    if alpha > 1:
-        raise ValueError("`imix_alpha` must be <= 1 with imix='cutmix' (Keras's CutMix "
-                         f"draws Beta(a, a) for a in its factor range [0, 1]). "
-                         f"Received: imix_alpha={alpha}")
-    return keras.layers.CutMix(factor=(float(alpha), float(alpha)), name="imix")
+        layer = keras.layers.MixUp(alpha=float(alpha), name="imix")
+    else:
+        if alpha > 1:
+            raise ValueError("`imix_alpha` must be <= 1 with imix='cutmix' (Keras's CutMix "
+                             f"draws Beta(a, a) for a in its factor range [0, 1]). "
+                             f"Received: imix_alpha={alpha}")
+        layer = keras.layers.CutMix(factor=(float(alpha), float(alpha)), name="imix")
+    # Both draw lam with a Beta sampler (TensorFlow's stateless gamma) that XLA
+    # cannot compile: marking the layer tells Keras, so `compile(jit_compile=True)`
+    # warns and trains without XLA, and "auto" never picks XLA, instead of the
+    # first step failing to compile.
+    layer.supports_jit = False
+    return layer
 
 
 def check_adversarial(eps, weight, views, imix):
