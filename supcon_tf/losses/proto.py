@@ -20,7 +20,7 @@ def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)
 
     Under `tf.distribute` the candidates come from the global batch (the
     targets are all-gathered) and every replica draws the same negatives
-    (`seed`), so the replicas' terms are those of one device with the global
+    (`seed`; Philox, which draws the same with and without XLA), so the replicas' terms are those of one device with the global
     batch.
 
     Args:
@@ -46,11 +46,17 @@ def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)
     everyone, offset = _cross_replica.global_batch(targets)
     # Clusters that are nobody's positive, in a random order: the first r are the draw.
     used = tf.scatter_nd(everyone[:, None], tf.ones_like(everyone), [k]) > 0
-    noise = tf.random.stateless_uniform([k], tf.cast(seed, tf.int64))
+    noise = tf.random.stateless_uniform([k], tf.cast(seed, tf.int64), alg="philox")
     order = tf.argsort(tf.where(used, 2.0, noise))            # unused first, shuffled
     r = tf.minimum(num_negatives, k - tf.reduce_sum(tf.cast(used, tf.int32)))
-    candidates = tf.concat([everyone, order[:r]], axis=0)
+    # Every prototype is a column and those after the first r of the draw are
+    # masked out, rather than slicing `order[:r]`: r changes from step to step,
+    # and a shape that depends on data makes XLA (`jit_compile=True`) recompile or
+    # pad every step. Same values: a masked column adds exp(-1e9) = 0.
+    candidates = tf.concat([everyone, order], axis=0)
     logits = tf.matmul(queries, tf.gather(centroids, candidates), transpose_b=True)
     logits /= tf.gather(phi, candidates)[None]
+    keep = tf.range(tf.shape(candidates)[0]) < tf.shape(everyone)[0] + r
+    logits = tf.where(keep[None], logits, -1e9)
     own = tf.range(tf.shape(queries)[0]) + tf.cast(offset, tf.int32)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(own, logits)
