@@ -41,13 +41,14 @@ interleaved, median reported):
     tf-fusedbn    ... with every BatchNormalization replaced by one on TensorFlow's
                   fused kernel (tf.compat.v1.nn.fused_batch_norm; same values);
                   tf-fusedbn-xla adds jit_compile=True
-    tf-flipconv   ... with every 3x3 stride-1 convolution's input gradient computed
-                  as a forward convolution with the flipped kernel (instead of
-                  TensorFlow's Conv2DBackpropInput; same values)
+    tf-kerasconv  ... with keras.layers.Conv2D instead of the encoders' own
+                  supcon_tf.layers.FastConv2D (same values; Keras's input gradient,
+                  TensorFlow's Conv2DBackpropInput, for every convolution): the
+                  library before issue 20; tf-kerasconv-xla adds jit_compile=True
     tf-nobn       ... with no BatchNormalization at all: not the same model, only
                   the bound on what any BatchNorm kernel could save
-    (the last four are experiments of issue 20, in this file only, not layers of
-    the library; not in the default list)
+    (the last five are experiments of issue 20, not in the default list; the
+    fused BatchNorm layer is defined in this file only)
     torch         eager, NCHW, float32
     torch-cl      eager, channels_last, float32
     torch-cl-bf16 eager, channels_last, torch.autocast(bfloat16) around the
@@ -71,7 +72,7 @@ import sys
 import time
 
 VARIANTS = ("tf", "tf-bf16", "tf-xla", "tf-bf16-xla", "tf-nodnn", "tf-nometrics", "tf-inter1",
-            "tf-fusedbn", "tf-fusedbn-xla", "tf-flipconv", "tf-nobn", "torch",
+            "tf-fusedbn", "tf-fusedbn-xla", "tf-kerasconv", "tf-kerasconv-xla", "tf-nobn", "torch",
             "torch-cl", "torch-cl-bf16", "torch-compile")
 DEFAULT_VARIANTS = ("tf", "tf-bf16", "tf-xla", "tf-bf16-xla", "tf-nodnn", "tf-nometrics", "tf-inter1", "torch",
                     "torch-cl", "torch-cl-bf16")
@@ -92,8 +93,8 @@ def data(batch, steps, seed=0):
 
 
 def experimental_layers():
-    """The layers of the tf-fusedbn and tf-flipconv experiments (defined here so
-    that keras and tensorflow are imported in the worker only)."""
+    """The layer of the tf-fusedbn experiment (defined here so that keras and
+    tensorflow are imported in the worker only)."""
     import keras
     import tensorflow as tf
 
@@ -126,44 +127,18 @@ def experimental_layers():
                 variance=self.moving_variance, epsilon=self.epsilon, is_training=False)
             return y
 
-    class FlipConv(keras.layers.Layer):
-        """Conv2D(filters, 3, padding="same", use_bias=False), stride 1, whose input
-        gradient is a forward convolution of the output gradient with the kernel
-        flipped in space and transposed in channels."""
-
-        def __init__(self, filters, kernel, **kwargs):
-            super().__init__(**kwargs)
-            self.filters, self.size = filters, kernel
-
-        def build(self, shape):
-            self.kernel = self.add_weight(shape=(self.size, self.size, shape[-1], self.filters),
-                                          initializer="he_normal", name="kernel")
-
-        def call(self, x):
-            @tf.custom_gradient
-            def conv(x, w):
-                def grad(dy):
-                    flipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])
-                    dx = tf.nn.conv2d(dy, flipped, 1, "SAME")
-                    dw = tf.compat.v1.nn.conv2d_backprop_filter(x, tf.shape(w), dy,
-                                                                [1, 1, 1, 1], "SAME")
-                    return dx, dw
-                return tf.nn.conv2d(x, w, 1, "SAME"), grad
-            return conv(x, tf.convert_to_tensor(self.kernel))
-
-    return FusedBatchNorm, FlipConv
+    return FusedBatchNorm
 
 
-def check_same_values(FusedBatchNorm, FlipConv):
-    """Raises unless the experimental layers give the Keras layers' outputs and
-    gradients (input and weights) on a small random batch."""
+def check_same_values(FusedBatchNorm):
+    """Raises unless the experimental layer gives Keras's BatchNormalization's
+    outputs and gradients (input and weights) on a small random batch."""
     import numpy as np
     import keras
     import tensorflow as tf
 
     x = tf.random.stateless_normal((8, 9, 9, 5), seed=(1, 2)) * 3 + 1
-    pairs = [(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), FusedBatchNorm()),
-             (keras.layers.Conv2D(7, 3, padding="same", use_bias=False), FlipConv(7, 3))]
+    pairs = [(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), FusedBatchNorm())]
     for reference, experiment in pairs:
         results = []
         reference.build(x.shape)
@@ -189,21 +164,18 @@ def patch_encoder_layers(variant):
     import keras
 
     import supcon_tf as sct
-    FusedBatchNorm, FlipConv = experimental_layers()
-    if variant.startswith("tf-fusedbn") or variant == "tf-flipconv":
-        check_same_values(FusedBatchNorm, FlipConv)
     if variant.startswith("tf-fusedbn"):
+        FusedBatchNorm = experimental_layers()
+        check_same_values(FusedBatchNorm)
         sct.encoders._bn = lambda name, synchronized: FusedBatchNorm(name=name)
     elif variant == "tf-nobn":
         sct.encoders._bn = lambda name, synchronized: keras.layers.Identity(name=name)
-    elif variant == "tf-flipconv":
-        conv = sct.encoders._conv
-
-        def flip_conv(filters, kernel, stride, name):
-            if stride == 1 and kernel == 3:
-                return FlipConv(filters, kernel, name=name)
-            return conv(filters, kernel, stride, name)
-        sct.encoders._conv = flip_conv
+    elif variant.startswith("tf-kerasconv"):
+        def keras_conv(filters, kernel, stride, name):
+            return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
+                                       use_bias=False, kernel_initializer="he_normal",
+                                       name=name)
+        sct.encoders._conv = keras_conv
 
 
 def run_tf(args, variant):

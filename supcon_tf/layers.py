@@ -1,8 +1,9 @@
 """Small building blocks: the projection head (and the projectors and
-predictors of the methods without negatives, with the papers' shapes) and L2
-normalisation."""
+predictors of the methods without negatives, with the papers' shapes), L2
+normalisation, SwAV's prototypes, and the encoders' convolution."""
 
 import keras
+import tensorflow as tf
 
 _PACKAGE = "supcon_tf"
 HEAD_KINDS = ("mlp", "linear", "none")
@@ -286,3 +287,51 @@ class Prototypes(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_prototypes": self.num_prototypes,
                 "seed": self.seed}
+
+
+@tf.custom_gradient
+def _same_conv_stride_1(inputs, kernel):
+    """`conv2d(inputs, kernel, 1, "SAME")` (NHWC, odd kernel) whose input gradient
+    is the forward convolution of the output gradient with the kernel flipped in
+    space and transposed in channels: the same values as TensorFlow's
+    `Conv2DBackpropInput`, which is the slow kernel on CPUs at few channels."""
+
+    def grad(upstream):
+        flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+        d_inputs = tf.nn.conv2d(upstream, flipped, 1, "SAME")
+        d_kernel = tf.compat.v1.nn.conv2d_backprop_filter(
+            inputs, tf.shape(kernel), upstream, [1, 1, 1, 1], "SAME")
+        return d_inputs, d_kernel
+
+    return tf.nn.conv2d(inputs, kernel, 1, "SAME"), grad
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FastConv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (same arguments, weights and values) whose input
+    gradient is computed as a forward convolution where that is exact.
+
+    For stride 1, no dilation, `padding="same"`, one group, channels-last data
+    and odd kernel sizes, the gradient with respect to the input of a
+    convolution is a convolution of the output gradient with the kernel
+    flipped in space and its two channel axes swapped. TensorFlow computes it
+    with `Conv2DBackpropInput`, which on CPUs is much slower than its forward
+    convolution for the narrow layers of small encoders (docs/BENCHMARKS.md,
+    "One SupCon training step against the PyTorch reference", measures what it
+    saves). Every other configuration uses Keras's own convolution.
+    `supcon_tf.encoders` builds its ResNets from it; a saved encoder then needs
+    `import supcon_tf` before `keras.models.load_model`, as every supcon_tf
+    model does (the zoo's SavedModels need nothing).
+    """
+
+    def _forward_input_gradient(self):
+        return (self.rank == 2 and tuple(self.strides) == (1, 1)
+                and tuple(self.dilation_rate) == (1, 1) and self.padding == "same"
+                and self.groups == 1 and self.data_format == "channels_last"
+                and all(k % 2 == 1 for k in self.kernel_size))
+
+    def convolution_op(self, inputs, kernel):
+        if not self._forward_input_gradient():
+            return super().convolution_op(inputs, kernel)
+        inputs = tf.convert_to_tensor(inputs)
+        return _same_conv_stride_1(inputs, tf.cast(tf.convert_to_tensor(kernel), inputs.dtype))

@@ -100,3 +100,92 @@ def test_projection_head_synchronized_batch_norm():
     clone = layers.ProjectionHead.from_config(head.get_config())
     assert clone.synchronized_bn
     assert not layers.ProjectionHead(8).synchronized_bn
+
+
+# -- FastConv2D: Keras's Conv2D with the input gradient as a forward convolution ------
+
+
+def _conv_pair(x, **kwargs):
+    """Outputs and gradients (input, kernel, bias) of keras.layers.Conv2D and
+    FastConv2D with the same weights, on `x`."""
+    import tensorflow as tf
+    reference = keras.layers.Conv2D(**kwargs)
+    fast = layers.FastConv2D(**kwargs)
+    reference.build(x.shape)
+    fast.build(x.shape)
+    rng = np.random.default_rng(1)
+    for a, b in zip(reference.weights, fast.weights):
+        a.assign(rng.normal(size=a.shape).astype("float32"))
+        b.assign(a)
+    results = []
+    for layer in (reference, fast):
+        x_t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            y = layer(x_t)
+            w = tf.constant(np.random.default_rng(2).normal(size=y.shape), y.dtype)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(w, tf.float32))
+        results.append([y] + tape.gradient(loss, [x_t] + layer.trainable_weights))
+    return results, fast
+
+
+@pytest.mark.parametrize("kwargs,forward_gradient", [
+    (dict(filters=7, kernel_size=3, padding="same", use_bias=False), True),
+    (dict(filters=4, kernel_size=(5, 3), padding="same"), True),
+    (dict(filters=7, kernel_size=3, strides=2, padding="same"), False),
+    (dict(filters=7, kernel_size=3, padding="valid"), False),
+    (dict(filters=7, kernel_size=2, padding="same"), False),
+    (dict(filters=6, kernel_size=3, padding="same", dilation_rate=2), False),
+    (dict(filters=6, kernel_size=3, padding="same", groups=3), False),
+])
+def test_fast_conv2d_equals_keras_conv2d_values_and_gradients(kwargs, forward_gradient):
+    x = np.random.default_rng(0).normal(size=(3, 9, 8, 6)).astype("float32")
+    (ref, fast), layer = _conv_pair(x, **kwargs)
+    assert layer._forward_input_gradient() is forward_gradient
+    for a, b in zip(ref, fast):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+
+
+def test_fast_conv2d_under_xla_and_mixed_precision():
+    import tensorflow as tf
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32"))
+    layer = layers.FastConv2D(5, 3, padding="same")
+    layer.build(x.shape)
+
+    def grads(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.square(layer(x)))
+        return tape.gradient(loss, [x] + layer.trainable_weights)
+
+    eager = grads(x)
+    for a, b in zip(eager, tf.function(grads, jit_compile=True)(x)):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4)
+    try:
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+        low = layers.FastConv2D(5, 3, padding="same")
+        low.build(x.shape)
+        low.set_weights(layer.get_weights())
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = low(x)
+            loss = tf.reduce_sum(tf.square(tf.cast(y, tf.float32)))
+        g_x, g_kernel, _ = tape.gradient(loss, [x] + low.trainable_weights)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert y.dtype == tf.bfloat16 and g_kernel.dtype == tf.float32
+    np.testing.assert_allclose(g_x.numpy(), eager[0].numpy(), rtol=0.05, atol=0.5)
+
+
+def test_resnets_use_fast_conv2d_and_round_trip(tmp_path):
+    model = encoders.resnet18((16, 16, 1), width=0.0625)
+    convs = [lay for lay in model.layers if isinstance(lay, keras.layers.Conv2D)]
+    assert convs and all(isinstance(c, layers.FastConv2D) for c in convs)
+    # The 3x3 stride-1 ones take the forward-convolution gradient, the rest Keras's.
+    assert sum(c._forward_input_gradient() for c in convs) == 14   # stem, 4 + 3 + 3 + 3 in blocks
+    model.save(tmp_path / "enc.keras")
+    loaded = keras.models.load_model(tmp_path / "enc.keras")
+    assert isinstance(loaded.get_layer(convs[0].name), layers.FastConv2D)
+    x = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(loaded(x, training=False).numpy(),
+                               model(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
