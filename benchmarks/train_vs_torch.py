@@ -47,7 +47,13 @@ interleaved, median reported):
                   library before issue 20; tf-kerasconv-xla adds jit_compile=True
     tf-nobn       ... with no BatchNormalization at all: not the same model, only
                   the bound on what any BatchNorm kernel could save
-    (the last five are experiments of issue 20, not in the default list; the
+    tf-mirrored2  ... under MirroredStrategy over 2 logical CPU devices (the
+                  global batch split in two; both share the same --threads), and
+    tf-mirrored2-nometrics the same without the contrastive-accuracy metric,
+                  whose all-gather of the projections is the second one of the
+                  step (the loss gathers them too): the difference is what
+                  sharing one gather could save at most
+    (the last seven are experiments of issue 20, not in the default list; the
     fused BatchNorm layer is defined in this file only)
     torch         eager, NCHW, float32
     torch-cl      eager, channels_last, float32
@@ -64,6 +70,7 @@ against float32, bfloat16 against bfloat16).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -72,7 +79,8 @@ import sys
 import time
 
 VARIANTS = ("tf", "tf-bf16", "tf-xla", "tf-bf16-xla", "tf-nodnn", "tf-nometrics", "tf-inter1",
-            "tf-fusedbn", "tf-fusedbn-xla", "tf-kerasconv", "tf-kerasconv-xla", "tf-nobn", "torch",
+            "tf-fusedbn", "tf-fusedbn-xla", "tf-kerasconv", "tf-kerasconv-xla", "tf-nobn",
+            "tf-mirrored2", "tf-mirrored2-nometrics", "torch",
             "torch-cl", "torch-cl-bf16", "torch-compile")
 DEFAULT_VARIANTS = ("tf", "tf-bf16", "tf-xla", "tf-bf16-xla", "tf-nodnn", "tf-nometrics", "tf-inter1", "torch",
                     "torch-cl", "torch-cl-bf16")
@@ -189,22 +197,31 @@ def run_tf(args, variant):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(
         1 if variant == "tf-inter1" else args.threads)
+    mirrored = variant.startswith("tf-mirrored2")
+    if mirrored:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        scope = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope()
+    else:
+        scope = contextlib.nullcontext()
     if variant in ("tf-bf16", "tf-bf16-xla"):
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     patch_encoder_layers(variant)
     keras.utils.set_random_seed(0)
-    encoder = sct.encoders.resnet18((28, 28, 1), width=args.width)
-    head = sct.layers.ProjectionHead(128, batch_norm=False)
-    cls = sct.models.SupConModel
-    if variant == "tf-nometrics":
-        class NoAccuracy(sct.models.SupConModel):
-            def update_metrics(self, y, out):
-                pass
-        cls = NoAccuracy
-    model = cls(encoder, head=head)
-    model.compile(optimizer=keras.optimizers.AdamW(2e-3, weight_decay=1e-4),
-                  loss=sct.losses.SupConLoss(temperature=TEMPERATURE),
-                  jit_compile=variant.endswith("xla"))
+    with scope:
+        encoder = sct.encoders.resnet18((28, 28, 1), width=args.width)
+        head = sct.layers.ProjectionHead(128, batch_norm=False)
+        cls = sct.models.SupConModel
+        if variant.endswith("nometrics"):
+            class NoAccuracy(sct.models.SupConModel):
+                def update_metrics(self, y, out):
+                    pass
+            cls = NoAccuracy
+        model = cls(encoder, head=head)
+        model.compile(optimizer=keras.optimizers.AdamW(2e-3, weight_decay=1e-4),
+                      loss=sct.losses.SupConLoss(temperature=TEMPERATURE),
+                      jit_compile=variant.endswith("xla"))
     views, labels = data(args.batch, args.steps)
     ds = tf.data.Dataset.from_tensor_slices(
         (views.reshape((-1,) + views.shape[2:]), labels.reshape(-1))).batch(

@@ -93,12 +93,14 @@ def same_class(y_anchor, y_contrast, kind, name="y_true"):
     return tf.cond(tf.equal(tf.shape(y_anchor)[1], 1), by_ids, by_hot)
 
 
-def _positive_mask(y_anchor, y_contrast, mask, n_anchor, n_contrast, offset):
-    """`[n_anchor, n_contrast]` float32 positive mask between the anchors'
-    samples (labels `y_anchor`) and the contrast samples (labels `y_contrast`),
-    where anchor sample i is contrast sample `offset + i`. On one device both
-    are the batch and `offset` is 0; inside a replica context the contrast
-    samples are the global batch."""
+def _positive_mask(y_anchor, y_contrast, mask, n_anchor, n_contrast, offset,
+                   dtype=tf.float32):
+    """`[n_anchor, n_contrast]` positive mask between the anchors' samples
+    (labels `y_anchor`) and the contrast samples (labels `y_contrast`), where
+    anchor sample i is contrast sample `offset + i`. On one device both are
+    the batch and `offset` is 0; inside a replica context the contrast samples
+    are the global batch. float32 0/1 values, or bool with `dtype=tf.bool`
+    (for a caller's `mask`: no float copy of it)."""
     if y_anchor is not None and mask is not None:
         raise ValueError(
             "Pass either `y_true` (labels) or `mask`, not both. Received: "
@@ -119,7 +121,7 @@ def _positive_mask(y_anchor, y_contrast, mask, n_anchor, n_contrast, offset):
                 tf.shape(mask), tf.stack([n_anchor, n_contrast]),
                 message="`mask` must be a [batch, batch] matrix (inside a replica "
                         "context: [local batch, global batch])")]):
-            return tf.cast(tf.not_equal(mask, 0), tf.float32)
+            return tf.cast(tf.not_equal(mask, 0), dtype)
     own = _self_mask(n_anchor, n_contrast, offset)
     if y_anchor is None:
         # Self-supervised (SimCLR / NT-Xent): only the sample itself.

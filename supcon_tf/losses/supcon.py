@@ -212,7 +212,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     n_queue = 0 if queue is None else tf.shape(queue)[0]
     if mask is not None:
         # Checks the mask's shape (and that labels were not given as well).
-        mask = _positive_mask(y_true, None, mask, batch, n_contrast, offset) > 0
+        mask = _positive_mask(y_true, None, mask, batch, n_contrast, offset, dtype=tf.bool)
         y_contrast = check = None
     elif y_true is not None:
         y_true, check = checked_labels(y_true, batch)
