@@ -42,7 +42,7 @@ interleaved, median reported):
                   fused kernel (tf.compat.v1.nn.fused_batch_norm; same values);
                   tf-fusedbn-xla adds jit_compile=True
     tf-kerasconv  ... with keras.layers.Conv2D instead of the encoders' own
-                  supcon_tf.layers.FastConv2D (same values; Keras's input gradient,
+                  supcon_tf.layers.Conv2D (same values; Keras's input gradient,
                   TensorFlow's Conv2DBackpropInput, for every convolution): the
                   library before issue 20; tf-kerasconv-xla adds jit_compile=True
     tf-nobn       ... with no BatchNormalization at all: not the same model, only

@@ -3,7 +3,7 @@
 `resnet18`, `resnet34` and `resnet50` are the ResNets of He et al. (CVPR 2016)
 with the CIFAR stem used by SimCLR and SupCon for small images: one 3x3 conv,
 stride 1, no max-pool. A `width` multiplier scales every layer's channels.
-Their convolutions are `supcon_tf.layers.FastConv2D` (Keras's Conv2D with a
+Their convolutions are `supcon_tf.layers.Conv2D` (Keras's Conv2D with a
 faster input gradient; same values), so load a saved one after `import
 supcon_tf`.
 Any Keras model whose output is `[batch, features]` works as an encoder too
@@ -13,7 +13,7 @@ include_top=False, pooling="avg")`).
 
 import keras
 
-from supcon_tf.layers import FastConv2D
+from supcon_tf import layers as _layers
 
 _BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
            50: ("bottleneck", (3, 4, 6, 3))}
@@ -25,9 +25,9 @@ def _bn(name, synchronized):
 
 
 def _conv(filters, kernel, stride, name):
-    # FastConv2D: Keras's Conv2D with a faster input gradient for the 3x3
+    # supcon_tf.layers.Conv2D: Keras's Conv2D with a faster input gradient for the 3x3
     # stride-1 convolutions (supcon_tf.layers).
-    return FastConv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+    return _layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=name)
 
 

@@ -307,7 +307,7 @@ def _same_conv_stride_1(inputs, kernel):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FastConv2D(keras.layers.Conv2D):
+class Conv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` (same arguments, weights and values) whose input
     gradient is computed as a forward convolution where that is exact.
 

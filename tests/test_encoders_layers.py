@@ -102,15 +102,15 @@ def test_projection_head_synchronized_batch_norm():
     assert not layers.ProjectionHead(8).synchronized_bn
 
 
-# -- FastConv2D: Keras's Conv2D with the input gradient as a forward convolution ------
+# -- Conv2D: Keras's Conv2D with the input gradient as a forward convolution ------
 
 
 def _conv_pair(x, **kwargs):
     """Outputs and gradients (input, kernel, bias) of keras.layers.Conv2D and
-    FastConv2D with the same weights, on `x`."""
+    Conv2D with the same weights, on `x`."""
     import tensorflow as tf
     reference = keras.layers.Conv2D(**kwargs)
-    fast = layers.FastConv2D(**kwargs)
+    fast = layers.Conv2D(**kwargs)
     reference.build(x.shape)
     fast.build(x.shape)
     rng = np.random.default_rng(1)
@@ -149,7 +149,7 @@ def test_fast_conv2d_equals_keras_conv2d_values_and_gradients(kwargs, forward_gr
 def test_fast_conv2d_under_xla_and_mixed_precision():
     import tensorflow as tf
     x = tf.constant(np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32"))
-    layer = layers.FastConv2D(5, 3, padding="same")
+    layer = layers.Conv2D(5, 3, padding="same")
     layer.build(x.shape)
 
     def grads(x):
@@ -163,7 +163,7 @@ def test_fast_conv2d_under_xla_and_mixed_precision():
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4)
     try:
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-        low = layers.FastConv2D(5, 3, padding="same")
+        low = layers.Conv2D(5, 3, padding="same")
         low.build(x.shape)
         low.set_weights(layer.get_weights())
         with tf.GradientTape() as tape:
@@ -180,12 +180,32 @@ def test_fast_conv2d_under_xla_and_mixed_precision():
 def test_resnets_use_fast_conv2d_and_round_trip(tmp_path):
     model = encoders.resnet18((16, 16, 1), width=0.0625)
     convs = [lay for lay in model.layers if isinstance(lay, keras.layers.Conv2D)]
-    assert convs and all(isinstance(c, layers.FastConv2D) for c in convs)
+    assert convs and all(isinstance(c, layers.Conv2D) for c in convs)
     # The 3x3 stride-1 ones take the forward-convolution gradient, the rest Keras's.
     assert sum(c._forward_input_gradient() for c in convs) == 14   # stem, 4 + 3 + 3 + 3 in blocks
     model.save(tmp_path / "enc.keras")
     loaded = keras.models.load_model(tmp_path / "enc.keras")
-    assert isinstance(loaded.get_layer(convs[0].name), layers.FastConv2D)
+    assert isinstance(loaded.get_layer(convs[0].name), layers.Conv2D)
     x = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 1)).astype("float32")
     np.testing.assert_allclose(loaded(x, training=False).numpy(),
                                model(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_saved_with_keras_conv2d_load_into_the_encoders(tmp_path):
+    # Keras keys a weights file by class name: the encoders' Conv2D keeps the
+    # name "Conv2D", so weights (and BackupAndRestore checkpoints) saved before
+    # it existed load into today's encoders.
+    import supcon_tf
+    build = supcon_tf.encoders._conv
+    try:
+        supcon_tf.encoders._conv = lambda f, k, s, name: keras.layers.Conv2D(
+            f, k, strides=s, padding="same", use_bias=False, name=name)
+        old = encoders.resnet18((16, 16, 1), width=0.0625)
+    finally:
+        supcon_tf.encoders._conv = build
+    old.save_weights(tmp_path / "old.weights.h5")
+    new = encoders.resnet18((16, 16, 1), width=0.0625)
+    new.load_weights(tmp_path / "old.weights.h5")
+    x = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(new(x, training=False).numpy(), old(x, training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)
