@@ -28,7 +28,7 @@ def _conv(filters, kernel, stride, name):
     # supcon_tf.layers.Conv2D: Keras's Conv2D with a faster input gradient for the 3x3
     # stride-1 convolutions (supcon_tf.layers).
     return _layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
-                      kernel_initializer="he_normal", name=name)
+                          kernel_initializer="he_normal", name=name)
 
 
 def _basic_block(x, filters, stride, name, sync):

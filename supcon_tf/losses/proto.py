@@ -20,8 +20,8 @@ def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)
 
     Under `tf.distribute` the candidates come from the global batch (the
     targets are all-gathered) and every replica draws the same negatives
-    (`seed`; Philox, which draws the same with and without XLA), so the replicas' terms are those of one device with the global
-    batch.
+    (`seed`; Philox, which draws the same with and without XLA), so the
+    replicas' terms are those of one device with the global batch.
 
     Args:
         queries: `[batch, dim]` L2-normalised query embeddings of this replica.
