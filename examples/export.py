@@ -85,6 +85,15 @@ def load_run(run_dir):
     return encoder, None, record, method
 
 
+def served_shape(encoder, dataset):
+    """The image shape the SavedModel serves: the encoder's, or for an encoder
+    of any input size (multi-crop SwAV) the dataset's."""
+    declared = tuple(encoder.input_shape[1:])
+    if all(d is not None for d in declared):
+        return declared
+    return tuple(sct.data.load(dataset, "test[:1]").element_spec[0].shape)
+
+
 def pack(saved_model, archive):
     """A reproducible .tar.gz of the SavedModel folder (as `savedmodel/`),
     written atomically."""
@@ -209,9 +218,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("WARNING")
     encoder, head, record, method = load_run(FLAGS.run_dir)
+    image_shape = served_shape(encoder, record["flags"]["dataset"])
     if FLAGS.savedmodel_only:
         path = sct.export.export_encoder(encoder, FLAGS.savedmodel_only, head=head,
-                                         overwrite=FLAGS.overwrite)
+                                         overwrite=FLAGS.overwrite, image_shape=image_shape)
         print(f"SavedModel written to {path}")
         return
     if not FLAGS.name:
@@ -228,7 +238,8 @@ def main(argv):
     folder = os.path.join(FLAGS.zoo_dir, name)
     archive = os.path.join(folder, f"{name}.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
-        saved = sct.export.export_encoder(encoder, os.path.join(tmp, "savedmodel"), head=head)
+        saved = sct.export.export_encoder(encoder, os.path.join(tmp, "savedmodel"), head=head,
+                                          image_shape=image_shape)
         pack(saved, archive)
     entry = {
         "method": method,
@@ -239,12 +250,15 @@ def main(argv):
                         "simsiam": "Simple Siamese networks (SimSiam)",
                         "barlow": "Redundancy reduction (Barlow Twins)",
                         "vicreg": "Variance-invariance-covariance regularization (VICReg)",
+                        "npid": "Non-parametric instance discrimination (NPID)",
+                        "pcl": "Prototypical contrastive learning (PCL)",
+                        "swav": "Swapping assignments between views (SwAV)",
                         "ce": "Cross-entropy baseline"}[method],
         "dataset": flags_["dataset"],
         "encoder": flags_["encoder"],
         "width": flags_["width"],
         "parameters": int(encoder.count_params()),
-        "input_shape": list(encoder.input_shape[1:]),
+        "input_shape": list(image_shape),
         "preprocessing": PREPROCESSING,
         "embedding_dim": int(encoder.output_shape[-1]),
         "has_projection": head is not None,

@@ -107,7 +107,7 @@ def _umask_mode():
     return 0o777 & ~mask
 
 
-def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
+def export_encoder(encoder, path, head=None, overwrite=False, verify=True, image_shape=None):
     """Writes `encoder` (and optionally its projection `head`) as a SavedModel.
 
     The SavedModel is written to a temporary folder next to `path`, reloaded
@@ -122,7 +122,9 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
 
     Args:
         encoder: A Keras model from images `[batch, H, W, C]` to features
-            `[batch, dim]`, with a known input shape (all supcon_tf encoders).
+            `[batch, dim]`. Its declared input shape is the served one; an
+            encoder that takes any size (`(None, None, C)`, as multi-crop
+            SwAV trains) needs `image_shape`.
         path: Output folder.
         head: Optional projection head (e.g. `SupConModel.head`); adds the
             `projection` output. Defaults to None.
@@ -130,6 +132,9 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
         verify: Reload the export and check that its outputs equal the
             in-memory model's (1e-5) before renaming it into place.
             Defaults to True.
+        image_shape: `(height, width, channels)` the SavedModel serves.
+            Defaults to None: the encoder's input shape. Required when that
+            shape has unknown dimensions; must agree with its known ones.
 
     Returns:
         The absolute path of the SavedModel.
@@ -137,19 +142,14 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
     Raises:
         FileExistsError: `path` exists and `overwrite` is False, or it is not
             a SavedModel (nothing else is ever deleted).
-        ValueError: the encoder's input shape is unknown.
+        ValueError: the served input shape is unknown (no `image_shape` for
+            an encoder of unknown input size) or `image_shape` disagrees with
+            the encoder's.
         RuntimeError: the reloaded export does not match (with `verify`).
     """
     encoder = as_encoder(encoder)
     path = _check_path(path, overwrite)
-    try:
-        image_shape = tuple(encoder.input_shape[1:])
-    except (AttributeError, ValueError):
-        image_shape = ()
-    if len(image_shape) != 3 or any(d is None for d in image_shape):
-        raise ValueError("The encoder must declare its input shape (height, width, "
-                         "channels), e.g. a functional model built from keras.Input. "
-                         f"Received: input shape {image_shape or 'unknown'}")
+    image_shape = _served_shape(encoder, image_shape)
     module = _Exported(encoder, head, image_shape)
     spec = [None, *image_shape]
     serve_float = tf.function(module.outputs, input_signature=[
@@ -191,6 +191,33 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True):
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _served_shape(encoder, image_shape):
+    """The `(height, width, channels)` to serve: `image_shape` or the encoder's."""
+    try:
+        declared = tuple(encoder.input_shape[1:])
+    except (AttributeError, ValueError):
+        declared = ()
+    if image_shape is None:
+        if len(declared) != 3 or any(d is None for d in declared):
+            raise ValueError(
+                "The encoder must declare its input shape (height, width, channels), e.g. "
+                "a functional model built from keras.Input, or pass `image_shape` for an "
+                f"encoder of any input size. Received: input shape {declared or 'unknown'}")
+        return declared
+    try:
+        shape = tuple(int(d) for d in image_shape)
+    except (TypeError, ValueError):
+        raise TypeError("`image_shape` must be (height, width, channels) integers. "
+                        f"Received: image_shape={image_shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError("`image_shape` must be three positive integers (height, width, "
+                         f"channels). Received: image_shape={image_shape!r}")
+    if len(declared) == 3 and any(d is not None and d != s for d, s in zip(declared, shape)):
+        raise ValueError(f"`image_shape` must agree with the encoder's input shape "
+                         f"{declared}. Received: image_shape={image_shape!r}")
+    return shape
 
 
 def _verify(saved_path, module, image_shape):

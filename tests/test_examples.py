@@ -153,6 +153,11 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
         assert model.small_views == 2 and model.num_prototypes == 20 and "code_entropy" in out
         assert int(model.queues[1].count) == 128 and model.encoder.input_shape[1:3] == (None, None)
         assert model.small_augmenter.layers[0].get_config()["height"] == 12
+        # Its SavedModel serves the dataset's image size.
+        _run("export.py", "--run_dir", str(tmp_path), "--savedmodel_only", str(tmp_path / "sm"))
+        import tensorflow as tf
+        serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+        assert serve.structured_input_signature[1]["images"].shape.as_list() == [None, 28, 28, 1]
         return
     assert not model.head.get_config()["normalize"] and model.head.output_dim == 16
     if method == "byol":

@@ -61,6 +61,28 @@ def test_export_without_head_has_only_embedding(trained, tmp_path):
     assert list(out) == ["embedding"]
 
 
+def test_encoder_of_any_image_size_exports_at_the_given_shape(trained, tmp_path):
+    """Multi-crop SwAV trains an encoder on `(None, None, C)`: the SavedModel
+    serves the shape given; without one, or with one that disagrees, clear errors."""
+    model, x, _ = trained
+    any_size = sct.encoders.resnet18((None, None, 1), width=0.0625)
+    any_size.set_weights(model.encoder.get_weights())
+    with pytest.raises(ValueError, match="image_shape"):
+        sct.export.export_encoder(any_size, tmp_path / "none")
+    for bad, error in (((12, 12), ValueError), ((12, 0, 1), ValueError),
+                       ("12x12", TypeError)):
+        with pytest.raises(error, match="image_shape"):
+            sct.export.export_encoder(any_size, tmp_path / "bad", image_shape=bad)
+    with pytest.raises(ValueError, match="agree"):
+        sct.export.export_encoder(model.encoder, tmp_path / "bad", image_shape=(16, 16, 1))
+    assert not any(tmp_path.iterdir())              # nothing written by the failures
+    path = sct.export.export_encoder(any_size, tmp_path / "sm", image_shape=SHAPE)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["images"].shape.as_list() == [None, *SHAPE]
+    np.testing.assert_allclose(serve(images=tf.constant(x[:3]))["embedding"].numpy(),
+                               expected(model, x[:3])["embedding"], atol=1e-5)
+
+
 def test_plain_tensorflow_without_supcon_tf(trained, tmp_path):
     model, x, _ = trained
     path = sct.export.export_encoder(model.encoder, tmp_path / "sm", head=model.head)
