@@ -67,10 +67,15 @@ flags.DEFINE_integer("verbose", 2, "Keras verbosity.")
 flags.mark_flag_as_required("pretrained")
 
 
+def zoo_name():
+    """The zoo entry's name of --pretrained zoo:<name>, else None."""
+    return FLAGS.pretrained[len("zoo:"):] if FLAGS.pretrained.startswith("zoo:") else None
+
+
 def load_pretrained():
     """A fresh copy of the pretrained (encoder, head or None)."""
-    if FLAGS.pretrained.startswith("zoo:"):
-        return sct.zoo.load(FLAGS.pretrained[len("zoo:"):]), None
+    if zoo_name() is not None:
+        return sct.zoo.load(zoo_name()), None
     model = keras.models.load_model(FLAGS.pretrained)
     if isinstance(model, sct.models.ContrastiveModel):
         return model.encoder, model.head
@@ -104,8 +109,8 @@ def main(argv):
         raise app.UsageError(f"--rows takes ce, linear, finetune, distill. Received: {unknown}")
     if "distill" in FLAGS.rows and "finetune" not in FLAGS.rows:
         raise app.UsageError("--rows distill needs finetune (the teacher).")
-    if FLAGS.pretrained.startswith("zoo:"):
-        sct.zoo.get(FLAGS.pretrained[len("zoo:"):])       # an unknown name fails here
+    if zoo_name() is not None:
+        sct.zoo.get(zoo_name())                           # an unknown name fails here
         if FLAGS.rows != ["linear"]:
             raise app.UsageError("--pretrained zoo:<name> runs the linear row only (a zoo "
                                  "entry is a frozen SavedModel): pass --rows linear. "
