@@ -85,13 +85,13 @@ def load_run(run_dir):
     return encoder, None, record, method
 
 
-def served_shape(encoder, dataset):
+def served_shape(encoder, dataset, data_dir=None):
     """The image shape the SavedModel serves: the encoder's, or for an encoder
     of any input size (multi-crop SwAV) the dataset's."""
     declared = tuple(encoder.input_shape[1:])
     if all(d is not None for d in declared):
         return declared
-    return tuple(sct.data.load(dataset, "test[:1]").element_spec[0].shape)
+    return tuple(sct.data.load(dataset, "test[:1]", data_dir=data_dir).element_spec[0].shape)
 
 
 def pack(saved_model, archive):
@@ -218,7 +218,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("WARNING")
     encoder, head, record, method = load_run(FLAGS.run_dir)
-    image_shape = served_shape(encoder, record["flags"]["dataset"])
+    image_shape = served_shape(encoder, record["flags"]["dataset"],
+                               record["flags"].get("data_dir"))
     if FLAGS.savedmodel_only:
         path = sct.export.export_encoder(encoder, FLAGS.savedmodel_only, head=head,
                                          overwrite=FLAGS.overwrite, image_shape=image_shape)
