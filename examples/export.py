@@ -7,8 +7,10 @@ Reads the run's `model.keras` (encoder + projection head, from
 examples/pretrain.py) or `encoder.keras` (examples/train_ce.py) and its
 `pretrain.json` / `train_ce.json`, then:
 
-1. exports the encoder as a SavedModel (`supcon_tf.export.export_encoder`) and
-   packs it as `zoo/<name>/<name>.tar.gz`;
+1. exports the encoder (with its projection head's output unless
+   `--noprojection`) as a SavedModel (`supcon_tf.export.export_encoder`) and
+   packs it as `zoo/<name>/<name>.tar.gz`, refusing an archive over
+   `--max_archive_mb` (5 MB) before anything is written;
 2. registers it, loads it back through `supcon_tf.zoo.load` (sha256 checked)
    and measures linear-probe and kNN top-1 on the test set exactly as
    `python -m supcon_tf.zoo eval <name>` does;
@@ -46,6 +48,12 @@ flags.DEFINE_string("registry", None,
                     "Registry file to add the entry to (default: supcon_tf/zoo/registry.json).")
 flags.DEFINE_string("savedmodel_only", None, "Only export a SavedModel to this path.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing entry / SavedModel.")
+flags.DEFINE_bool("projection", True, "Also serve the projection head's output (`projection`). "
+                  "--noprojection exports the encoder alone: a wide head (Barlow Twins' and "
+                  "VICReg's 1024-1024-1024 is 2.2M parameters, 8 MB) would outweigh it.")
+flags.DEFINE_float("max_archive_mb", 5.0, "The largest zoo archive to write, in MB (the "
+                   "repository keeps zoo artifacts small); a larger one is an error and "
+                   "nothing is written.")
 flags.DEFINE_integer("eval_train_size", None, "Measure the card's accuracies with only the "
                      "first N training images (default: all; for quick checks, not the zoo).")
 flags.DEFINE_integer("eval_test_size", None, "Measure them on only the first N test images "
@@ -94,9 +102,9 @@ def served_shape(encoder, dataset, data_dir=None):
     return tuple(sct.data.load(dataset, "test[:1]", data_dir=data_dir).element_spec[0].shape)
 
 
-def pack(saved_model, archive):
-    """A reproducible .tar.gz of the SavedModel folder (as `savedmodel/`),
-    written atomically."""
+def pack(saved_model):
+    """The bytes of a reproducible .tar.gz of the SavedModel folder (as
+    `savedmodel/`)."""
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w") as tar:
@@ -112,7 +120,7 @@ def pack(saved_model, archive):
                             tar.addfile(info, f)
                     else:
                         tar.addfile(info)
-    write_atomic(archive, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def write_atomic(path, content):
@@ -218,6 +226,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("WARNING")
     encoder, head, record, method = load_run(FLAGS.run_dir)
+    if not FLAGS.projection:
+        head = None
     image_shape = served_shape(encoder, record["flags"]["dataset"],
                                record["flags"].get("data_dir"))
     if FLAGS.savedmodel_only:
@@ -241,7 +251,15 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         saved = sct.export.export_encoder(encoder, os.path.join(tmp, "savedmodel"), head=head,
                                           image_shape=image_shape)
-        pack(saved, archive)
+        packed = pack(saved)
+    if len(packed) > FLAGS.max_archive_mb * 1e6:
+        raise app.UsageError(
+            f"The archive would be {len(packed) / 1e6:.2f} MB, more than --max_archive_mb="
+            f"{FLAGS.max_archive_mb:g}" + (f"; its projection head has {head.count_params():,} "
+                                           "parameters: pass --noprojection to export the "
+                                           "encoder alone" if head is not None else "")
+            + ". Nothing was written.")
+    write_atomic(archive, packed)
     entry = {
         "method": method,
         "method_long": {"supcon": "Supervised contrastive (SupCon)",

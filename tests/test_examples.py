@@ -235,6 +235,27 @@ def test_export_script_makes_a_zoo_entry(tmp_path):
                            str(zoo_dir), "--registry", str(registry)],
                           capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
     assert proc.returncode != 0 and "--overwrite" in proc.stdout + proc.stderr
+    # An archive over --max_archive_mb is refused before anything is written;
+    # --noprojection serves the encoder alone.
+    zoo2, registry2 = tmp_path / "zoo2", tmp_path / "registry2.json"
+    small = ["export.py", "--run_dir", run_dir, "--name", "fashion_mnist_resnet18_supcon",
+             "--zoo_dir", str(zoo2), "--registry", str(registry2),
+             "--eval_train_size", "2000", "--eval_test_size", "500"]
+    proc = subprocess.run([sys.executable, "examples/" + small[0], *small[1:],
+                           "--max_archive_mb", "0.01"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert "more than --max_archive_mb=0.01" in proc.stderr and "--noprojection" in proc.stderr
+    assert not zoo2.exists() and not registry2.exists()
+    _run(*small, "--noprojection")
+    entry2 = json.loads(registry2.read_text())["fashion_mnist_resnet18_supcon"]
+    assert not entry2["has_projection"] and entry2["archive_bytes"] < entry["archive_bytes"]
+    import tarfile
+    import tensorflow as tf
+    with tarfile.open(zoo2 / "fashion_mnist_resnet18_supcon" / entry2["archive"]) as tar:
+        tar.extractall(tmp_path / "x2", filter="data")
+    served = tf.saved_model.load(str(tmp_path / "x2" / "savedmodel"))
+    assert sorted(served.signatures["serving_default"].structured_outputs) == ["embedding"]
     # Or just a SavedModel.
     _run("export.py", "--run_dir", run_dir, "--savedmodel_only", str(tmp_path / "sm"))
     assert (tmp_path / "sm" / "saved_model.pb").is_file()
