@@ -59,6 +59,8 @@ flags.DEFINE_integer("eval_train_size", None, "Measure the card's accuracies wit
 flags.DEFINE_integer("eval_test_size", None, "Measure them on only the first N test images "
                      "(default: all).")
 flags.mark_flag_as_required("run_dir")
+flags.register_validator("max_archive_mb", lambda mb: mb > 0,
+                         message="--max_archive_mb must be a positive number of MB")
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]

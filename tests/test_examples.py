@@ -247,6 +247,10 @@ def test_export_script_makes_a_zoo_entry(tmp_path):
     assert proc.returncode != 0, proc.stderr[-2000:]
     assert "more than --max_archive_mb=0.01" in proc.stderr and "--noprojection" in proc.stderr
     assert not zoo2.exists() and not registry2.exists()
+    proc = subprocess.run([sys.executable, "examples/" + small[0], *small[1:],
+                           "--max_archive_mb", "0"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    assert proc.returncode != 0 and "--max_archive_mb must be a positive" in proc.stderr
     _run(*small, "--noprojection")
     entry2 = json.loads(registry2.read_text())["fashion_mnist_resnet18_supcon"]
     assert not entry2["has_projection"] and entry2["archive_bytes"] < entry["archive_bytes"]
