@@ -9,10 +9,42 @@ import sys as _sys
 # TensorFlow, before its module runs: keep TensorFlow's C++ start-up lines
 # quiet there, unless the user set the level. Library imports change nothing.
 _argv = getattr(_sys, "orig_argv", [])
-if any(a == "-m" and b.startswith("supcon_tf.") for a, b in zip(_argv, _argv[1:])):
-    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_QUIET = (any(a == "-m" and b.startswith("supcon_tf.") for a, b in zip(_argv, _argv[1:]))
+          and "TF_CPP_MIN_LOG_LEVEL" not in _os.environ)
+if _QUIET:
+    _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+
+# TF_CPP_MIN_LOG_LEVEL does not reach the lines TensorFlow 2.21 logs before
+# absl::InitializeLog: where oneDNN is on by default (AVX-512 Xeons) it prints
+# its oneDNN notice at import whatever the level. Our command line drops
+# exactly these lines and passes every other one through.
+_START_UP_LINES = ("All log messages before absl::InitializeLog() is called",
+                   "oneDNN custom operations are on")
+
+
+def _import_quietly(module):
+    import tempfile
+    _sys.stderr.flush()
+    saved = _os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            _os.dup2(captured.fileno(), 2)
+            try:
+                __import__(module)
+            finally:
+                _os.dup2(saved, 2)
+                captured.seek(0)
+                lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+                _sys.stderr.write("".join(line for line in lines
+                                          if not any(s in line for s in _START_UP_LINES)))
+                _sys.stderr.flush()
+    finally:
+        _os.close(saved)
+
 
 try:
+    if _QUIET:
+        _import_quietly("tensorflow")
     import tensorflow as _tf  # noqa: F401
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(

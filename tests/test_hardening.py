@@ -345,6 +345,24 @@ def test_zoo_cli_prints_no_tensorflow_start_up_lines():
         proc.stderr
 
 
+def test_quiet_import_drops_only_tensorflows_start_up_lines(tmp_path):
+    # A module that writes to file descriptor 2 as TensorFlow's C++ logging does.
+    (tmp_path / "noisy.py").write_text(
+        "import os\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called "
+        "(fake 1)\\n')\n"
+        "os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on (fake 2)\\n')\n"
+        "os.write(2, b'E0000 something the user must see\\n')\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import supcon_tf; "
+            "supcon_tf._import_quietly('noisy'); print('after', file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    tail = proc.stderr[proc.stderr.rindex("E0000"):]
+    assert tail == "E0000 something the user must see\nafter\n"
+    assert "(fake" not in proc.stderr
+
+
 # -- XLA:CPU's YNNPACK race (TensorFlow 2.21) -------------------------------------------
 
 def test_xla_ynn_guard_is_set_only_where_it_is_known_to_be_needed():
