@@ -230,14 +230,18 @@ def vicreg_reference(za, zb, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
     return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
 
-def hard_negative_reference(features, labels=None, temperature=0.5, tau_plus=0.1, beta=1.0):
+def hard_negative_reference(features, labels=None, temperature=0.5, tau_plus=0.1, beta=1.0,
+                            return_clamped=False):
     """HCL (Robinson et al., ICLR 2021, joshr17/HCL `criterion`, estimator
     "hard"), one anchor at a time: `features` `[batch, 2, dim]` (normalised
     here); negatives are the views of the other samples (of other classes,
-    with `labels`). Per sample: the mean over its two anchors."""
+    with `labels`). Per sample: the mean over its two anchors. With
+    `return_clamped`, also the fraction of the two anchors whose Ng is at
+    the clamp."""
     z = np.asarray(features, np.float64)
     z = z / np.linalg.norm(z, axis=-1, keepdims=True)
     out = np.zeros(len(z))
+    clamped = np.zeros(len(z))
     for i in range(len(z)):
         values = []
         for v in range(2):
@@ -253,10 +257,11 @@ def hard_negative_reference(features, labels=None, temperature=0.5, tau_plus=0.1
             imp = neg ** beta
             reweighted = (imp * neg).sum() / imp.mean()
             ng = (-tau_plus * n * pos + reweighted) / (1 - tau_plus)
+            clamped[i] += (ng <= n * math.exp(-1 / temperature)) / 2
             ng = max(ng, n * math.exp(-1 / temperature))
             values.append(-math.log(pos / (pos + ng)))
         out[i] = np.mean(values)
-    return out
+    return (out, clamped) if return_clamped else out
 
 
 def finite_differences(fn, z, eps=1e-5):

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import supcon_tf as sct
-from supcon_tf.losses import HardNegativeLoss, hard_negative_loss, moco_loss, supcon_loss
+from supcon_tf.losses import (HardNegativeLoss, hard_negative_loss, hard_negative_terms, moco_loss,
+                              supcon_loss)
 from supcon_tf.mixing import mix_hardest, mochi_negatives
 from tests.reference import finite_differences, hard_negative_reference, moco_reference
 from tests.test_distribute import replicated, single_device
@@ -43,6 +44,31 @@ def test_hard_negative_loss_matches_the_loop_reference(options):
     labels = np.array([0, 1, 0, 2, 1, 0])
     got = hard_negative_loss(labels, z, **options).numpy()
     np.testing.assert_allclose(got, hard_negative_reference(z, labels, **options), rtol=2e-5)
+
+
+def test_hard_negative_terms_report_where_the_clamp_binds():
+    # Views agreeing strongly for some samples and not at all for others, so
+    # that the clamp binds for some anchors and not for others.
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(8, 2, 6)).astype("float32")
+    z[:4, 1] = z[:4, 0] + 0.1 * z[:4, 1]
+    labels = np.array([0, 1, 2, 0, 1, 2, 3, 3])
+    seen = set()
+    for options in (dict(temperature=0.2, tau_plus=0.1, beta=0.0),
+                    dict(temperature=0.2, tau_plus=0.1, beta=1.0),
+                    dict(temperature=0.5, tau_plus=0.3, beta=0.5)):
+        for y in (None, labels):
+            terms = hard_negative_terms(y, z, **options)
+            want_loss, want_clamped = hard_negative_reference(z, y, return_clamped=True,
+                                                              **options)
+            np.testing.assert_allclose(terms["loss"], want_loss, rtol=2e-5)
+            np.testing.assert_array_equal(terms["clamped"], want_clamped)
+            np.testing.assert_allclose(hard_negative_loss(y, z, **options), want_loss, rtol=2e-5)
+            seen.update(want_clamped.tolist())
+    assert {0.0, 1.0} <= seen                 # clamped and free anchors both occur
+    # tau_plus = 0 (NT-Xent and HCL without debiasing): never clamped.
+    for beta in (0.0, 1.0):
+        assert not np.any(hard_negative_terms(None, z, 0.2, tau_plus=0.0, beta=beta)["clamped"])
 
 
 def test_hard_negative_special_cases():

@@ -8,7 +8,8 @@ loss). `proto_nce` is PCL's prototype term for one clustering; `SwAVLoss`
 SwAV's swapped prediction of Sinkhorn codes."""
 
 from supcon_tf.losses.byol import BYOLLoss
-from supcon_tf.losses.hard_negative import HardNegativeLoss, hard_negative_loss
+from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
+                                            hard_negative_terms)
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
 from supcon_tf.losses.proto import proto_nce
 from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
@@ -17,5 +18,6 @@ from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "HardNegativeLoss", "MoCoLoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "hard_negative_loss", "moco_loss",
+           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "hard_negative_loss", "hard_negative_terms",
+           "moco_loss",
            "proto_nce", "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -105,6 +105,42 @@ def hard_negative_loss(y_true, y_pred, temperature=0.5, tau_plus=0.1, beta=1.0,
         Robinson et al., "Contrastive Learning with Hard Negative Samples",
         ICLR 2021; Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020.
     """
+    return hard_negative_terms(y_true, y_pred, temperature=temperature, tau_plus=tau_plus,
+                               beta=beta, normalize=normalize)["loss"]
+
+
+def hard_negative_terms(y_true, y_pred, temperature=0.5, tau_plus=0.1, beta=1.0,
+                        normalize=True):
+    """`hard_negative_loss` and how often its clamp binds, per sample.
+
+    The clamp `Ng >= n * exp(-1 / T)` is where the debiased estimate of the
+    negatives' sum turns non-positive: `tau_plus * n * pos` (the expected
+    false negatives, scaled by the positive) exceeds the (reweighted) sum of
+    the negatives. An anchor at the clamp gets a constant `Ng`: its
+    negatives send no gradient and only its positive is pulled closer. With
+    a well-aligned positive and a low temperature, `pos = exp(s+ / T)` is
+    large (e^4.5 = 90 for s+ = 0.9 at T = 0.2) and the clamp binds for most
+    anchors; the papers' CIFAR settings use T = 0.5. Watch `clamped` when
+    choosing `temperature` and `tau_plus`. (With `tau_plus=0` it binds only
+    where every negative is exactly opposite the anchor.)
+
+    Args:
+        As `hard_negative_loss`.
+
+    Returns:
+        A dict of float32 `[batch]` tensors: `loss`, the values of
+        `hard_negative_loss`, and `clamped`, the fraction (0, 0.5 or 1) of the
+        sample's two anchors whose `Ng` is at the clamp (anchors without
+        negatives count as not clamped).
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = np.random.default_rng(0).normal(size=(4, 2, 64)).astype("float32")
+    >>> z[:, 1] = z[:, 0]                     # aligned views, near-orthogonal samples
+    >>> float(hard_negative_terms(None, z, temperature=0.2, beta=0.0)["clamped"].numpy().mean())
+    1.0
+    """
     temperature, tau_plus, beta = _check_hcl_options(temperature, tau_plus, beta)
     features = _as_views(y_pred)
     if features.shape.rank != 3 or features.shape[1] != 2:
@@ -152,7 +188,9 @@ def hard_negative_loss(y_true, y_pred, temperature=0.5, tau_plus=0.1, beta=1.0,
     shift = tf.stop_gradient(tf.maximum(log_reweighted, positive))
     pos = tf.exp(positive - shift)
     ng = (tf.exp(log_reweighted - shift) - tau_plus * safe_count * pos) / (1.0 - tau_plus)
-    ng = tf.maximum(ng, safe_count * tf.exp(-1.0 / temperature - shift))
+    floor = safe_count * tf.exp(-1.0 / temperature - shift)
+    clamped = tf.logical_and(has_negatives, ng <= floor)
+    ng = tf.maximum(ng, floor)
     # -log(pos / (pos + Ng)) = softplus(log Ng - s+ / T): exact also when Ng << pos.
     # (Ng can underflow to 0 only where the loss is below float32's resolution.)
     keep = tf.logical_and(has_negatives, ng > 0)
@@ -161,7 +199,11 @@ def hard_negative_loss(y_true, y_pred, temperature=0.5, tau_plus=0.1, beta=1.0,
     if check is not None:
         with tf.control_dependencies([check]):
             per_anchor = tf.identity(per_anchor)
-    return tf.reduce_mean(tf.reshape(per_anchor, [batch, 2]), axis=1) + poison
+    clamped = tf.reduce_mean(tf.reshape(tf.cast(clamped, tf.float32), [batch, 2]), axis=1)
+    return {"loss": tf.reduce_mean(tf.reshape(per_anchor, [batch, 2]), axis=1) + poison,
+            "clamped": clamped + poison}
+
+
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
