@@ -18,6 +18,6 @@ from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "HardNegativeLoss", "MoCoLoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "hard_negative_loss", "hard_negative_terms",
-           "moco_loss",
-           "proto_nce", "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]
+           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "hard_negative_loss",
+           "hard_negative_terms", "moco_loss", "proto_nce", "supcon_loss", "swav_loss",
+           "vicreg_loss", "vicreg_terms"]
