@@ -69,6 +69,9 @@ flags.DEFINE_enum("momentum_schedule", None, ["constant", "cosine"],
 flags.DEFINE_integer("predictor_hidden_dim", None,
                      "BYOL / SimSiam predictor's hidden layer (default: BYOL, the "
                      "projector's first hidden size; SimSiam, projection_dim / 4).")
+flags.DEFINE_float("predictor_lr", None,
+                   "BYOL / SimSiam: a constant learning rate for the predictor (SimSiam's "
+                   "'lr with no decay', e.g. the --lr value); default: the schedule's.")
 flags.DEFINE_float("barlow_lambda", 0.0051, "Barlow Twins' off-diagonal weight.")
 flags.DEFINE_float("vicreg_sim", 25.0, "VICReg's invariance weight.")
 flags.DEFINE_float("vicreg_std", 25.0, "VICReg's variance weight.")
@@ -190,13 +193,13 @@ def no_negatives_model(encoder, augmenter, hidden_dims, sync_bn, probe_classes):
         return sct.models.BYOLModel(
             encoder, predictor=sct.layers.byol_predictor(dim, hidden, synchronized_bn=sync_bn),
             momentum=FLAGS.momentum, momentum_schedule=FLAGS.momentum_schedule or "cosine",
-            **common)
+            predictor_learning_rate=FLAGS.predictor_lr, **common)
     if method == "simsiam":
         hidden = FLAGS.predictor_hidden_dim or max(1, dim // 4)
         return sct.models.SimSiamModel(
             encoder, predictor=sct.layers.simsiam_predictor(dim, hidden,
                                                             synchronized_bn=sync_bn),
-            **common)
+            predictor_learning_rate=FLAGS.predictor_lr, **common)
     if method == "barlow":
         return sct.models.BarlowTwinsModel(encoder, lambda_=FLAGS.barlow_lambda, **common)
     return sct.models.VICRegModel(encoder, sim_coeff=FLAGS.vicreg_sim,
@@ -287,6 +290,9 @@ def main(argv):
     if FLAGS.method not in ("moco", "supcon", "pcl", "swav") and queue_size is not None:
         raise app.UsageError(f"--queue_size is for --method moco, supcon or swav "
                              f"({FLAGS.method} has no queue).")
+    if FLAGS.predictor_lr is not None and FLAGS.method not in ("byol", "simsiam"):
+        raise app.UsageError("--predictor_lr is for --method byol or simsiam (the methods "
+                             f"with a predictor). Received: --method {FLAGS.method}")
     if FLAGS.small_views and FLAGS.method != "swav":
         raise app.UsageError("--small_views (multi-crop) is for --method swav.")
     if FLAGS.mochi and (queue_size is None or FLAGS.method == "swav"):

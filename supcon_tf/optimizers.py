@@ -154,3 +154,40 @@ def scale_learning_rate(base_learning_rate, batch_size, rule="linear", base_batc
     if rule == "sqrt":
         return base_learning_rate * math.sqrt(ratio)
     return float(base_learning_rate)
+
+
+def with_learning_rate(optimizer, learning_rate, name=None):
+    """A new, unbuilt optimizer of `optimizer`'s class and settings (momentum,
+    weight decay, betas, clipping, ...) with another learning rate: for a
+    part of a model trained at its own rate, such as SimSiam's predictor at
+    a constant rate while the rest follows a schedule.
+
+    Args:
+        optimizer: A `keras.optimizers.Optimizer` (not a
+            `LossScaleOptimizer`: its loss scale belongs to one optimizer).
+        learning_rate: A float > 0 or a `keras.optimizers.schedules` schedule.
+        name: The new optimizer's name. Defaults to None: `optimizer`'s name
+            with `"_copy"` appended.
+
+    Returns:
+        A `keras.optimizers.Optimizer` with its own variables and iterations.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        raise ValueError(
+            "`optimizer` is a LossScaleOptimizer (mixed_float16): its loss scale cannot be "
+            "shared with a second optimizer. Use float32 or mixed_bfloat16. Received: "
+            f"optimizer={optimizer!r}")
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError("`optimizer` must be a keras.optimizers.Optimizer. "
+                        f"Received: optimizer={optimizer!r}")
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
+            raise TypeError("`learning_rate` must be a number or a LearningRateSchedule. "
+                            f"Received: learning_rate={learning_rate!r}")
+        if not learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}")
+        learning_rate = float(learning_rate)
+    config = optimizer.get_config()
+    config["name"] = name or f"{config.get('name') or 'optimizer'}_copy"
+    config["learning_rate"] = learning_rate
+    return type(optimizer).from_config(config)

@@ -122,7 +122,7 @@ def test_other_entry_points_run(tmp_path, script, extra):
     ("byol", ["--projection_hidden_dims", "32", "--predictor_hidden_dim", "24",
               "--imix", "cutmix", "--imix_alpha", "0.5"], "BYOLModel"),
     ("simsiam", ["--projection_hidden_dims", "32,32", "--adversarial_eps", "0.01",
-                 "--adversarial_weight", "0.5"], "SimSiamModel"),
+                 "--adversarial_weight", "0.5", "--predictor_lr", "0.002"], "SimSiamModel"),
     ("barlow", ["--projection_hidden_dims", "32,32", "--barlow_lambda", "0.01"],
      "BarlowTwinsModel"),
     ("vicreg", ["--projection_hidden_dims", "32,32", "--vicreg_cov", "2"], "VICRegModel"),
@@ -167,6 +167,8 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     if method == "simsiam":
         assert model.head.output_batch_norm and model.predictor.hidden_dims == (4,)
         assert (model.adversarial_eps, model.adversarial_weight) == (0.01, 0.5)
+        assert model.predictor_learning_rate == 0.002
+        assert int(model.predictor_optimizer.iterations) == 2         # trained, state saved
     if method == "barlow":
         assert model.lambda_ == 0.01 and isinstance(model.loss, supcon_tf.losses.BarlowTwinsLoss)
     if method == "vicreg":
@@ -199,6 +201,7 @@ def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
     (["--method", "simclr", "--positives_cap", "2"], "--positives_cap is for --method supcon"),
     (["--long_tailed_ratio", "0.5"], "imbalance_ratio"),
     (["--small_views", "2"], "--small_views (multi-crop) is for --method swav"),
+    (["--method", "moco", "--predictor_lr", "0.01"], "--predictor_lr is for --method byol"),
 ])
 def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
     proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY, "--epochs", "1",

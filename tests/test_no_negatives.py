@@ -251,6 +251,52 @@ def test_models_train_save_and_resume(tmp_path, cls):
     loaded.fit(x, batch_size=16, epochs=1, verbose=0)             # trains on, no labels
 
 
+def test_predictor_learning_rate_is_constant_and_resumes(tmp_path):
+    """SimSiam's fixed predictor rate: one SGD step moves the predictor by
+    its own constant rate and the rest by the schedule's; the predictor's
+    optimizer state survives `.keras` and a resume after kill."""
+    views, _ = _views(8)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=1, decay_rate=0.5)
+    model = _model(sct.models.SimSiamModel, augmenter=None, predictor_learning_rate=0.05)
+    model.compile(optimizer=keras.optimizers.SGD(schedule))
+    assert type(model.predictor_optimizer) is keras.optimizers.SGD
+    assert model.predictor_optimizer.name == f"{model.optimizer.name}_predictor"
+    with tf.GradientTape() as tape:
+        out = model.forward(tf.constant(views), training=True)
+        loss = model.contrastive_loss(None, None, out, None, True)
+    variables = model.trainable_variables
+    grads = [g.numpy() for g in tape.gradient(loss, variables)]
+    before = [v.numpy().copy() for v in variables]
+    own = {id(v) for v in model.predictor.trainable_variables}
+    model.fit(views, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for v, w, g in zip(variables, before, grads):
+        rate = 0.05 if id(v) in own else 0.01
+        np.testing.assert_allclose(v.numpy(), w - rate * g, rtol=1e-4, atol=1e-6, err_msg=v.path)
+    assert int(model.optimizer.iterations) == int(model.predictor_optimizer.iterations) == 1
+
+    x, _ = _images(32)
+
+    def fresh():
+        m = _model(sct.models.SimSiamModel, predictor_learning_rate=1e-3)
+        m.compile(optimizer=keras.optimizers.Adam(sct.optimizers.warmup_cosine(1e-3, 8, 2)))
+        return m
+
+    resumed, _ = killed_then_resumed(fresh, x, str(tmp_path / "backup"), batch_size=16)
+    # 4 epochs of 2 steps: the resumed fit went on from the killed one's state.
+    assert int(resumed.predictor_optimizer.iterations) == int(resumed.optimizer.iterations) == 8
+    path = str(tmp_path / "model.keras")
+    resumed.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.predictor_learning_rate == 1e-3
+    assert len(loaded.predictor_optimizer.variables) == len(resumed.predictor_optimizer.variables) > 1
+    for a, b in zip(loaded.predictor_optimizer.variables, resumed.predictor_optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    with pytest.raises(ValueError, match="predictor_learning_rate=0"):
+        _model(sct.models.BYOLModel, predictor_learning_rate=0)
+    with pytest.raises(TypeError, match="predictor_learning_rate='fast'"):
+        _model(sct.models.SimSiamModel, predictor_learning_rate="fast")
+
+
 def test_model_bad_input():
     for cls in (sct.models.BYOLModel, sct.models.SimSiamModel, sct.models.BarlowTwinsModel,
                 sct.models.VICRegModel):

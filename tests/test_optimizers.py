@@ -76,3 +76,28 @@ def test_learning_rate_scaling_rules():
     assert optimizers.scale_learning_rate(0.1, 64, "none") == 0.1
     with pytest.raises(ValueError, match="rule='cube'"):
         optimizers.scale_learning_rate(0.1, 64, "cube")
+
+
+def test_with_learning_rate_copies_the_settings_not_the_state():
+    schedule = optimizers.warmup_cosine(2e-3, 100, 10)
+    for original in (keras.optimizers.AdamW(schedule, weight_decay=1e-4, beta_2=0.99),
+                     keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+                     optimizers.LARS(schedule, weight_decay=1e-6, eta=0.002)):
+        original.build([keras.Variable(np.ones((2, 2), "float32"))])
+        copy = optimizers.with_learning_rate(original, 0.05)
+        assert type(copy) is type(original) and not copy.built
+        assert copy.name == f"{original.name}_copy"
+        assert float(copy.learning_rate) == pytest.approx(0.05)
+        want = {k: v for k, v in original.get_config().items()
+                if k not in ("name", "learning_rate")}
+        got = {k: v for k, v in copy.get_config().items() if k not in ("name", "learning_rate")}
+        assert got == want
+    with pytest.raises(ValueError, match="learning_rate=0"):
+        optimizers.with_learning_rate(keras.optimizers.SGD(), 0)
+    with pytest.raises(TypeError, match="learning_rate='1'"):
+        optimizers.with_learning_rate(keras.optimizers.SGD(), "1")
+    with pytest.raises(TypeError, match="optimizer='sgd'"):
+        optimizers.with_learning_rate("sgd", 0.1)
+    with pytest.raises(ValueError, match="LossScaleOptimizer"):
+        optimizers.with_learning_rate(
+            keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()), 0.1)

@@ -301,6 +301,11 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
         self.contrastive_accuracy_tracker.update_state(
             contrastive_accuracy(y, out["projections"]))
 
+    def apply_gradients(self, grads_and_vars):
+        """The optimizer step of `train_step`: here the compiled optimizer
+        on every `(gradient, variable)` pair."""
+        self.optimizer.apply_gradients(grads_and_vars)
+
     def after_step(self, y, out):
         """Work after the optimizer step (enqueue, EMA). Nothing here."""
 
@@ -333,8 +338,7 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        self.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         self.after_step(y, out)
         return self._logs(loss, y, out, sample_weight)
 

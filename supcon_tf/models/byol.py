@@ -13,6 +13,7 @@ from supcon_tf.losses import BYOLLoss
 from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_two_views,
                                    feature_shape)
 from supcon_tf.models.target import MomentumModel
+from supcon_tf.optimizers import with_learning_rate
 
 
 def _predictor_for(head, factory):
@@ -32,11 +33,59 @@ class _Predicting:
 
     direction_weight = 1.0
 
+    def __init__(self, *args, predictor_learning_rate=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if predictor_learning_rate is not None:
+            if (isinstance(predictor_learning_rate, bool)
+                    or not isinstance(predictor_learning_rate, (int, float))):
+                raise TypeError("`predictor_learning_rate` must be a number or None. "
+                                f"Received: predictor_learning_rate={predictor_learning_rate!r}")
+            if not predictor_learning_rate > 0:
+                raise ValueError("`predictor_learning_rate` must be > 0. "
+                                 f"Received: predictor_learning_rate={predictor_learning_rate}")
+            predictor_learning_rate = float(predictor_learning_rate)
+        self.predictor_learning_rate = predictor_learning_rate
+        self.predictor_optimizer = None
+
     def build(self, input_shape):
         super().build(input_shape)
         if not self.predictor.built:
             self.predictor.build(self.head.compute_output_shape(
                 feature_shape(self.encoder, input_shape)))
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        """As `ContrastiveModel.compile`; with `predictor_learning_rate`, the
+        predictor gets its own optimizer: the compiled one's class and
+        settings at that constant rate (`optimizers.with_learning_rate`)."""
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        self.predictor_optimizer = None
+        if self.predictor_learning_rate is not None:
+            with self.distribute_strategy.scope():
+                self.predictor_optimizer = with_learning_rate(
+                    self.optimizer, self.predictor_learning_rate,
+                    name=f"{self.optimizer.name}_predictor")
+            self._build_predictor_optimizer()
+
+    def _build_predictor_optimizer(self):
+        # Built before any weights load into it (`.keras`, BackupAndRestore).
+        if (self.predictor_optimizer is not None and not self.predictor_optimizer.built
+                and self.predictor.built):
+            with self.distribute_strategy.scope():
+                self.predictor_optimizer.build(self.predictor.trainable_variables)
+
+    def fit(self, *args, **kwargs):
+        self._build_predictor_optimizer()
+        return super().fit(*args, **kwargs)
+
+    def apply_gradients(self, grads_and_vars):
+        """With a predictor optimizer, the predictor's gradients go to it and
+        the rest to the compiled optimizer."""
+        if self.predictor_optimizer is None:
+            return super().apply_gradients(grads_and_vars)
+        own = {id(v) for v in self.predictor.trainable_variables}
+        self.predictor_optimizer.apply_gradients(
+            [(g, v) for g, v in grads_and_vars if id(v) in own])
+        super().apply_gradients([(g, v) for g, v in grads_and_vars if id(v) not in own])
 
     def predict_views(self, projections, training):
         return self.predictor(projections, training=training)
@@ -64,7 +113,8 @@ class _Predicting:
         return super().compute_loss(x=x, y=y_pred, y_pred=y_pred, training=training)
 
     def get_config(self):
-        return {**super().get_config(), "predictor": serialize(self.predictor)}
+        return {**super().get_config(), "predictor": serialize(self.predictor),
+                "predictor_learning_rate": self.predictor_learning_rate}
 
     @classmethod
     def from_config(cls, config):
@@ -98,6 +148,12 @@ class BYOLModel(_Predicting, MomentumModel):
         momentum: Base momentum of the target network. Defaults to 0.99.
         momentum_schedule: `"cosine"` (BYOL) or `"constant"`. Defaults to `"cosine"`.
         probe_classes: Classes of an online linear probe, or None. Defaults to None.
+        predictor_learning_rate: A constant learning rate for the predictor,
+            or None (the compiled optimizer's, schedule included). With a
+            number, the predictor gets its own copy of the compiled optimizer
+            at that rate (SimSiam's predictor "lr with no decay", its Table 1:
+            67.7% -> 68.1% on ImageNet).
+            Defaults to None.
 
     Example:
 
@@ -156,6 +212,12 @@ class SimSiamModel(_Predicting, ContrastiveModel):
         views: Must be 2. Defaults to 2.
         stop_gradient: Stop the gradient through the targets. Defaults to True.
         probe_classes: Classes of an online linear probe, or None. Defaults to None.
+        predictor_learning_rate: A constant learning rate for the predictor,
+            or None (the compiled optimizer's, schedule included). With a
+            number, the predictor gets its own copy of the compiled optimizer
+            at that rate (SimSiam's predictor "lr with no decay", its Table 1:
+            67.7% -> 68.1% on ImageNet).
+            Defaults to None.
 
     Reference:
         Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021.
