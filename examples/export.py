@@ -72,9 +72,45 @@ TRAINING_FLAGS = ("method", "dataset", "train_size", "encoder", "width", "epochs
                   "projection_dim", "projection_hidden_dims", "seed", "distribute",
                   "synchronized_bn", "mixed_precision", "queue_size", "momentum",
                   "symmetric", "bn_groups", "momentum_schedule", "predictor_hidden_dim",
-                  "barlow_lambda", "vicreg_sim", "vicreg_std", "vicreg_cov")
+                  "barlow_lambda", "vicreg_sim", "vicreg_std", "vicreg_cov", "predictor_lr",
+                  "loss", "beta", "tau_plus", "positives_cap", "imix", "imix_alpha",
+                  "adversarial_eps", "adversarial_weight", "mochi", "mochi_n", "mochi_s",
+                  "mochi_s_prime", "mochi_start_epoch", "npid_loss", "npid_negatives",
+                  "num_clusters", "pcl_warmup_epochs", "pcl_negatives", "num_prototypes",
+                  "sinkhorn_epsilon", "swav_queue_start_epoch", "freeze_prototypes_steps",
+                  "small_views", "small_crop_size", "small_crop_scale", "long_tailed_ratio",
+                  "long_tailed_profile", "jit_compile")
+METHOD_NAMES = {"supcon": "Supervised contrastive (SupCon)",
+                "simclr": "Self-supervised contrastive (SimCLR)",
+                "moco": "Momentum contrast (MoCo v2)",
+                "byol": "Bootstrap your own latent (BYOL)",
+                "simsiam": "Simple Siamese networks (SimSiam)",
+                "barlow": "Redundancy reduction (Barlow Twins)",
+                "vicreg": "Variance-invariance-covariance regularization (VICReg)",
+                "npid": "Non-parametric instance discrimination (NPID)",
+                "pcl": "Prototypical contrastive learning (PCL)",
+                "swav": "Swapping assignments between views (SwAV)",
+                "ce": "Cross-entropy baseline"}
 PREPROCESSING = ("raw pixel values in [0, 255] (uint8 or float32); the model scales "
                  "them to [0, 1] itself")
+
+
+def describe_method(method, flags_):
+    """The method's name for the model card, with the options that change
+    what it learns (the hard-negative loss, i-Mix, adversarial views, MoCHi)."""
+    extras = []
+    if flags_.get("loss") == "hcl":
+        beta, tau_plus = flags_.get("beta"), flags_.get("tau_plus")
+        extras.append(f"the debiased loss (DCL, tau+ {tau_plus:g})" if beta == 0 else
+                      f"hard negatives (HCL, beta {beta:g}, tau+ {tau_plus:g})")
+    if flags_.get("mochi"):
+        extras.append("synthetic hard negatives (MoCHi)")
+    if flags_.get("imix"):
+        extras.append(f"i-Mix ({flags_['imix']})")
+    if flags_.get("adversarial_eps"):
+        extras.append(f"adversarial views (CLAE, eps {flags_['adversarial_eps']:g})")
+    name = METHOD_NAMES[method]
+    return name + (" with " + " and ".join(extras) if extras else "")
 
 
 def load_run(run_dir):
@@ -264,17 +300,7 @@ def main(argv):
     write_atomic(archive, packed)
     entry = {
         "method": method,
-        "method_long": {"supcon": "Supervised contrastive (SupCon)",
-                        "simclr": "Self-supervised contrastive (SimCLR)",
-                        "moco": "Momentum contrast (MoCo v2)",
-                        "byol": "Bootstrap your own latent (BYOL)",
-                        "simsiam": "Simple Siamese networks (SimSiam)",
-                        "barlow": "Redundancy reduction (Barlow Twins)",
-                        "vicreg": "Variance-invariance-covariance regularization (VICReg)",
-                        "npid": "Non-parametric instance discrimination (NPID)",
-                        "pcl": "Prototypical contrastive learning (PCL)",
-                        "swav": "Swapping assignments between views (SwAV)",
-                        "ce": "Cross-entropy baseline"}[method],
+        "method_long": describe_method(method, flags_),
         "dataset": flags_["dataset"],
         "encoder": flags_["encoder"],
         "width": flags_["width"],

@@ -213,7 +213,8 @@ def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
 
 def test_export_script_makes_a_zoo_entry(tmp_path):
     run_dir = str(tmp_path / "run")
-    _run("pretrain.py", *TINY, "--epochs", "1", "--model_dir", run_dir)
+    _run("pretrain.py", *TINY, "--epochs", "1", "--model_dir", run_dir, "--loss", "hcl",
+         "--beta", "0.5", "--tau_plus", "0.05")
     zoo_dir, registry = tmp_path / "zoo", tmp_path / "registry.json"
     out = _run("export.py", "--run_dir", run_dir, "--name", "fashion_mnist_resnet18_supcon",
                "--zoo_dir", str(zoo_dir), "--registry", str(registry),
@@ -227,6 +228,11 @@ def test_export_script_makes_a_zoo_entry(tmp_path):
     import supcon_tf as sct
     assert sct.zoo.sha256(folder / entry["archive"]) == entry["sha256"]
     assert entry["has_projection"] and entry["epochs"] == 1 and entry["method"] == "supcon"
+    # The card names the loss option, and the registry records its flags.
+    assert entry["method_long"] == ("Supervised contrastive (SupCon) with hard negatives "
+                                    "(HCL, beta 0.5, tau+ 0.05)")
+    assert {k: entry["training_flags"][k] for k in ("loss", "beta", "tau_plus")} == {
+        "loss": "hcl", "beta": 0.5, "tau_plus": 0.05}
     assert 0.1 < entry["linear_top1"] <= 1 and 0.1 < entry["knn_top1"] <= 1
     assert "fashion_mnist_resnet18_supcon" in (zoo_dir / "README.md").read_text()
     card = (folder / "README.md").read_text()
