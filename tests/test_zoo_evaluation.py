@@ -106,7 +106,10 @@ def test_registry_lists_three_methods_on_one_encoder():
     encoders = {(e["encoder"], e["width"]) for e in entries}
     assert len(encoders) == 1
     for entry in entries:
-        assert entry["name"] == f"{entry['dataset']}_{entry['encoder']}_{entry['method']}"
+        # Named by the method, or by the loss option it was trained with
+        # (fashion_mnist_resnet18_hcl: SimCLR with --loss hcl).
+        variants = {entry["method"], entry["training_flags"].get("loss", entry["method"])}
+        assert entry["name"] in {f"{entry['dataset']}_{entry['encoder']}_{v}" for v in variants}
         for key in zoo.REQUIRED + ("parameters", "linear_top1", "knn_top1", "epochs",
                                    "batch_size", "wall_seconds", "command",
                                    "preprocessing"):
