@@ -437,7 +437,10 @@ def main(argv):
         recorded = FLAGS.flag_values_dict()
         recorded["projection_hidden_dims"] = list(hidden_dims) if hidden_dims else None
         epochs = sorted(run["epochs"], key=int)
-        history = {k: [run["epochs"][e][k] for e in epochs] for k in run["epochs"][epochs[-1]]}
+        # (A key the first epochs lack, e.g. of a run resumed by a newer
+        # version, reads None there.)
+        history = {k: [run["epochs"][e].get(k) for e in epochs]
+                   for k in run["epochs"][epochs[-1]]}
         # The whole run, over every process that worked on it (resumes included).
         sct.export.write_json({"flags": recorded, "wall_seconds": run["seconds"],
                                "processes": run["processes"],

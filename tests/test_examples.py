@@ -143,6 +143,9 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     if method == "pcl":                     # MoCo's inputs: no labels, no probe
         assert model.num_clusters == (4, 8) and float(model.clustered.numpy()) == 1.0
         assert "proto_loss" in out
+        # The E-step's time, per epoch, in the run's record.
+        record = json.loads(open(os.path.join(tmp_path, "pretrain.json")).read())
+        assert record["history"]["clustering_seconds"][0] > 0
         return
     assert "probe_accuracy" in out and "output_std" in out      # labels feed the probe
     if method == "npid":

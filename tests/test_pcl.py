@@ -34,6 +34,8 @@ def test_pcl_warms_up_then_clusters_every_epoch_and_keeps_its_state(tmp_path):
     history = model.fit(ds, epochs=3, verbose=0, callbacks=[clustering]).history
     assert history["proto_loss"][0] == 0.0 and min(history["proto_loss"][1:]) > 0
     assert sorted(clustering.seconds) == [1, 2]          # after the warm-up, every epoch
+    assert history["clustering_seconds"] == [0.0] + [clustering.seconds[e] for e in (1, 2)]
+    assert min(clustering.seconds.values()) > 0
     for k, c, phi, ids in zip((3, 6), model.prototypes, model.phi, model.cluster_ids):
         np.testing.assert_allclose(np.linalg.norm(c.numpy(), axis=1), 1.0, rtol=1e-5)
         assert phi.numpy().mean() == pytest.approx(model.temperature, rel=1e-5)

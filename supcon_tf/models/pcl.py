@@ -164,6 +164,10 @@ class PCLClustering(keras.callbacks.Callback):
 
     Attributes:
         seconds: The time each clustering took (embedding included), by epoch.
+
+    Each epoch's logs also get `clustering_seconds` (0 during the warm-up),
+    so `History` and anything that records the logs keep the time the
+    E-step adds to the epoch.
     """
 
     def __init__(self, images, batch_size=1024):
@@ -186,3 +190,7 @@ class PCLClustering(keras.callbacks.Callback):
                                      for b in data.batch(self.batch_size)])
         model.set_clusters(embeddings, seed=epoch)
         self.seconds[epoch] = time.perf_counter() - start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["clustering_seconds"] = self.seconds.get(epoch, 0.0)
