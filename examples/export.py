@@ -113,6 +113,17 @@ def describe_method(method, flags_):
     return name + (" with " + " and ".join(extras) if extras else "")
 
 
+def method_label(method, flags_):
+    """The zoo index's short method column: the method and its loss option,
+    e.g. `simclr + HCL`, `moco + MoCHi`."""
+    extras = []
+    if flags_.get("loss") == "hcl":
+        extras.append("DCL" if flags_.get("beta") == 0 else "HCL")
+    extras += [name for flag, name in (("mochi", "MoCHi"), ("imix", "i-Mix"),
+                                       ("adversarial_eps", "CLAE")) if flags_.get(flag)]
+    return " + ".join([method] + extras)
+
+
 def load_run(run_dir):
     """(encoder, head or None, record dict, method) of a training run."""
     for record_name, method in (("pretrain.json", None), ("train_ce.json", "ce")):
@@ -248,7 +259,8 @@ def zoo_index(registry):
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in sorted(registry.items()):
         lines.append(
-            f"| [{name}]({name}/README.md) | {e['method']} | {e['encoder']} w{e['width']} | "
+            f"| [{name}]({name}/README.md) | {method_label(e['method'], e['training_flags'])} | "
+            f"{e['encoder']} w{e['width']} | "
             f"{e['parameters']:,} | {100 * e['linear_top1']:.2f}% | {100 * e['knn_top1']:.2f}% | "
             f"{e['epochs']} | {e['batch_size']} | {e['wall_seconds']:.0f} s | "
             f"{e['archive_bytes'] / 1e6:.2f} MB |")

@@ -237,7 +237,8 @@ def test_export_script_makes_a_zoo_entry(tmp_path):
     assert {k: entry["training_flags"][k] for k in ("loss", "beta", "tau_plus")} == {
         "loss": "hcl", "beta": 0.5, "tau_plus": 0.05}
     assert 0.1 < entry["linear_top1"] <= 1 and 0.1 < entry["knn_top1"] <= 1
-    assert "fashion_mnist_resnet18_supcon" in (zoo_dir / "README.md").read_text()
+    assert ("[fashion_mnist_resnet18_supcon](fashion_mnist_resnet18_supcon/README.md) | "
+            "supcon + HCL |") in (zoo_dir / "README.md").read_text()
     card = (folder / "README.md").read_text()
     assert f"{100 * entry['linear_top1']:.2f}%" in card and entry["sha256"] in card
     assert entry["eval_sizes"] == [2000, 500] and "first 2,000 training images" in card
