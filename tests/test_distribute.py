@@ -238,12 +238,18 @@ def _sync_bn_encoder():
     ])
 
 
-def _fit_losses(make_encoder, strategy, sync_head, cls=sct.models.SupConModel):
+def _fit_losses(make_encoder, strategy, sync_head, cls=sct.models.SupConModel,
+                in_model_views=False):
     """Trains the same model (same initial weights, same batches of pre-made
-    views) on one device and under `strategy`; returns both loss histories."""
+    views) on one device and under `strategy`; returns both loss histories.
+    With `in_model_views` the batches are images and the model makes its
+    views (a deterministic augmenter, so that both runs see the same ones)."""
     rng = np.random.default_rng(3)
     views = rng.uniform(0, 1, size=(32, VIEWS, 8, 8, 1)).astype("float32")
     y = rng.integers(0, 4, size=32).astype("int32")
+    if in_model_views:
+        views = views[:, 0] * 255
+    augmenter = keras.layers.Rescaling(1 / 255) if in_model_views else None
 
     def dataset():
         return tf.data.Dataset.from_tensor_slices((views, y)).batch(16, drop_remainder=True)
@@ -254,7 +260,8 @@ def _fit_losses(make_encoder, strategy, sync_head, cls=sct.models.SupConModel):
         with (scope.scope() if scope else tf.device("/cpu:0")):
             model = cls(make_encoder(), head=sct.layers.ProjectionHead(
                 16, hidden_dims=(16,), synchronized_bn=sync_head,
-                normalize=cls is sct.models.SupConModel), probe_classes=4)
+                normalize=cls is sct.models.SupConModel), probe_classes=4,
+                augmenter=augmenter)
             model.compile(optimizer=keras.optimizers.SGD(0.01))
             model.build((None, 8, 8, 1))
             if weights is None:
@@ -289,6 +296,44 @@ def test_methods_without_negatives_under_mirrored_match_one_device(strategy, cls
     for name in ("loss", "output_std", "probe_loss"):
         np.testing.assert_allclose(mirrored[name], one[name], rtol=1e-4, err_msg=name)
     assert one["loss"][-1] != one["loss"][0]
+
+
+@pytest.mark.parametrize("cls", [sct.models.BarlowTwinsModel, sct.models.VICRegModel])
+def test_in_model_views_under_mirrored_match_one_device(strategy, cls):
+    """Images in, views made by the model's augmenter: under a strategy Keras
+    builds the compiled loss before training, which must see the views'
+    projections `[batch, 2, dim]` (losses of two views reject `model(images)`,
+    `[batch, dim]`); then two replicas train as one device."""
+    one, mirrored = _fit_losses(_sync_bn_encoder, strategy, sync_head=True, cls=cls,
+                                in_model_views=True)
+    for name in ("loss", "output_std", "probe_loss"):
+        np.testing.assert_allclose(mirrored[name], one[name], rtol=1e-4, err_msg=name)
+    assert one["loss"][-1] != one["loss"][0]
+
+
+def test_moco_and_pcl_with_in_model_views_fit_under_mirrored(strategy):
+    """MoCo's loss takes queries and keys `[batch, 2, dim]`: with images in
+    (and PCL's `{"image", "index"}`), the model under a strategy builds it
+    from the views and trains."""
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 255, size=(32, 8, 8, 1)).astype("float32")
+
+    def parts():
+        return dict(head=sct.layers.ProjectionHead(8, hidden_dims=(8,), batch_norm=False),
+                    augmenter=keras.layers.Rescaling(1 / 255), queue_size=16)
+
+    with strategy.scope():
+        moco = sct.models.MoCoModel(_plain_encoder(), **parts())
+        pcl = sct.models.PCLModel(_plain_encoder(), 32, num_clusters=(2, 4), warmup_epochs=0,
+                                  num_prototype_negatives=2, **parts())
+        for model in (moco, pcl):
+            model.compile(optimizer=keras.optimizers.SGD(0.01))
+    ds = tf.data.Dataset.from_tensor_slices(images)
+    history = moco.fit(ds.batch(16, drop_remainder=True), epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and int(moco.queue.count.numpy()) == 16
+    history = pcl.fit(sct.data.with_index(ds).batch(16, drop_remainder=True), epochs=1,
+                      verbose=0, callbacks=[sct.models.PCLClustering(images)]).history
+    assert np.isfinite(history["loss"][0]) and history["proto_loss"][0] > 0
 
 
 def test_unsynchronized_batch_norm_differs(strategy):

@@ -1,7 +1,8 @@
 """What `ContrastiveModel.fit`, `evaluate` and `predict` check and work
 around before Keras runs them: even batches under several replicas, a new
 step function when the input rank changes, the planned length of `fit`, and
-Keras 3's symbolic build under MultiWorkerMirroredStrategy."""
+Keras 3's symbolic build under a strategy (the compiled loss built from the
+views; under MultiWorkerMirroredStrategy from one replica's batch)."""
 
 import warnings
 
@@ -126,3 +127,30 @@ class FitChecks:
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy Keras 3 builds the compiled loss before training by
+        # calling it on `model(x)`: for images that is `[batch, dim]` (one
+        # embedding per image), which losses of two views (MoCo's, Barlow
+        # Twins', VICReg's) reject. The step feeds the loss the views'
+        # projections: build it from the views' shape, `[batch, views, H, W, C]`
+        # (the model's `call` on views returns their projections).
+        if data_batch is not None and getattr(self, "loss", None) is not None:
+            data_batch = _with_views(data_batch, self.multi_view is not None and self.views)
+        return super()._symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def _with_views(data_batch, views):
+    """`data_batch` with its images `[batch, H, W, C]` (alone or under
+    `"image"`) replaced by a symbolic `[batch, views, H, W, C]`; unchanged when
+    `views` is falsy or the images are views already."""
+    if not views:
+        return data_batch
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_batch)
+    images = x["image"] if isinstance(x, dict) else x
+    if images is None or len(images.shape) != 4:
+        return data_batch
+    shape = tuple(images.shape)
+    symbolic = keras.KerasTensor((shape[0], views) + shape[1:], dtype="float32")
+    x = {**x, "image": symbolic} if isinstance(x, dict) else symbolic
+    return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
