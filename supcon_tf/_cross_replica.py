@@ -124,8 +124,7 @@ def scatter_update(variable, indices, updates):
     same update, as `assign` does; no copy of the whole variable is made.
     Returns nothing."""
     indices, updates = tf.convert_to_tensor(indices), tf.convert_to_tensor(updates)
-    ctx = replica_context()
-    if ctx is None:
+    if not tf.distribute.has_strategy():
         variable.value.scatter_nd_update(indices, updates)
         return
 
@@ -133,4 +132,9 @@ def scatter_update(variable, indices, updates):
         strategy.extended.update(variable.value, lambda var, i, u: var.scatter_nd_update(i, u),
                                  args=(i, u), group=False)
 
-    ctx.merge_call(merge, args=(indices, updates))
+    # A distributed variable has no scatter of its own, even on one replica.
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:                                     # cross-replica context
+        merge(tf.distribute.get_strategy(), indices, updates)
+    else:
+        ctx.merge_call(merge, args=(indices, updates))

@@ -118,6 +118,19 @@ def test_other_entry_points_run(tmp_path, script, extra):
         assert model.jit_compile is True                     # XLA on the whole step
 
 
+def test_pretrain_moco_under_a_one_device_strategy(tmp_path):
+    """`--distribute mirrored` on a machine with one device: a strategy of one
+    replica. MoCo's queue (a distributed variable there, written in place by
+    scatter) and its loss of two views (built by Keras from the views) work."""
+    out = _run("pretrain.py", *TINY, "--epochs", "1", "--method", "moco", "--queue_size", "256",
+               "--distribute", "mirrored", "--model_dir", str(tmp_path))
+    assert "on 1 replica(s)" in out
+    import keras
+    import supcon_tf  # noqa: F401  (registers the model classes)
+    model = keras.models.load_model(str(tmp_path / "model.keras"))
+    assert int(model.queue.count) == 256 and int(model.queue.pointer) == 0   # 4 x 128 keys
+
+
 @pytest.mark.parametrize("method,extra,cls", [
     ("byol", ["--projection_hidden_dims", "32", "--predictor_hidden_dim", "24",
               "--imix", "cutmix", "--imix_alpha", "0.5"], "BYOLModel"),
