@@ -95,33 +95,33 @@ PREPROCESSING = ("raw pixel values in [0, 255] (uint8 or float32); the model sca
                  "them to [0, 1] itself")
 
 
-def describe_method(method, flags_):
-    """The method's name for the model card, with the options that change
-    what it learns (the hard-negative loss, i-Mix, adversarial views, MoCHi)."""
-    extras = []
+def method_options(flags_):
+    """(short label, description) of each training option that changes what the
+    method learns: the hard-negative loss, MoCHi, i-Mix, adversarial views."""
+    options = []
     if flags_.get("loss") == "hcl":
         beta, tau_plus = flags_.get("beta"), flags_.get("tau_plus")
-        extras.append(f"the debiased loss (DCL, tau+ {tau_plus:g})" if beta == 0 else
-                      f"hard negatives (HCL, beta {beta:g}, tau+ {tau_plus:g})")
+        options.append(("DCL", f"the debiased loss (DCL, tau+ {tau_plus:g})") if beta == 0 else
+                       ("HCL", f"hard negatives (HCL, beta {beta:g}, tau+ {tau_plus:g})"))
     if flags_.get("mochi"):
-        extras.append("synthetic hard negatives (MoCHi)")
+        options.append(("MoCHi", "synthetic hard negatives (MoCHi)"))
     if flags_.get("imix"):
-        extras.append(f"i-Mix ({flags_['imix']})")
+        options.append(("i-Mix", f"i-Mix ({flags_['imix']})"))
     if flags_.get("adversarial_eps"):
-        extras.append(f"adversarial views (CLAE, eps {flags_['adversarial_eps']:g})")
-    name = METHOD_NAMES[method]
-    return name + (" with " + " and ".join(extras) if extras else "")
+        options.append(("CLAE", f"adversarial views (CLAE, eps {flags_['adversarial_eps']:g})"))
+    return options
+
+
+def describe_method(method, flags_):
+    """The method's name for the model card, with its options (`method_options`)."""
+    extras = [description for _, description in method_options(flags_)]
+    return METHOD_NAMES[method] + (" with " + " and ".join(extras) if extras else "")
 
 
 def method_label(method, flags_):
-    """The zoo index's short method column: the method and its loss option,
+    """The zoo index's short method column: the method and its options,
     e.g. `simclr + HCL`, `moco + MoCHi`."""
-    extras = []
-    if flags_.get("loss") == "hcl":
-        extras.append("DCL" if flags_.get("beta") == 0 else "HCL")
-    extras += [name for flag, name in (("mochi", "MoCHi"), ("imix", "i-Mix"),
-                                       ("adversarial_eps", "CLAE")) if flags_.get(flag)]
-    return " + ".join([method] + extras)
+    return " + ".join([method] + [label for label, _ in method_options(flags_)])
 
 
 def load_run(run_dir):
