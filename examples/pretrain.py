@@ -57,7 +57,8 @@ flags.DEFINE_integer("queue_size", None,
                      "step (default 0, none).")
 flags.DEFINE_integer("num_prototypes", 100, "SwAV: prototypes (K).")
 flags.DEFINE_float("sinkhorn_epsilon", 0.05, "SwAV: Sinkhorn's entropy regularisation.")
-flags.DEFINE_integer("swav_queue_start_epoch", 0, "SwAV: the epoch the queue joins from.")
+flags.DEFINE_integer("swav_queue_start_epoch", 0,
+                     "SwAV: the epoch the queue joins from, counted from 0 as Keras does.")
 flags.DEFINE_integer("freeze_prototypes_steps", 313, "SwAV: steps without prototype updates.")
 flags.DEFINE_integer("small_views", 0, "SwAV: multi-crop's small crops per image.")
 flags.DEFINE_integer("small_crop_size", 14, "SwAV: the small crops' side in pixels.")
