@@ -94,7 +94,7 @@ flags.DEFINE_enum("imix", None, ["mixup", "cutmix"],
                   "moco without --symmetric, byol, simsiam).")
 flags.DEFINE_float("imix_alpha", 1.0, "i-Mix: Beta(alpha, alpha) of the mixing weight.")
 flags.DEFINE_float("adversarial_eps", 0.0, "CLAE: FGSM step of the adversarial view of "
-                   "view 0 (images in [0, 1]); 0 is off.")
+                   "view 0, as a fraction of the pixel range (0.03: 3% of 255); 0 is off.")
 flags.DEFINE_float("adversarial_weight", 1.0, "CLAE: weight of the adversarial term.")
 flags.DEFINE_integer("bn_groups", 2, "MoCo: BatchNorm groups per replica (shuffle-BN).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")

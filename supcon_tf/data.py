@@ -166,7 +166,12 @@ def _tfds_prepared(builder):
 
 
 def _from_tfds(builder, split):
-    cast = lambda image, label: (tf.cast(image, tf.uint8), tf.cast(label, tf.int64))  # noqa: E731
+    def cast(image, label):
+        return tf.cast(image, tf.uint8), tf.cast(label, tf.int64)
+
+    def cast_features(ex):
+        return cast(ex["image"], ex["label"])
+
     if builder.info.supervised_keys is not None:
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         return ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
@@ -177,7 +182,7 @@ def _from_tfds(builder, split):
         raise ValueError(f"The TFDS dataset {builder.name!r} has no supervised keys and no "
                          f"'image' and 'label' features. Received features: {sorted(keys)}")
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    return ds.map(lambda ex: cast(ex["image"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(cast_features, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _how_to_get(name):
@@ -288,11 +293,28 @@ def batches(dataset, batch_size, training, seed=None, shuffle_buffer=10000):
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f"`batches` takes a tf.data.Dataset. Received: {type(dataset).__name__}")
+    image = _image_spec(dataset.element_spec)
+    if image is not None and image.shape.rank is not None and image.shape.rank >= 4:
+        raise ValueError(
+            "`batches` takes an unbatched dataset (one image [H, W, C] per element); this "
+            f"one is batched already. Received elements with image shape {image.shape}")
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=training,
                             num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _image_spec(spec):
+    """The image's TensorSpec in an element `image`, `(image, label)`,
+    `{"image": ...}` or `({"image": ...}, label)`; None for other shapes."""
+    if isinstance(spec, tuple) and spec:
+        spec = spec[0]
+    if isinstance(spec, dict):
+        spec = spec.get("image")
+    return spec if isinstance(spec, tf.TensorSpec) else None
 
 
 def with_index(dataset):
@@ -314,12 +336,27 @@ def with_index(dataset):
     if not isinstance(dataset, tf.data.Dataset):
         raise TypeError(f"`with_index` takes a tf.data.Dataset. Received: {type(dataset).__name__}")
     spec = dataset.element_spec
-    if isinstance(spec, tuple) and len(spec) == 2:
-        return dataset.enumerate().map(lambda i, xy: ({"image": xy[0], "index": i}, xy[1]))
-    if isinstance(spec, tf.TensorSpec):
-        return dataset.enumerate().map(lambda i, x: {"image": x, "index": i})
-    raise ValueError("`with_index` takes a dataset of (image, label) pairs or of images. "
-                     f"Received elements of {spec}")
+    pair = isinstance(spec, tuple) and len(spec) == 2
+    image = spec[0] if pair else spec
+    if not isinstance(image, tf.TensorSpec):
+        raise ValueError("`with_index` takes a dataset of (image, label) pairs or of images. "
+                         f"Received elements of {spec}")
+    if image.shape.rank is not None and image.shape.rank >= 4:
+        # A batched dataset would number batches, not examples, and a later
+        # `.batch()` would nest batches: fit then trains on nothing.
+        raise ValueError(
+            "`with_index` numbers examples, so it takes an unbatched dataset (one image "
+            "[H, W, C] per element); call it before `.batch()` / `supcon_tf.data.batches`. "
+            f"Received elements with image shape {image.shape}")
+    return dataset.enumerate().map(_indexed_pair if pair else _indexed_image)
+
+
+def _indexed_pair(i, xy):
+    return {"image": xy[0], "index": i}, xy[1]
+
+
+def _indexed_image(i, x):
+    return {"image": x, "index": i}
 
 
 # Few-label and long-tailed subsets live in their own module; they are part of this one's API.

@@ -15,8 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 
-def _labels_of(data, fn):
-    """The labels and a function `take(indices)` for a dataset or arrays."""
+def _labels_of(data, fn, fixed_order=True):
+    """The labels and a function `take(indices)` for a dataset or arrays.
+    With `fixed_order`, a dataset whose order differs between two passes is
+    refused (the subsets are taken by position in later passes)."""
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         if not (isinstance(spec, tuple) and len(spec) == 2):
@@ -25,16 +27,38 @@ def _labels_of(data, fn):
         if spec[1].shape.rank not in (0, None) or not spec[1].dtype.is_integer:
             raise TypeError(f"`{fn}` needs integer class ids as labels (a scalar per "
                             f"example). Received labels of {spec[1]}")
-        # In batches: one element at a time takes seconds for 60,000 labels.
-        labels = np.concatenate([np.reshape(b, [-1]) for b in data.map(
-            lambda x, y: y).batch(8192).as_numpy_iterator()] or [np.zeros([0])]
-        ).astype(np.int64)
+        labels, prints = _read_labels(data)
+        if not fixed_order:
+            return labels, None
+        again, prints_again = _read_labels(data)
+        if not (np.array_equal(labels, again) and np.array_equal(prints, prints_again)):
+            raise ValueError(
+                f"`{fn}` reads the dataset more than once (its labels, then each "
+                "subset) and needs the same elements in the same order every time, "
+                "but two passes over this dataset gave different orders: it has no "
+                "fixed order (e.g. `.shuffle()` with reshuffle_each_iteration, or "
+                "non-deterministic parallel reads). Call it on the dataset before "
+                "shuffling and shuffle the subsets it returns.")
+        expected = tf.constant(labels)
 
         def take(indices):
             keep = np.zeros(len(labels), bool)
             keep[indices] = True
             keep = tf.constant(keep)
-            subset = data.enumerate().filter(lambda i, xy: keep[i]).map(lambda i, xy: xy)
+
+            def kept(i, xy):
+                # A dataset whose order changed after the check would mix the
+                # subsets: fail loudly instead.
+                check = tf.debugging.assert_equal(
+                    tf.cast(xy[1], tf.int64), expected[i],
+                    message=f"`{fn}`: the dataset's order changed between passes")
+                with tf.control_dependencies([check]):
+                    return tf.identity(keep[i])
+
+            def element(i, xy):
+                return xy
+
+            subset = data.enumerate().filter(kept).map(element)
             # Known length: `cardinality()` gives steps per epoch to the examples.
             return subset.apply(tf.data.experimental.assert_cardinality(len(indices)))
 
@@ -57,6 +81,30 @@ def _labels_of(data, fn):
         return np.asarray(images)[indices], labels[indices]
 
     return labels.astype(np.int64), take
+
+
+def _label_and_print(x, y):
+    """An element's label and a fingerprint of its image (the sum of its
+    values with position weights), to tell two passes' orders apart."""
+    flat = tf.reshape(tf.cast(x, tf.float64), [-1])
+    weights = tf.cast(tf.range(1, tf.size(flat) + 1) % 97, tf.float64)
+    return y, tf.reduce_sum(flat * weights)
+
+
+def _read_labels(data):
+    """One pass: the labels as int64 [n] and the images' fingerprints [n]."""
+    labels, prints = [], []
+    # In batches: one element at a time takes seconds for 60,000 labels.
+    for y, f in data.map(_label_and_print).batch(8192).as_numpy_iterator():
+        labels.append(np.reshape(y, [-1]))
+        prints.append(np.reshape(f, [-1]))
+    if not labels:
+        return np.zeros([0], np.int64), np.zeros([0])
+    return np.concatenate(labels).astype(np.int64), np.concatenate(prints)
+
+
+def _images_only(x, y):
+    return x
 
 
 def _classes(labels, fn):
@@ -84,6 +132,11 @@ def few_labels(data, fraction=None, per_class=None, seed=0):
             `per_class`.
         per_class: Labelled examples per class, an integer >= 1.
         seed: Seed of the draw. Defaults to 0.
+
+    A dataset is read several times (its labels, then each subset by
+    position), so it must give its elements in the same order every time:
+    split before `.shuffle()`, then shuffle the subsets. A dataset whose
+    order changes between passes raises a `ValueError`.
 
     Returns:
         `(labelled, unlabelled)`: for a dataset, a dataset of `(image, label)`
@@ -121,7 +174,7 @@ def few_labels(data, fraction=None, per_class=None, seed=0):
     labelled = np.sort(np.concatenate(chosen))
     rest = np.setdiff1d(np.arange(len(labels)), labelled)
     if isinstance(data, tf.data.Dataset):
-        return take(labelled), take(rest).map(lambda x, y: x)
+        return take(labelled), take(rest).map(_images_only)
     return take(labelled), take(rest)[0]
 
 
@@ -186,6 +239,9 @@ def long_tailed(data, imbalance_ratio=100, profile="exponential", seed=0, n_max=
         return_counts: Also return the list of examples kept per class.
             Defaults to False.
 
+    A dataset must give its elements in the same order on every pass (as
+    for `few_labels`); one that does not raises a `ValueError`.
+
     Returns:
         The subset, of the same kind as `data`, in the input's order. With an
         `n_max` that a class cannot supply, an error (the counts follow the
@@ -220,6 +276,12 @@ def long_tailed(data, imbalance_ratio=100, profile="exponential", seed=0, n_max=
     return (subset, counts) if return_counts else subset
 
 
+def _of_class(c):
+    def of_class(x, y):
+        return tf.equal(tf.cast(y, tf.int64), c)
+    return of_class
+
+
 def class_balanced(data, seed=0):
     """An endless class-balanced stream of `data`: each example's class is
     drawn uniformly over the classes present, then an example of that class
@@ -239,7 +301,7 @@ def class_balanced(data, seed=0):
     if not isinstance(data, tf.data.Dataset):
         raise TypeError("`class_balanced` takes a tf.data.Dataset of (image, label) pairs. "
                         f"Received: {type(data).__name__}")
-    labels, _ = _labels_of(data, "class_balanced")
+    labels, _ = _labels_of(data, "class_balanced", fixed_order=False)
     _classes(labels, "class_balanced")
     present = np.flatnonzero(np.bincount(labels))
     if len(present) < 2:
@@ -247,7 +309,7 @@ def class_balanced(data, seed=0):
                          f"{len(present)} class.")
     streams = []
     for i, c in enumerate(present):
-        members = data.filter(lambda x, y, c=int(c): tf.equal(tf.cast(y, tf.int64), c))
+        members = data.filter(_of_class(int(c)))
         streams.append(members.cache().shuffle(int(np.sum(labels == c)), seed=seed + i,
                                                reshuffle_each_iteration=True).repeat())
     return tf.data.Dataset.sample_from_datasets(

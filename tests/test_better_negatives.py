@@ -464,7 +464,9 @@ def test_imix_trains_saves_and_rejects_what_it_cannot_do(tmp_path):
                                  sct.models.BYOLModel])
 def test_adversarial_view_is_fgsm_on_the_loss_and_raises_it(cls):
     x, _ = _images(8)
-    views = tf.constant(np.stack([x, x[:, :, ::-1]], axis=1) / 255.0, tf.float32)
+    # Views in the library's [0, 255] units (the default value_range): eps is
+    # a fraction of that range, so the step is 0.03 * 255 per pixel.
+    views = tf.constant(np.stack([x, x[:, :, ::-1]], axis=1), tf.float32)
     model = _imix_model(cls, adversarial_eps=0.03, adversarial_weight=0.5)
     model.compile(optimizer="sgd")
     model.build(views.shape[:1] + views.shape[2:])
@@ -480,14 +482,22 @@ def test_adversarial_view_is_fgsm_on_the_loss_and_raises_it(cls):
         loss = model.contrastive_loss(None, None, model.forward(tf.stack([start, clean], 1), True),
                                       None, True)
     grad = tape.gradient(loss, start).numpy()
-    np.testing.assert_allclose(adversarial, clean.numpy() + 0.03 * np.sign(grad), atol=1e-6)
+    np.testing.assert_allclose(adversarial, clean.numpy() + 0.03 * 255.0 * np.sign(grad),
+                               atol=1e-4)
     assert np.abs(grad).max() > 0
+    moved = np.abs(adversarial - clean.numpy())
+    assert np.isclose(np.median(moved), 0.03 * 255.0, rtol=1e-5)
+    # Images on [0, 1]: the same eps moves each pixel by 0.03.
+    model.value_range = (0.0, 1.0)
+    small = model.adversarial_view(None, None, views / 255.0, None).numpy()
+    assert np.isclose(np.median(np.abs(small - clean.numpy() / 255.0)), 0.03, rtol=1e-5)
+    model.value_range = (0.0, 255.0)
     # A small step makes the pair harder than the copy it started from (to
     # first order; a large one also moves BatchNorm's batch statistics).
     def pair_loss(first):
         out = model.forward(tf.stack([tf.constant(first), clean], 1), True)
         return float(model.contrastive_loss(None, None, out, None, True))
-    model.adversarial_eps = 1e-3
+    model.adversarial_eps = 1e-5
     assert pair_loss(model.adversarial_view(None, None, views, None).numpy()) > pair_loss(
         clean.numpy())
 
@@ -510,6 +520,7 @@ def test_adversarial_eps_0_is_the_base_method_and_bad_input_raises(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert (loaded.adversarial_eps, loaded.adversarial_weight) == (0.02, 0.5)
+    assert loaded.value_range == (0.0, 255.0)
     with pytest.raises(ValueError, match="adversarial_eps=-0.1"):
         _imix_model(sct.models.SupConModel, adversarial_eps=-0.1)
     with pytest.raises(ValueError, match="adversarial_weight=-1"):
@@ -518,3 +529,7 @@ def test_adversarial_eps_0_is_the_base_method_and_bad_input_raises(tmp_path):
         _imix_model(sct.models.SupConModel, adversarial_eps=0.1, imix="mixup")
     with pytest.raises(ValueError, match="views=3"):
         _imix_model(sct.models.SupConModel, adversarial_eps=0.1, views=3)
+    with pytest.raises(ValueError, match=r"value_range=\(1, 0\)"):
+        _imix_model(sct.models.SupConModel, adversarial_eps=0.1, value_range=(1, 0))
+    with pytest.raises(ValueError, match="value_range=3"):
+        _imix_model(sct.models.SupConModel, adversarial_eps=0.1, value_range=3)

@@ -176,3 +176,49 @@ def test_per_class_and_shot_accuracy():
         evaluation.per_class_accuracy(labels, preds[:3])
     with pytest.raises(ValueError, match="train_counts"):
         evaluation.shot_thresholds([])
+
+
+def test_a_dataset_without_a_fixed_order_is_refused_with_its_cause():
+    images, labels = _arrays()
+    shuffled = _dataset(images, labels).shuffle(len(labels))      # reshuffles every pass
+    with pytest.raises(ValueError, match="no fixed order"):
+        data.few_labels(shuffled, per_class=5)
+    with pytest.raises(ValueError, match="no fixed order"):
+        data.long_tailed(shuffled, imbalance_ratio=3)
+    # A shuffle with a fixed order is a fixed order: correct counts, and the
+    # labelled and unlabelled parts do not overlap.
+    fixed = _dataset(images, labels).shuffle(len(labels), seed=2, reshuffle_each_iteration=False)
+    labelled, unlabelled = data.few_labels(fixed, per_class=5)
+    got = list(labelled.as_numpy_iterator())
+    assert np.bincount([g[1] for g in got]).tolist() == [5, 5, 5]
+    picked = {g[0].tobytes() for g in got}
+    rest = {x.tobytes() for x in unlabelled.as_numpy_iterator()}
+    assert not picked & rest and len(picked | rest) == len(labels)
+    subset = data.long_tailed(fixed, imbalance_ratio=3)
+    assert np.bincount([y for _, y in subset.as_numpy_iterator()]).tolist() == [30, 17, 10]
+    # class_balanced only filters by label: any order is fine.
+    stream = data.class_balanced(shuffled)
+    assert len(list(stream.take(6).as_numpy_iterator())) == 6
+
+
+def test_subsets_make_no_autograph_warnings(caplog):
+    images, labels = _arrays()
+    with caplog.at_level("WARNING"):
+        labelled, unlabelled = data.few_labels(_dataset(images, labels), per_class=3)
+        list(unlabelled.as_numpy_iterator())
+        list(data.long_tailed(_dataset(images, labels), imbalance_ratio=3).as_numpy_iterator())
+        data.with_index(_dataset(images, labels))
+    assert not [r for r in caplog.records if "could not transform" in r.getMessage()]
+
+
+def test_with_index_and_batches_refuse_batched_input():
+    images, labels = _arrays()
+    batched = _dataset(images, labels).batch(8)
+    with pytest.raises(ValueError, match=r"before `.batch\(\)`.*\(None, 2, 2, 1\)"):
+        data.with_index(batched)
+    with pytest.raises(ValueError, match="batched already"):
+        data.batches(batched, 4, training=True)
+    with pytest.raises(ValueError, match="batched already"):
+        data.batches(batched.map(lambda x, y: ({"image": x, "index": y}, y)), 4, training=True)
+    indexed = data.batches(data.with_index(_dataset(images, labels)), 8, training=False)
+    assert sum(1 for _ in indexed) == 12

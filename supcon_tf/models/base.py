@@ -29,7 +29,8 @@ from supcon_tf.layers import ProjectionHead
 from supcon_tf.losses._masks import HOT, IDS, class_ids, label_kind
 from supcon_tf.metrics import contrastive_accuracy, output_std
 from supcon_tf.models.fitting import FitChecks
-from supcon_tf.models.view_changes import ViewChanges, check_adversarial, imix_layer
+from supcon_tf.models.view_changes import (ViewChanges, check_adversarial, check_value_range,
+                                           imix_layer)
 
 _PACKAGE = "supcon_tf"
 
@@ -143,10 +144,16 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
             of view 0, from the gradient of the method's loss between a copy
             of view 0 (being perturbed, first position) and view 0, and the
             loss gains `adversarial_weight * loss(x_adv, view 0)`. 0 (the
-            default): off.
-            In the images' units (the pipelines here give [0, 1]).
+            default): off. `eps` is a fraction of the pixel range
+            `value_range` (0.03 moves each pixel by 3% of the range, as
+            eps 0.03 on [0, 1] images does), whatever units the views
+            arrive in.
         adversarial_weight: The adversarial term's weight, >= 0. Defaults to
             1.0 (CLAE's alpha).
+        value_range: `(low, high)`, the pixel range of the views the model
+            receives; the FGSM step is `adversarial_eps * (high - low)`.
+            Defaults to `(0, 255)`, the library's convention (its pipelines
+            and augmenters give [0, 255]; its encoders rescale inside).
 
     Every model logs `output_std` (`supcon_tf.metrics.output_std` of view 0's
     projections): about `1 / sqrt(dim)` while healthy, 0 when the outputs
@@ -158,7 +165,7 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
 
     def __init__(self, encoder, head=None, augmenter=None, views=2,
                  probe_classes=None, imix=None, imix_alpha=1.0, adversarial_eps=0.0,
-                 adversarial_weight=1.0, **kwargs):
+                 adversarial_weight=1.0, value_range=(0.0, 255.0), **kwargs):
         super().__init__(**kwargs)
         views = check_int(views, "views", 1)
         probe_classes = check_int(probe_classes, "probe_classes", 2, allow_none=True)
@@ -167,6 +174,7 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
                                      self.supports_imix)
         self.adversarial_eps, self.adversarial_weight = check_adversarial(
             adversarial_eps, adversarial_weight, views, imix)
+        self.value_range = check_value_range(value_range)
         self.encoder = as_encoder(encoder)
         self.head = head if head is not None else ProjectionHead(128)
         self.augmenter = augmenter
@@ -394,6 +402,7 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
             "imix_alpha": self.imix_alpha,
             "adversarial_eps": self.adversarial_eps,
             "adversarial_weight": self.adversarial_weight,
+            "value_range": list(self.value_range),
         })
         return config
 

@@ -55,6 +55,19 @@ def check_adversarial(eps, weight, views, imix):
     return float(eps), float(weight)
 
 
+def check_value_range(value_range):
+    """`value_range` as a tuple of two finite floats `(low, high)`, low < high."""
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError("`value_range` must be a pair (low, high) of numbers. "
+                         f"Received: value_range={value_range!r}") from None
+    if not (low < high and high - low < float("inf")):
+        raise ValueError("`value_range` must be a finite pair (low, high) with low < high. "
+                         f"Received: value_range={value_range!r}")
+    return (low, high)
+
+
 class ViewChanges:
     """i-Mix and adversarial views for `ContrastiveModel` (which sets
     `imix_layer`, `adversarial_eps` and `adversarial_weight`, and calls these
@@ -104,7 +117,8 @@ class ViewChanges:
         return own + other
 
     def adversarial_view(self, x, y, views, sample_weight):
-        """CLAE's FGSM view of view 0: `x_0 + eps * sign(grad)`, the gradient
+        """CLAE's FGSM view of view 0: `x_0 + eps * (high - low) * sign(grad)`
+        (`eps` a fraction of the pixel range `value_range`), the gradient
         of the method's loss between view 0 and a copy of it that is being
         perturbed, with respect to the copy (no gradient flows back through
         it). Not clipped, as in CLAE's code."""
@@ -120,7 +134,9 @@ class ViewChanges:
         if grad is None:
             raise ValueError(f"{type(self).__name__}'s loss has no gradient with respect to "
                              "view 0, so adversarial views cannot be made for it.")
-        return tf.stop_gradient(clean + self.adversarial_eps * tf.sign(grad))
+        low, high = self.value_range
+        step = self.adversarial_eps * (high - low)
+        return tf.stop_gradient(clean + step * tf.cast(tf.sign(grad), clean.dtype))
 
     def adversarial_loss(self, x, y, views, sample_weight):
         """`adversarial_weight * loss(FGSM view, view 0)` (CLAE), the FGSM view
