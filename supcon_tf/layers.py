@@ -156,7 +156,8 @@ class ProjectionHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"output_dim": self.output_dim,
-                       "hidden_dims": list(self.hidden_dims) if self.hidden_dims else None,
+                       "hidden_dims": (list(self.hidden_dims) if self.hidden_dims is not None
+                                       else None),
                        "batch_norm": self.batch_norm, "kind": self.kind,
                        "synchronized_bn": self.synchronized_bn,
                        "normalize": self.l2_normalize,

@@ -216,9 +216,19 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def on_fit_begin(self, epochs, steps_per_epoch):
-        """Called when `fit` starts, with its planned epochs and steps per
-        epoch (None when unknown). Does nothing here."""
+    def on_fit_begin(self, epochs, steps_per_epoch, initial_epoch=0):
+        """Called when `fit` starts its first epoch (after `BackupAndRestore`
+        restored a run), with the planned epochs, the steps per epoch (None
+        when unknown) and the epoch it starts from. Schedules over a `fit`
+        call count from `fit_start_step(...)`. Does nothing here."""
+
+    def fit_start_step(self, initial_epoch, steps_per_epoch):
+        """The optimizer iteration at which epoch 0 of this `fit` call began:
+        the current one less the epochs already done (`initial_epoch`, or the
+        epochs a restored backup holds). A second `fit` call starts its
+        schedules afresh; a resumed one continues them."""
+        return int(self.optimizer.iterations.numpy()) - int(initial_epoch) * int(
+            steps_per_epoch or 0)
 
     # -- the networks ----------------------------------------------------------------
 

@@ -23,11 +23,18 @@ def _input_rank(x):
 
 
 class _FitLength(keras.callbacks.Callback):
-    """Tells the model how many steps the `fit` call plans (for schedules
-    that follow training progress, such as BYOL's momentum)."""
+    """Tells the model how many steps the `fit` call plans and the epoch it
+    starts from (for schedules that follow training progress, such as BYOL's
+    momentum), at the first epoch: after `BackupAndRestore` restored a run."""
 
     def on_train_begin(self, logs=None):
-        self.model.on_fit_begin(self.params.get("epochs"), self.params.get("steps"))
+        self._told = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._told:
+            self._told = True
+            self.model.on_fit_begin(self.params.get("epochs"), self.params.get("steps"),
+                                    initial_epoch=epoch)
 
 
 class FitChecks:

@@ -165,14 +165,15 @@ class MoCoModel(MomentumModel):
         return {"features": features, "projections": queries, "keys": keys,
                 "global_keys": global_keys}
 
-    def on_fit_begin(self, epochs, steps_per_epoch):
-        super().on_fit_begin(epochs, steps_per_epoch)
+    def on_fit_begin(self, epochs, steps_per_epoch, initial_epoch=0):
+        super().on_fit_begin(epochs, steps_per_epoch, initial_epoch)
         if self.mochi_n is not None and self.mochi_start_epoch > 0:
             if not steps_per_epoch:
                 raise ValueError(
                     f"mochi_start_epoch={self.mochi_start_epoch} needs the steps per epoch: "
                     "pass `steps_per_epoch` to fit, or a dataset of known cardinality.")
-            self.mochi_start_step.assign(self.mochi_start_epoch * int(steps_per_epoch))
+            self.mochi_start_step.assign(self.fit_start_step(initial_epoch, steps_per_epoch)
+                                         + self.mochi_start_epoch * int(steps_per_epoch))
 
     def _mochi(self, queries, y, queue, queue_labels, pair):
         """MoCHi's synthetic negatives of this step's queries (zeros, which

@@ -136,8 +136,8 @@ class SwAVModel(OwnLoss, ContrastiveModel):
             self.queues = [FeatureQueue(self.queue_size, dim, name=f"queue_{v}")
                            for v in range(CODED_VIEWS)]
 
-    def on_fit_begin(self, epochs, steps_per_epoch):
-        super().on_fit_begin(epochs, steps_per_epoch)
+    def on_fit_begin(self, epochs, steps_per_epoch, initial_epoch=0):
+        super().on_fit_begin(epochs, steps_per_epoch, initial_epoch)
         if self.prototypes.built:           # (they start as unit vectors)
             self.prototypes.kernel.assign(self.prototypes.unit_kernel())
         if self.queue_size and self.queue_start_epoch > 0:
@@ -145,7 +145,8 @@ class SwAVModel(OwnLoss, ContrastiveModel):
                 raise ValueError(
                     f"queue_start_epoch={self.queue_start_epoch} needs the steps per epoch: "
                     "pass `steps_per_epoch` to fit, or a dataset of known cardinality.")
-            self.queue_start_step.assign(self.queue_start_epoch * int(steps_per_epoch))
+            self.queue_start_step.assign(self.fit_start_step(initial_epoch, steps_per_epoch)
+                                         + self.queue_start_epoch * int(steps_per_epoch))
 
     # -- views and networks ------------------------------------------------------------
 

@@ -37,6 +37,8 @@ class MomentumModel(ContrastiveModel):
         self.target_head = copy_network(self.head)
         self.planned_steps = self.add_weight(shape=(), dtype="int64", initializer="zeros",
                                              trainable=False, name="planned_steps")
+        self.schedule_start = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                              trainable=False, name="schedule_start")
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -48,7 +50,8 @@ class MomentumModel(ContrastiveModel):
         freeze_as_target(self.target_encoder)
         freeze_as_target(self.target_head)
 
-    def on_fit_begin(self, epochs, steps_per_epoch):
+    def on_fit_begin(self, epochs, steps_per_epoch, initial_epoch=0):
+        super().on_fit_begin(epochs, steps_per_epoch, initial_epoch)
         if self.momentum_schedule == "cosine":
             if not epochs or not steps_per_epoch:
                 raise ValueError(
@@ -56,11 +59,25 @@ class MomentumModel(ContrastiveModel):
                     "`steps_per_epoch` to fit, or a dataset of known cardinality. "
                     f"Received: epochs={epochs}, steps_per_epoch={steps_per_epoch}")
             self.planned_steps.assign(int(epochs) * int(steps_per_epoch))
+            self.schedule_start.assign(self.fit_start_step(initial_epoch, steps_per_epoch))
 
     def current_momentum(self):
-        """The momentum of this step (a float32 tensor)."""
-        return momentum_at(self.optimizer.iterations, self.planned_steps, self.momentum,
-                           self.momentum_schedule)
+        """The momentum of this step (a float32 tensor): the schedule counts
+        the steps of the current `fit` call (continued after a resume)."""
+        return momentum_at(self.optimizer.iterations - self.schedule_start, self.planned_steps,
+                           self.momentum, self.momentum_schedule)
+
+    def load_own_variables(self, store):
+        # `.keras` files written before `schedule_start` existed hold one
+        # variable fewer: load the others in their order, and the schedule
+        # counts from step 0 as it did then.
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own) - 1:
+            rest = [v for v in own if v is not self.schedule_start]
+            for i, variable in enumerate(rest):
+                variable.assign(store[f"{i}"])
+            return
+        super().load_own_variables(store)
 
     def update_targets(self):
         """Moves the target networks towards the online ones (replica-safe)."""

@@ -1,0 +1,112 @@
+"""Traps found by a hostile probe and a new user's walk through the README,
+each reproduced: silent wrong answers, lost runs, crashes with unclear errors."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import supcon_tf as sct
+
+SHAPE = (16, 16, 1)
+
+
+def _encoder(seed=0):
+    keras.utils.set_random_seed(seed)
+    return sct.encoders.resnet18(SHAPE, width=0.0625)
+
+
+def _images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n,) + SHAPE) * 255).astype("float32"), rng.integers(0, 3, n)
+
+
+def _views(n, seed=0):
+    x, y = _images(n, seed)
+    return np.stack([x, x[:, :, ::-1]], axis=1), y
+
+
+# -- a head without hidden layers -----------------------------------------------------
+
+def test_head_without_hidden_layers_round_trips_and_builds_momentum_methods(tmp_path):
+    head = sct.layers.ProjectionHead(8, hidden_dims=())
+    head.build((None, 12))
+    assert head.blocks == []
+    again = sct.layers.ProjectionHead.from_config(head.get_config())
+    again.build((None, 12))
+    assert again.blocks == [] and again.hidden_dims == ()
+    x, y = _views(8)
+    model = sct.models.SupConModel(_encoder(), head=sct.layers.ProjectionHead(8, hidden_dims=()))
+    model.compile(optimizer="sgd")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert len(loaded.weights) == len(model.weights)
+    np.testing.assert_allclose(loaded.predict(x[:4, 0], verbose=0),
+                               model.predict(x[:4, 0], verbose=0), atol=1e-5)
+    for cls, kwargs in ((sct.models.MoCoModel, dict(queue_size=16, bn_groups=1)),
+                        (sct.models.BYOLModel, {})):
+        built = cls(_encoder(), head=sct.layers.ProjectionHead(8, hidden_dims=(),
+                                                               normalize=False), **kwargs)
+        assert built.head.hidden_dims == ()
+
+
+# -- momentum schedules across fit calls and resumes ------------------------------------
+
+def _byol():
+    return sct.models.BYOLModel(_encoder(), head=sct.layers.byol_projector(8, 16),
+                                predictor=sct.layers.byol_predictor(8, 16))
+
+
+class _Momenta(keras.callbacks.Callback):
+    def __init__(self, seen, stop_at_epoch=None):
+        super().__init__()
+        self.seen, self.stop_at_epoch = seen, stop_at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.stop_at_epoch:
+            raise RuntimeError("killed")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.seen.append(float(self.model.current_momentum()))
+
+
+def test_cosine_momentum_restarts_with_each_fit_and_continues_after_a_resume(tmp_path):
+    x, _ = _views(16)
+    want = [float(sct.momentum.momentum_at(s, 6, 0.99, "cosine")) for s in range(6)]
+    model = _byol()
+    model.compile(optimizer="sgd")
+    seen = []
+    model.fit(x, batch_size=8, epochs=3, verbose=0, callbacks=[_Momenta(seen)])
+    model.fit(x, batch_size=8, epochs=3, verbose=0, callbacks=[_Momenta(seen)])
+    np.testing.assert_allclose(seen, want + want, atol=1e-6)      # not 1.0 in the second
+    # Killed after epoch 1 of 3, then resumed by BackupAndRestore: the
+    # schedule goes on where it stopped.
+    backup = str(tmp_path / "backup")
+    seen = []
+    model = _byol()
+    model.compile(optimizer="sgd")
+    with pytest.raises(RuntimeError, match="killed"):
+        model.fit(x, batch_size=8, epochs=3, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(backup), _Momenta(seen, stop_at_epoch=1)])
+    model = _byol()
+    model.compile(optimizer="sgd")
+    model.fit(x, batch_size=8, epochs=3, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(backup), _Momenta(seen)])
+    np.testing.assert_allclose(seen, want, atol=1e-6)
+    # An explicit initial_epoch continues the schedule too.
+    seen = []
+    model = _byol()
+    model.compile(optimizer="sgd")
+    model.fit(x, batch_size=8, epochs=2, verbose=0)
+    model.fit(x, batch_size=8, epochs=3, initial_epoch=2, verbose=0, callbacks=[_Momenta(seen)])
+    np.testing.assert_allclose(seen, want[4:], atol=1e-6)
+
+
+def test_momentum_model_loads_the_variables_of_files_without_a_schedule_start():
+    model = _byol()
+    model.planned_steps.assign(42)
+    model.load_own_variables({"0": np.int64(7)})        # a file's single own variable
+    assert int(model.planned_steps) == 7 and int(model.schedule_start) == 0
