@@ -110,3 +110,41 @@ def test_momentum_model_loads_the_variables_of_files_without_a_schedule_start():
     model.planned_steps.assign(42)
     model.load_own_variables({"0": np.int64(7)})        # a file's single own variable
     assert int(model.planned_steps) == 7 and int(model.schedule_start) == 0
+
+
+# -- NPID's bank check ---------------------------------------------------------------------
+
+def _npid_data(n, batch_size=8, known_length=True):
+    x, y = _images(n)
+    ds = sct.data.with_index(tf.data.Dataset.from_tensor_slices((x, y)))
+    if not known_length:
+        ds = ds.filter(lambda xi, yi: True)
+    return ds.shuffle(n, seed=0).batch(batch_size, drop_remainder=True)
+
+
+def _npid(n):
+    model = sct.models.NPIDModel(_encoder(), n, head=sct.layers.ProjectionHead(8, kind="linear"),
+                                 num_negatives=8)
+    model.compile(optimizer="sgd")
+    return model
+
+
+def test_npid_bank_check_names_both_causes_and_catches_unknown_lengths():
+    import warnings
+    # A part of the data (take): a warning that says so, not an error.
+    model = _npid(64)
+    with pytest.warns(UserWarning, match="part of the dataset"):
+        model.fit(_npid_data(64).take(3), epochs=1, verbose=0)
+    # The data fed in full, and a shorter steps_per_epoch: fine in the end, no error.
+    model = _npid(64)
+    model.fit(_npid_data(64).repeat(), steps_per_epoch=2, epochs=2, verbose=0)
+    # A bank larger than a dataset of unknown length by less than a batch:
+    # the stale slots are found (they were missed before).
+    model = _npid(44)
+    with pytest.warns(UserWarning, match="4 of the bank's 44 slots have never been fed"):
+        model.fit(_npid_data(40, known_length=False), epochs=5, verbose=0)
+    # The right bank: silent.
+    model = _npid(40)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="NPIDModel")
+        model.fit(_npid_data(40, known_length=False), epochs=5, verbose=0)

@@ -1,6 +1,8 @@
 """Non-parametric instance discrimination (NPID, Wu et al., CVPR 2018): every
 training sample is its own class, represented by its slot in a memory bank."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -86,9 +88,9 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
     Args:
         encoder: A Keras model from images to `[batch, features]`.
         bank_size: Number of training samples (one slot each). An index
-            outside `[0, bank_size)` stops training with an error, and so does
-            a first epoch that leaves slots unseen (a bank larger than the
-            dataset).
+            outside `[0, bank_size)` stops training with an error; slots that
+            `fit` never feeds (a bank larger than the dataset, or an input
+            that is a part of it) raise a warning that names both causes.
         head: The projection. Defaults to None: a linear layer to 128 and L2
             normalisation (the paper's).
         augmenter: A Keras layer making the view. Defaults to None (images
@@ -121,6 +123,9 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
         super().__init__(encoder, head=head, augmenter=augmenter, views=1,
                          probe_classes=probe_classes, **kwargs)
         self.bank_size = check_int(bank_size, "bank_size", 2)
+        # What `fit`'s bank check has seen and said (Python state, per model).
+        self._bank_check_state = {"first_warned": False, "stale_warned": False,
+                                  "last_seen": 0, "stale_epochs": 0}
         if loss not in LOSSES:
             raise ValueError(f"`loss` must be one of {LOSSES}. Received: loss={loss!r}")
         if num_negatives is None and loss == "nce":
@@ -228,18 +233,58 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
 
 
 class _BankCheck(keras.callbacks.Callback):
-    """At the end of the model's first epoch every slot must have been seen,
-    but for fewer than one batch (`drop_remainder` leaves out up to a batch
-    per epoch): a bank larger than the dataset keeps random slots forever."""
+    """Warns when slots of the bank are never fed: they stay random
+    negatives for the whole run. Two checks, each warning once per model:
+    after the bank's first epoch, unseen slots of a batch or more (fewer may
+    be the remainder that `drop_remainder` left out); and after any later
+    epoch, slots still unseen after `_STALE_EPOCHS` epochs that fed no new
+    slot (a bank larger than the dataset by less than a batch, also with a
+    dataset of unknown length). It cannot tell a bank larger than the dataset
+    from an input that is a part of it (`take()`, a short `steps_per_epoch`),
+    so the warning names both."""
+
+    _STALE_EPOCHS = 3
+
+    def on_train_begin(self, logs=None):
+        self._fresh = int(self.model.steps_seen.numpy()) == 0
+        self._steps_at_epoch = int(self.model.steps_seen.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps_at_epoch = int(self.model.steps_seen.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
-        model, steps = self.model, int(self.model.steps_seen.numpy())
-        if epoch != 0 or steps == 0 or steps != self.params.get("steps"):
-            return                                  # not the model's first epoch
+        model = self.model
         seen = int(model.seen.numpy().sum())
-        if model.bank_size - seen >= seen / steps:
-            self.model.stop_training = True
-            raise ValueError(
-                f"NPIDModel: {model.bank_size - seen} of the bank's {model.bank_size} slots "
-                "were not seen in the first epoch: `bank_size` must be the number of "
-                "samples of the dataset fed through `supcon_tf.data.with_index`.")
+        unseen = model.bank_size - seen
+        steps = int(model.steps_seen.numpy()) - self._steps_at_epoch
+        if steps == 0:
+            return
+        state = model._bank_check_state
+        if unseen == 0:
+            return
+        if self._fresh and not state["first_warned"]:
+            self._fresh = False
+            if unseen >= seen / int(model.steps_seen.numpy()):   # a batch or more
+                state["first_warned"] = True
+                self._warn(f"after the first epoch {unseen} of the bank's "
+                           f"{model.bank_size} slots were not fed")
+                return
+        self._fresh = False
+        if seen > state["last_seen"]:
+            state["last_seen"], state["stale_epochs"] = seen, 0
+            return
+        state["stale_epochs"] += 1
+        if state["stale_epochs"] >= self._STALE_EPOCHS and not state["stale_warned"]:
+            state["stale_warned"] = True
+            self._warn(f"{unseen} of the bank's {model.bank_size} slots have never been fed, "
+                       f"and the last {state['stale_epochs']} epochs fed no new slot")
+
+    def _warn(self, what):
+        highest = int(tf.reduce_max(tf.where(self.model.seen > 0)).numpy())
+        warnings.warn(
+            f"NPIDModel: {what} (highest index fed: {highest}); they stay random negatives "
+            "for as long as they are not fed. Either `bank_size` is larger than the "
+            "dataset fed through `supcon_tf.data.with_index` (it must equal the number of "
+            f"samples: {highest + 1} if every index up to {highest} is one), or `fit`'s "
+            "input covers only part of the dataset (`take()`, a `steps_per_epoch` shorter "
+            "than the data).", stacklevel=2)
