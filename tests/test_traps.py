@@ -148,3 +148,42 @@ def test_npid_bank_check_names_both_causes_and_catches_unknown_lengths():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="NPIDModel")
         model.fit(_npid_data(40, known_length=False), epochs=5, verbose=0)
+
+
+# -- distillation ---------------------------------------------------------------------------
+
+def _classifier(classes, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
+                             keras.layers.Dense(classes)])
+
+
+def test_distillation_refuses_other_classes_builds_and_keeps_its_optimizer(tmp_path):
+    with pytest.raises(ValueError, match="teacher gives 3 logits, the student 1"):
+        sct.models.DistillationModel(_classifier(3), _classifier(1))
+    with pytest.raises(ValueError, match="teacher gives 3 logits, the student 4"):
+        sct.models.DistillationModel(_classifier(3), _classifier(4))
+    # Subclassed models declare no shapes: the first call checks.
+    class Logits(keras.Model):
+        def __init__(self, classes, **kwargs):
+            super().__init__(**kwargs)
+            self.flat, self.dense = keras.layers.Flatten(), keras.layers.Dense(classes)
+
+        def call(self, x):
+            return self.dense(self.flat(x))
+
+    x, y = _images(8)
+    lazy = sct.models.DistillationModel(_classifier(3), Logits(1))
+    lazy.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="teacher gives 3 logits, the student 1"):
+        lazy.fit(x, epochs=1, verbose=0)
+    model = sct.models.DistillationModel(_classifier(3), _classifier(3, seed=1))
+    assert model.built
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, epochs=1, batch_size=4, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    model.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    assert int(loaded.optimizer.iterations) == 2
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b))

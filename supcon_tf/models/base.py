@@ -42,13 +42,14 @@ def feature_shape(encoder, input_shape):
     return (None, encoder.compute_output_shape(tuple(input_shape))[-1])
 
 
-def build_if_known(model):
-    """Builds `model` at construction when its encoder declares its input shape
-    (functional models do; the image size may be None, the channels must be
-    known), so `fit` callbacks such as BackupAndRestore that need a built model
-    work from the first call."""
+def build_if_known(model, network=None):
+    """Builds `model` at construction when `network` (default: its encoder)
+    declares its input shape (functional models do; the image size may be
+    None, the channels must be known), so `fit` callbacks such as
+    BackupAndRestore that need a built model work from the first call, and a
+    `.keras` file keeps the optimizer's state."""
     try:
-        shape = model.encoder.input_shape
+        shape = (model.encoder if network is None else network).input_shape
     except (AttributeError, ValueError):
         return
     if isinstance(shape, tuple) and len(shape) > 1 and shape[-1] is not None:

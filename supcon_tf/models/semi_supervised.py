@@ -120,6 +120,21 @@ class FineTuneClassifier(_Classifier):
         return from_config_with_objects(cls, config, ["encoder", "augmenter"])
 
 
+def _classes_of(model):
+    """The number of logits a model declares, or None when it does not."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    return shape[-1] if isinstance(shape, tuple) and shape else None
+
+
+def _check_same_classes(teacher, student):
+    if teacher is not None and student is not None and teacher != student:
+        raise ValueError("The teacher and the student must predict the same classes: the "
+                         f"teacher gives {teacher} logits, the student {student}.")
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class DistillationModel(keras.Model):
     """Trains `student` on `teacher`'s temperature-softened predictions.
@@ -185,7 +200,8 @@ class DistillationModel(keras.Model):
         self.ce_tracker = keras.metrics.Mean(name="cross_entropy")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.agreement_tracker = keras.metrics.Mean(name="teacher_agreement")
-        build_if_known(self)
+        _check_same_classes(_classes_of(teacher), _classes_of(student))
+        build_if_known(self, self.student)
 
     def build(self, input_shape):
         for model in (self.teacher, self.student):
@@ -203,6 +219,10 @@ class DistillationModel(keras.Model):
             x = self.augmenter(x, training=True)
         teacher = tf.stop_gradient(tf.cast(self.teacher(x, training=False), tf.float32))
         student = tf.cast(self.student(x, training=training), tf.float32)
+        if teacher.shape.rank != 2 or student.shape.rank != 2:
+            raise ValueError("DistillationModel needs logits [batch, classes] from both "
+                             f"models. Received: teacher {teacher.shape}, student {student.shape}")
+        _check_same_classes(teacher.shape[-1], student.shape[-1])
         t = self.temperature
         distill = -tf.reduce_sum(tf.nn.softmax(teacher / t) * tf.nn.log_softmax(student / t), -1)
         w = (tf.ones_like(distill) if sample_weight is None
