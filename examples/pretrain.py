@@ -296,6 +296,11 @@ def main(argv):
                              f"with a predictor). Received: --method {FLAGS.method}")
     if FLAGS.small_views and FLAGS.method != "swav":
         raise app.UsageError("--small_views (multi-crop) is for --method swav.")
+    if FLAGS.method == "pcl" and FLAGS.epochs <= FLAGS.pcl_warmup_epochs:
+        raise app.UsageError(
+            f"--method pcl clusters from epoch --pcl_warmup_epochs={FLAGS.pcl_warmup_epochs} "
+            f"on: --epochs={FLAGS.epochs} would train MoCo alone. Train for more epochs "
+            "than the warm-up (or --pcl_warmup_epochs 0).")
     if FLAGS.mochi and (queue_size is None or FLAGS.method == "swav"):
         raise app.UsageError("--mochi mixes queue negatives: it needs --method moco, or "
                              "--method supcon with --queue_size.")

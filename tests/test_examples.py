@@ -218,6 +218,7 @@ def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
     (["--long_tailed_ratio", "0.5"], "imbalance_ratio"),
     (["--small_views", "2"], "--small_views (multi-crop) is for --method swav"),
     (["--method", "moco", "--predictor_lr", "0.01"], "--predictor_lr is for --method byol"),
+    (["--method", "pcl"], "would train MoCo alone"),
 ])
 def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
     proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY, "--epochs", "1",

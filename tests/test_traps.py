@@ -187,3 +187,20 @@ def test_distillation_refuses_other_classes_builds_and_keeps_its_optimizer(tmp_p
     assert int(loaded.optimizer.iterations) == 2
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+
+
+# -- PCL without its clustering ------------------------------------------------------------
+
+def test_pcl_warns_when_a_fit_would_be_moco_alone():
+    x, y = _images(16)
+    ds = sct.data.with_index(tf.data.Dataset.from_tensor_slices(x)).batch(8)
+    model = sct.models.PCLModel(_encoder(), 16, num_clusters=(2,), warmup_epochs=1,
+                                num_prototype_negatives=1, queue_size=16, bn_groups=1,
+                                head=sct.layers.ProjectionHead(8),
+                                augmenter=sct.augment.simclr(SHAPE, seed=0))
+    model.compile(optimizer="sgd")
+    with pytest.warns(UserWarning, match="without a PCLClustering callback.*trains MoCo"):
+        history = model.fit(ds, epochs=2, verbose=0)
+    assert history.history["proto_loss"] == [0.0, 0.0]
+    with pytest.warns(UserWarning, match="epochs=1 and warmup_epochs=1.*MoCo alone"):
+        model.fit(ds, epochs=1, verbose=0, callbacks=[sct.models.PCLClustering(x)])

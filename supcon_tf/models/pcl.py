@@ -3,6 +3,7 @@ InfoNCE plus ProtoNCE against the prototypes of k-means clusterings of the
 training set, re-clustered every epoch by `PCLClustering`."""
 
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -122,6 +123,24 @@ class PCLModel(IndexedInputs, MoCoModel):
 
     def _own_metrics(self):
         return super()._own_metrics() + [self.proto_loss_tracker]
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; warns when this call would be MoCo alone: no
+        `PCLClustering` among the callbacks, or no epoch past the warm-up."""
+        callbacks = kwargs.get("callbacks") or []
+        epochs = kwargs.get("epochs", args[3] if len(args) > 3 else 1)
+        if not any(isinstance(c, PCLClustering) for c in callbacks):
+            warnings.warn(
+                "PCLModel.fit without a PCLClustering callback: nothing clusters the "
+                "embeddings, so `proto_loss` stays 0 and this trains MoCo. Pass "
+                "`callbacks=[supcon_tf.models.PCLClustering(images)]`.", stacklevel=2)
+        elif epochs <= self.warmup_epochs and not bool(self.clustered.numpy()):
+            warnings.warn(
+                f"PCLModel.fit with epochs={epochs} and warmup_epochs={self.warmup_epochs}: "
+                "the first clustering comes at epoch warmup_epochs, so this call trains "
+                "MoCo alone (`proto_loss` 0). Train for more epochs than the warm-up.",
+                stacklevel=2)
+        return super().fit(*args, **kwargs)
 
     def set_clusters(self, embeddings, seed=0, restarts=3):
         """Clusters `embeddings [num_samples, dim]` (the momentum encoder's, in
