@@ -328,14 +328,17 @@ def sinkhorn(scores, iterations=3, epsilon=0.05, across_replicas=True):
     def total(v):          # the sum over replicas of a per-replica tensor
         return tf.reduce_sum(gather(v[None]), axis=0)
 
-    logits = scores / epsilon
-    # A shift by the global maximum: the normalisations below cancel it.
-    shift = tf.reduce_max(gather(tf.reduce_max(logits)[None]))
-    q = tf.transpose(tf.exp(logits - shift))                    # [K, b]
-    k = tf.cast(tf.shape(q)[0], tf.float32)
-    batch = total(tf.cast(tf.shape(q)[1], tf.float32)[None])[0]
-    q /= total(tf.reduce_sum(q)[None])[0]
+    def log_total(v):      # log of the sum over replicas of exp(a per-replica tensor)
+        return tf.reduce_logsumexp(gather(v[None]), axis=0)
+
+    # In the log domain: exp(scores / epsilon) underflows for small epsilon
+    # (a row of zeros, then 0 / 0); its logarithm does not.
+    log_q = tf.transpose(scores / epsilon)                      # [K, b]
+    log_k = tf.math.log(tf.cast(tf.shape(log_q)[0], tf.float32))
+    batch = total(tf.cast(tf.shape(log_q)[1], tf.float32)[None])[0]
+    log_batch = tf.math.log(batch)
+    log_q -= log_total(tf.reduce_logsumexp(log_q)[None])[0]
     for _ in range(int(iterations)):
-        q /= total(tf.reduce_sum(q, axis=1))[:, None] * k
-        q /= tf.reduce_sum(q, axis=0, keepdims=True) * batch
-    return tf.transpose(q * batch)
+        log_q -= log_total(tf.reduce_logsumexp(log_q, axis=1))[:, None] + log_k
+        log_q -= tf.reduce_logsumexp(log_q, axis=0, keepdims=True) + log_batch
+    return tf.transpose(tf.exp(log_q + log_batch))

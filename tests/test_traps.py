@@ -204,3 +204,21 @@ def test_pcl_warns_when_a_fit_would_be_moco_alone():
     assert history.history["proto_loss"] == [0.0, 0.0]
     with pytest.warns(UserWarning, match="epochs=1 and warmup_epochs=1.*MoCo alone"):
         model.fit(ds, epochs=1, verbose=0, callbacks=[sct.models.PCLClustering(x)])
+
+
+# -- Sinkhorn at a small epsilon -------------------------------------------------------------
+
+def test_sinkhorn_is_finite_at_small_epsilon_and_matches_a_float64_log_domain_reference():
+    from scipy.special import logsumexp
+    scores = np.random.default_rng(0).uniform(-1, 1, (16, 6)).astype("float32")
+    scores[3] = -1.0                      # a sample far from every prototype
+    for eps in (0.02, 0.01, 0.005):
+        codes = sct.clustering.sinkhorn(tf.constant(scores), epsilon=eps).numpy()
+        assert np.isfinite(codes).all(), eps
+        np.testing.assert_allclose(codes.sum(axis=1), 1.0, rtol=1e-4)
+        log_q = scores.T.astype(np.float64) / eps
+        log_q -= logsumexp(log_q)
+        for _ in range(3):
+            log_q -= logsumexp(log_q, axis=1, keepdims=True) + np.log(6)
+            log_q -= logsumexp(log_q, axis=0, keepdims=True) + np.log(16)
+        np.testing.assert_allclose(codes, np.exp(log_q + np.log(16)).T, atol=1e-5)
