@@ -77,7 +77,9 @@ def _plus_plus(x, x_sq, k, seed):
 def _lloyd(x, x_sq, centroids, iterations, spherical):
     """Lloyd's iterations until no assignment changes; an empty cluster
     keeps its centroid. Returns centroids, assignments and the inertia."""
-    k = tf.shape(centroids)[0]
+    # The static count when the trace knows it (the loop's centroids keep
+    # their entering shape, also for k = 1), else the dynamic one.
+    k = centroids.shape[0] if centroids.shape[0] is not None else tf.shape(centroids)[0]
 
     def assign(centroids):
         d = _sq_distances(x, x_sq, centroids)
@@ -89,7 +91,8 @@ def _lloyd(x, x_sq, centroids, iterations, spherical):
         means = sums / tf.maximum(counts, 1.0)[:, None]
         if spherical:
             means = tf.math.l2_normalize(means, axis=1)
-        centroids = tf.where((counts > 0)[:, None], means, centroids)
+        centroids = tf.ensure_shape(tf.where((counts > 0)[:, None], means, centroids),
+                                    centroids.shape)
         new_labels, _ = assign(centroids)
         return i + 1, centroids, new_labels, tf.reduce_any(new_labels != labels)
 
@@ -134,6 +137,7 @@ def kmeans(x, k, metric="euclidean", restarts=3, iterations=100, seed=0):
     (1, 1, 0.0)
     """
     x = _check_kmeans(x, k, metric, restarts, iterations)
+    k, restarts, iterations = int(k), int(restarts), int(iterations)
     spherical = metric == "cosine"
     x = tf.constant(x)
     if spherical:
@@ -142,8 +146,8 @@ def kmeans(x, k, metric="euclidean", restarts=3, iterations=100, seed=0):
     best = None
     for r in range(restarts):
         seed_r = tf.constant([seed, r], tf.int64)
-        start = _plus_plus(x, x_sq, tf.constant(k), seed_r)
-        centroids, labels, inertia = _lloyd(x, x_sq, start, tf.constant(iterations),
+        start = _plus_plus(x, x_sq, tf.constant(k, tf.int32), seed_r)
+        centroids, labels, inertia = _lloyd(x, x_sq, start, tf.constant(iterations, tf.int32),
                                             spherical)
         if best is None or float(inertia) < best[2]:
             best = (centroids.numpy(), labels.numpy(), float(inertia))
@@ -195,8 +199,15 @@ def nmi(labels, assignments):
 def ari(labels, assignments):
     """Adjusted Rand index (Hubert & Arabie, 1985), as scikit-learn's."""
     table = _contingency(labels, assignments).astype(np.float64)
-    pairs = lambda c: (c * (c - 1) / 2).sum()
     n = table.sum()
+    # scikit-learn's special cases: one cluster in both, or every sample its
+    # own cluster in both (n = 1 is both), are a perfect match.
+    if table.shape[0] == table.shape[1] and table.shape[0] in (1, n):
+        return 1.0
+
+    def pairs(c):
+        return (c * (c - 1) / 2).sum()
+
     index, a, b = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
     expected = a * b / pairs(np.array([n]))
     maximum = (a + b) / 2

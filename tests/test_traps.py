@@ -222,3 +222,27 @@ def test_sinkhorn_is_finite_at_small_epsilon_and_matches_a_float64_log_domain_re
             log_q -= logsumexp(log_q, axis=1, keepdims=True) + np.log(6)
             log_q -= logsumexp(log_q, axis=0, keepdims=True) + np.log(16)
         np.testing.assert_allclose(codes, np.exp(log_q + np.log(16)).T, atol=1e-5)
+
+
+# -- clustering: k = 1, numpy integers, ARI of one sample -------------------------------------
+
+def test_kmeans_k_1_and_numpy_ints_in_a_fresh_process_and_ari_edge_cases():
+    import subprocess
+    import sys
+    from sklearn.metrics import adjusted_rand_score
+    code = ("import numpy as np; from supcon_tf import clustering as c; "
+            "x = np.random.default_rng(0).random((20, 3)).astype('float32'); "
+            "cents, ids, inertia = c.kmeans(x, 1); "
+            "assert cents.shape == (1, 3) and (ids == 0).all(); "
+            "np.testing.assert_allclose(cents[0], x.mean(0), rtol=1e-5); "
+            "cents, ids, _ = c.kmeans(x, np.int64(2), restarts=np.int32(2)); "
+            "assert cents.shape == (2, 3) and set(ids) == {0, 1}; print('ok')")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=root, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+    for labels, assignments in (([0], [0]), ([0], [3]), ([0, 1], [0, 1]), ([0, 0], [1, 1]),
+                                ([0, 1], [0, 0]), ([0, 0, 1], [2, 1, 1]),
+                                ([0, 1, 2], [1, 2, 0])):
+        assert sct.clustering.ari(labels, assignments) == pytest.approx(
+            adjusted_rand_score(labels, assignments)), (labels, assignments)
