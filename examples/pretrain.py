@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
 import shutil
+import sys
 import time
 
 from absl import app, flags, logging
@@ -48,6 +49,8 @@ flags.DEFINE_enum("npid_loss", "nce", ["nce", "softmax"], "NPID: NCE or the "
 flags.DEFINE_integer("npid_negatives", 4096, "NPID: bank negatives per step (0: every slot, "
                      "--npid_loss softmax only).")
 flags.DEFINE_list("num_clusters", ["10", "20", "50"], "PCL: k-means cluster counts.")
+flags.DEFINE_bool("overwrite", False, "Train over a finished run in --model_dir (a run "
+                  "that was interrupted resumes without it).")
 flags.DEFINE_integer("pcl_warmup_epochs", 1, "PCL: epochs of InfoNCE alone first.")
 flags.DEFINE_integer("pcl_negatives", 16000, "PCL: negative prototypes per clustering (r).")
 flags.DEFINE_integer("queue_size", None,
@@ -230,44 +233,6 @@ def swav_model(encoder, recipe, recipe_args, image_shape, hidden_dims, sync_bn, 
         small_views=FLAGS.small_views, prototype_seed=FLAGS.seed, probe_classes=probe_classes)
 
 
-class _RestoreOnly(keras.callbacks.BackupAndRestore):
-    """A non-chief worker's BackupAndRestore: restores from the chief's backup
-    (a filesystem all workers share) but never writes or deletes it."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        pass
-
-    def on_train_batch_end(self, batch, logs=None):
-        pass
-
-    def on_train_end(self, logs=None):
-        pass
-
-
-class _RunRecord(keras.callbacks.Callback):
-    """Keeps the whole run's per-epoch logs and training seconds in `path`
-    (inside the backup), across the processes of a resumed run."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-        self.state = {"epochs": {}, "seconds": 0.0, "processes": 0}
-        if os.path.isfile(path):
-            with open(path) as f:
-                self.state = json.load(f)
-        self.state["processes"] += 1
-        self._before = self.state["seconds"]
-
-    def on_train_begin(self, logs=None):
-        self._start = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.state["epochs"][str(epoch + 1)] = {k: float(v) for k, v in (logs or {}).items()}
-        self.state["seconds"] = self._before + time.time() - self._start
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        sct.export.write_json(self.state, self.path)
-
-
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
@@ -313,6 +278,16 @@ def main(argv):
         raise app.UsageError(f"--loss {FLAGS.loss} is for --method simclr or supcon without "
                              f"a queue. Received: --method {FLAGS.method}"
                              + (f" --queue_size {queue_size}" if queue_size else ""))
+    backup_dir = os.path.join(FLAGS.model_dir, "backup")
+    finished = os.path.isfile(os.path.join(FLAGS.model_dir, "pretrain.json"))
+    if finished and not os.path.isdir(backup_dir):
+        if not FLAGS.overwrite:
+            raise app.UsageError(
+                f"{FLAGS.model_dir} holds a finished run (pretrain.json, encoder.keras): "
+                "pass --overwrite to train a new one over it, or choose another --model_dir.")
+        print(f"--overwrite: training a new run over the finished one in {FLAGS.model_dir}")
+    elif FLAGS.overwrite and os.path.isdir(backup_dir):
+        shutil.rmtree(backup_dir)                    # start afresh, not from the backup
     strategy = sct.distribute.get_strategy(FLAGS.distribute)
     chief = sct.distribute.is_chief(strategy)
     # Only the chief writes into --model_dir; other workers write to a
@@ -424,23 +399,28 @@ def main(argv):
                       loss=loss, jit_compile={"auto": "auto", "true": True,
                                               "false": False}[FLAGS.jit_compile])
 
-    backup_dir = os.path.join(FLAGS.model_dir, "backup")
-    # The backup is deleted only once every artifact is in place (below), so a
-    # kill at any moment, even while the artifacts are written, resumes.
-    record = _RunRecord(os.path.join(backup_dir, "run.json")) if chief else None
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)
-                 if chief else _RestoreOnly(backup_dir),
-                 keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))]
+    # Each epoch's backup (weights and the run's record) is written whole or
+    # not at all; it is deleted only once every artifact is in place (below),
+    # so a kill at any moment, even while the artifacts are written, resumes.
+    backup = sct.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False,
+                                            read_only=not chief)
+    callbacks = [backup, keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))]
     if FLAGS.method == "pcl":
         callbacks.append(sct.models.PCLClustering(in_order))
     model.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose if chief else 0,
-              callbacks=callbacks + ([record] if record else []))
+              callbacks=callbacks)
+    run = backup.record
+    if sorted(map(int, run["epochs"])) != list(range(1, FLAGS.epochs + 1)):
+        # Never write an encoder over the run's artifacts that is not the
+        # result of every epoch.
+        raise RuntimeError(f"The run's record holds epochs {sorted(map(int, run['epochs']))}, "
+                           f"not 1-{FLAGS.epochs}: nothing was saved. Rerun with --overwrite "
+                           "to train from scratch.")
     # Each artifact is written to a temporary name and renamed into place.
     sct.export.save_model(encoder, os.path.join(out_dir, "encoder.keras"))
     sct.export.save_model(model, os.path.join(out_dir, "model.keras"))
     if chief:
-        run = record.state
-        recorded = FLAGS.flag_values_dict()
+        recorded = {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])}
         recorded["projection_hidden_dims"] = list(hidden_dims) if hidden_dims else None
         epochs = sorted(run["epochs"], key=int)
         # (A key the first epochs lack, e.g. of a run resumed by a newer

@@ -34,6 +34,7 @@ import os
 # variable yourself to see them).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import sys
 import time
 
 from absl import app, flags, logging
@@ -174,7 +175,7 @@ def main(argv):
                                              augmenter=augmenter())
         report("distill", student, fit(model, everything, FLAGS.distill_epochs, FLAGS.lr,
                                        labels=False))
-    sct.export.write_json({"flags": FLAGS.flag_values_dict(), "labelled": size,
+    sct.export.write_json({"flags": {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])}, "labelled": size,
                            "results": results},
                           os.path.join(FLAGS.model_dir, "semi_supervised.json"), indent=1,
                           default=str)

@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import shutil
+import sys
 import time
 
 from absl import app, flags, logging
@@ -101,7 +102,7 @@ def main(argv):
     sct.export.save_model(encoder, os.path.join(FLAGS.model_dir, "encoder.keras"))
     # Written through temporary names; the backup goes only once they are in
     # place (a kill before that resumes instead of starting again).
-    sct.export.write_json({"flags": FLAGS.flag_values_dict(), "test_top1": top1,
+    sct.export.write_json({"flags": {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])}, "test_top1": top1,
                            "wall_seconds": seconds, "accuracy": report},
                           os.path.join(FLAGS.model_dir, "train_ce.json"), indent=1, default=str)
     shutil.rmtree(os.path.join(FLAGS.model_dir, "backup"), ignore_errors=True)

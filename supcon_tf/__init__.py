@@ -58,10 +58,10 @@ from supcon_tf import _xla_flags  # noqa: E402
 
 _xla_flags.apply(_tf.__version__)
 
-from supcon_tf import (augment, clustering, data, distribute, encoders,  # noqa: E402
+from supcon_tf import (augment, callbacks, clustering, data, distribute, encoders,  # noqa: E402
                        evaluation, export, layers, losses, memory, metrics, mixing,
                        models, momentum, optimizers, zoo)
 
-__all__ = ["augment", "clustering", "data", "distribute", "encoders", "evaluation", "export",
+__all__ = ["augment", "callbacks", "clustering", "data", "distribute", "encoders", "evaluation", "export",
            "layers", "losses", "memory", "metrics", "mixing", "models", "momentum",
            "optimizers", "zoo", "__version__"]

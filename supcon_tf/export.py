@@ -244,6 +244,11 @@ def _write_atomically(path, write, suffix=""):
     leaves the old file or the new one; it gets the mode of the umask."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
+    # What killed writes of `path` left behind.
+    for leftover in glob.glob(os.path.join(glob.escape(parent),
+                                           f".{glob.escape(os.path.basename(path))}.tmp-*")):
+        if os.path.isfile(leftover):
+            os.remove(leftover)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix,
                                dir=parent)
     os.close(fd)

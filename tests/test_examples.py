@@ -57,6 +57,8 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     first = _kill_after_first_epoch(cmd)
     assert "Epoch 1/3" in first
     assert os.path.isdir(os.path.join(model_dir, "backup"))
+    from supcon_tf.callbacks import latest_state
+    assert sorted(latest_state(os.path.join(model_dir, "backup"))["epochs"]) == ["1"]
     assert not os.path.exists(os.path.join(model_dir, "encoder.keras"))
 
     second = _run("pretrain.py", *TINY, *LONG_TAIL, "--batch_size", "32", "--epochs", "3",
@@ -71,6 +73,14 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     assert record["processes"] == 2 and len(record["history"]["loss"]) == 3
     assert record["wall_seconds"] > 0
     assert not [f for f in os.listdir(model_dir) if f.startswith(".")]   # no temp files
+    # The same command again does not train over the finished run.
+    encoder_time = os.path.getmtime(os.path.join(model_dir, "encoder.keras"))
+    again = _run("pretrain.py", *TINY, *LONG_TAIL, "--batch_size", "32", "--epochs", "3",
+                 "--model_dir", model_dir, check=False)
+    assert "holds a finished run" in again and "--overwrite" in again
+    assert os.path.getmtime(os.path.join(model_dir, "encoder.keras")) == encoder_time
+    # Only this script's flags are recorded (not absl's own).
+    assert "logtostderr" not in record["flags"] and "model_dir" in record["flags"]
 
     out = _run("linear_eval.py", "--encoder_path", os.path.join(model_dir, "encoder.keras"),
                "--train_size", "512", "--long_tailed_ratio", "10", "--batch_size", "64",

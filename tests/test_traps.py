@@ -246,3 +246,58 @@ def test_kmeans_k_1_and_numpy_ints_in_a_fresh_process_and_ari_edge_cases():
                                 ([0, 1, 2], [1, 2, 0])):
         assert sct.clustering.ari(labels, assignments) == pytest.approx(
             adjusted_rand_score(labels, assignments)), (labels, assignments)
+
+
+# -- lost runs: a kill while the backup is written -------------------------------------------
+
+def _job(*args):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-m", "tests._backup_job", *map(str, args)],
+                          capture_output=True, text=True, cwd=root, timeout=300)
+
+
+def test_a_sigkill_while_the_backup_is_written_resumes_from_the_previous_one(tmp_path):
+    import signal
+    backup = tmp_path / "backup"
+    killed = _job(backup, 4, 3)                   # killed writing epoch 3's backup
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    state = sct.callbacks.latest_state(backup)
+    assert state["epoch"] == 2 and sorted(state["epochs"]) == ["1", "2"]
+    resumed = _job(backup, 4)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "ran [2, 3]" in resumed.stdout and "iterations 16" in resumed.stdout
+    whole = _job(tmp_path / "other", 4)
+    checksum = lambda out: float(out.split("checksum ")[1].split()[0])  # noqa: E731
+    assert checksum(resumed.stdout) == pytest.approx(checksum(whole.stdout), rel=1e-6)
+    record = sct.callbacks.latest_state(backup)
+    assert sorted(record["epochs"], key=int) == ["1", "2", "3", "4"]
+    assert record["processes"] == 2
+
+
+def test_a_half_deleted_backup_is_not_resumed(tmp_path):
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup = str(tmp_path / "backup")
+    model.fit(x, x[:, :2], epochs=2, verbose=0, callbacks=[
+        sct.callbacks.BackupAndRestore(backup, delete_checkpoint=False, keep=1)])
+    (folder,) = [f for _, f in sct.callbacks.checkpoints(backup)]
+    os.remove(os.path.join(folder, sct.callbacks.WEIGHTS))      # metadata left, weights gone
+    again = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    again.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(UserWarning, match="no complete backup"):
+        history = again.fit(x, x[:, :2], epochs=2, verbose=0, callbacks=[
+            sct.callbacks.BackupAndRestore(backup)])
+    assert len(history.history["loss"]) == 2 and int(again.optimizer.iterations) == 2
+    with pytest.raises(ValueError, match="keep=0"):
+        sct.callbacks.BackupAndRestore(backup, keep=0)
+
+
+def test_save_model_removes_what_a_killed_save_left(tmp_path):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    (tmp_path / ".m.keras.tmp-abc123.keras").write_bytes(b"half")     # a SIGKILL's leftover
+    sct.export.save_model(model, tmp_path / "m.keras")
+    assert os.listdir(tmp_path) == ["m.keras"]
