@@ -301,3 +301,65 @@ def test_save_model_removes_what_a_killed_save_left(tmp_path):
     (tmp_path / ".m.keras.tmp-abc123.keras").write_bytes(b"half")     # a SIGKILL's leftover
     sct.export.save_model(model, tmp_path / "m.keras")
     assert os.listdir(tmp_path) == ["m.keras"]
+
+
+# -- i-Mix through fit, for every method that supports it -------------------------------------
+
+def _imix_method(cls, **kwargs):
+    if cls is sct.models.MoCoModel:
+        kwargs.update(queue_size=16, bn_groups=1)
+    if cls is sct.models.BYOLModel or cls is sct.models.SimSiamModel:
+        kwargs.update(predictor=sct.layers.byol_predictor(8, 16))
+    return cls(_encoder(), head=sct.layers.ProjectionHead(8), imix="mixup", **kwargs)
+
+
+@pytest.mark.parametrize("cls", [sct.models.SupConModel, sct.models.MoCoModel,
+                                 sct.models.BYOLModel, sct.models.SimSiamModel])
+def test_imix_fits_with_every_method_that_supports_it(cls):
+    x, y = _views(16)
+    model = _imix_method(cls)
+    model.compile(optimizer="sgd")
+    history = model.fit(x, None if cls is sct.models.MoCoModel else y, batch_size=8, epochs=1,
+                        verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["output_std"][0] > 0
+    if cls is sct.models.MoCoModel:
+        with pytest.raises(ValueError, match="probe would learn from mixed images"):
+            _imix_method(cls, probe_classes=3)
+
+
+# -- odd last batches -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["MoCoModel", "BarlowTwinsModel", "VICRegModel"])
+def test_odd_and_single_sample_last_batches_train(name):
+    import warnings
+    x, _ = _views(17)                               # a last batch of 1 at batch_size 8
+    kwargs = dict(queue_size=16) if name == "MoCoModel" else {}   # bn_groups=2 (default)
+    model = getattr(sct.models, name)(_encoder(), head=sct.layers.ProjectionHead(
+        8, normalize=name == "MoCoModel"), **kwargs)
+    model.compile(optimizer="sgd")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    said = [str(w.message) for w in caught]
+    if name != "MoCoModel":                         # a batch of 1 has no batch statistics
+        assert any("the last batch of 1 is left out" in m for m in said), said
+        ds = tf.data.Dataset.from_tensor_slices(x).batch(8)           # batch size not fixed
+        with pytest.warns(UserWarning, match="batches of fewer than 2 are skipped"):
+            assert np.isfinite(model.fit(ds, epochs=1, verbose=0).history["loss"][0])
+    else:                                           # odd batches (3 = 2 + 1) regroup
+        history = model.fit(x[:11], batch_size=8, epochs=1, verbose=0).history
+        assert np.isfinite(history["loss"][0])
+    assert not any("shuffle=True" in m for m in said), said
+
+
+def test_no_shuffle_warning_from_fit_on_a_dataset():
+    import warnings
+    x, y = _images(16)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    clf = sct.models.LinearClassifier(_encoder(), num_classes=3)
+    clf.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.fit(ds, epochs=1, verbose=0)
+    assert not [w for w in caught if "shuffle" in str(w.message)]

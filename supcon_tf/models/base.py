@@ -341,9 +341,10 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
             loss = self.contrastive_loss(x, y, out, sample_weight, training)
         if training and self.adversarial_eps > 0:
             loss += self.adversarial_loss(x, y, views, sample_weight)
-        # The probe and the collapse monitor look at an unmixed view.
-        clean = 1 if mixing else 0
-        probe_loss = self.probe_loss(y, out, view=clean)
+        # The probe and the collapse monitor look at an unmixed view, where
+        # the outputs hold one (MoCo's hold the mixed queries alone).
+        clean = 1 if mixing and out["projections"].shape[1] > 1 else 0
+        probe_loss = None if mixing and clean == 0 else self.probe_loss(y, out, view=clean)
         self.update_metrics(y, out)
         self.output_std_tracker.update_state(output_std(out["projections"][:, clean]))
         return loss, probe_loss, out, y, sample_weight

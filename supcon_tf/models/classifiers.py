@@ -8,6 +8,7 @@ import tensorflow as tf
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.encoders import as_encoder
 from supcon_tf.models.base import build_if_known, check_int, feature_shape
+from supcon_tf.models.fitting import quiet_dataset_shuffle
 
 _PACKAGE = "supcon_tf"
 
@@ -33,6 +34,12 @@ class _Classifier(keras.Model):
                              if self.normalize_features else None)
         self.classifier = keras.layers.Dense(num_classes, name="logits")
         build_if_known(self)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, without Keras's warning that its default
+        `shuffle=True` is ignored for a dataset (the pipeline shuffles)."""
+        quiet_dataset_shuffle(x, kwargs)
+        return super().fit(x, y, *args, **kwargs)
 
     def build(self, input_shape):
         features = self.features_shape(input_shape)

@@ -22,6 +22,14 @@ def _input_rank(x):
     return None if shape is None else len(shape)
 
 
+def quiet_dataset_shuffle(x, kwargs):
+    """A dataset is shuffled by its pipeline, not by `fit`: unless the caller
+    asked for `shuffle`, pass `shuffle=False` so Keras does not warn on every
+    `fit` that its default `shuffle=True` is ignored."""
+    if isinstance(x, tf.data.Dataset):
+        kwargs.setdefault("shuffle", False)
+
+
 class _FitLength(keras.callbacks.Callback):
     """Tells the model how many steps the `fit` call plans and the epoch it
     starts from (for schedules that follow training progress, such as BYOL's
@@ -92,12 +100,60 @@ class FitChecks:
         kwargs.pop("batch_size", None)
         return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
 
+    def _drop_small_batches(self, x, y, kwargs):
+        """For a method whose loss needs `min_batch` > 1 samples (a statistic
+        of the batch): arrays whose last batch would be smaller lose it, and
+        a dataset without a static batch size skips such batches; both with a
+        warning. Returns `(x, y)` to pass on."""
+        need = getattr(self, "min_batch", 1)
+        name = type(self).__name__
+        if need <= 1 or x is None:
+            return x, y
+        if isinstance(x, tf.data.Dataset):
+            first = tf.nest.flatten(x.element_spec)[0]
+            static = first.shape[0] if first.shape.rank else None
+            if static is not None:
+                if static < need:
+                    raise ValueError(f"{name} needs batches of at least {need} samples. "
+                                     f"Received: a dataset of batches of {static}")
+                return x, y
+            warnings.warn(
+                f"{name}'s loss needs at least {need} samples per batch and this dataset's "
+                f"batch size is not fixed: batches of fewer than {need} are skipped. Batch "
+                "with `drop_remainder=True` to choose yourself.", stacklevel=3)
+
+            def big_enough(*element):
+                return tf.shape(tf.nest.flatten(element)[0])[0] >= need
+
+            return x.filter(big_enough), y
+        if not hasattr(x, "shape"):
+            return x, y
+        batch_size = kwargs.get("batch_size") or 32
+        n = int(x.shape[0])
+        if n < need:
+            raise ValueError(f"{name} needs at least {need} samples. Received: {n}")
+        if 0 < n % batch_size < need:
+            warnings.warn(
+                f"{name}'s loss needs at least {need} samples per batch: the last batch "
+                f"of {n % batch_size} is left out of each epoch (n={n}, "
+                f"batch_size={batch_size}).", stacklevel=3)
+            sample_weight = kwargs.pop("sample_weight", None)
+            parts = tuple(v for v in (x, y, sample_weight) if v is not None)
+            ds = tf.data.Dataset.from_tensor_slices(parts)
+            if kwargs.pop("shuffle", True):
+                ds = ds.shuffle(n, reshuffle_each_iteration=True)
+            kwargs.pop("batch_size", None)
+            return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
+        return x, y
+
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`. Under a strategy with several replicas, first
         checks that a `tf.data.Dataset` input has a static global batch size
         divisible by the number of replicas (`distribute.check_dataset`), and
         for arrays drops an uneven last batch with a warning."""
         x, y = self._split_evenly(x, y, kwargs, training=True)
+        x, y = self._drop_small_batches(x, y, kwargs)
+        quiet_dataset_shuffle(x, kwargs)
         self._check_input_rank(x)
         if self.built and getattr(self, "optimizer", None) is not None and not self.optimizer.built:
             # For every trainable variable, also those without a gradient in

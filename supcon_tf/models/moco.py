@@ -58,8 +58,8 @@ class MoCoModel(MomentumModel):
         momentum_schedule: `"constant"` (MoCo) or `"cosine"` (from `momentum`
             to 1 over the steps `fit` plans, as BYOL). Defaults to `"constant"`.
         bn_groups: Groups per replica that BatchNorm normalises separately
-            (shuffle-BN above); the batch per replica must be divisible by it.
-            Defaults to 2.
+            (shuffle-BN above), of near-equal sizes when it does not divide
+            the batch (one group for a batch smaller than it). Defaults to 2.
         probe_classes: Classes of an online linear probe, or None. Defaults to None.
         mochi_n: MoCHi (Kalantidis et al., NeurIPS 2020): synthetic hard
             negatives mixed, for each query, from its `mochi_n` hardest queue
@@ -98,6 +98,11 @@ class MoCoModel(MomentumModel):
             raise ValueError("i-Mix mixes the queries of view 0 against the keys of view 1; "
                              "with symmetric=True view 0 also makes keys. Use one of them. "
                              f"Received: symmetric=True, imix={kwargs['imix']!r}")
+        if kwargs.get("imix") is not None and probe_classes is not None:
+            raise ValueError("With i-Mix, MoCo's query encoder sees only the mixed view 0, so "
+                             "an online probe would learn from mixed images. Evaluate with "
+                             "a linear probe after training instead. Received: "
+                             f"imix={kwargs['imix']!r}, probe_classes={probe_classes!r}")
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          momentum=momentum, momentum_schedule=momentum_schedule,
                          probe_classes=probe_classes, **kwargs)
@@ -129,13 +134,25 @@ class MoCoModel(MomentumModel):
         training, when BatchNorm uses batch statistics)."""
         if not training or self.bn_groups == 1:
             return self.encode(views, training, encoder, head)
-        batch = views.shape[0]
-        if batch is not None and batch % self.bn_groups:
-            raise ValueError(f"The batch per replica ({batch}) must be divisible by "
-                             f"`bn_groups` ({self.bn_groups}).")
-        parts = [self.encode(g, training, encoder, head)
-                 for g in tf.split(views, self.bn_groups, axis=0)]
-        return tuple(tf.concat([p[i] for p in parts], 0) for i in range(2))
+        groups = self.bn_groups
+        batch = tf.shape(views)[0]
+
+        def grouped():
+            # Near-equal groups: a batch that `bn_groups` does not divide (an
+            # odd last batch) gives its remainder to the first groups.
+            sizes = batch // groups + tf.cast(tf.range(groups) < batch % groups, tf.int32)
+            parts = [self.encode(g, training, encoder, head)
+                     for g in tf.split(views, sizes, axis=0, num=groups)]
+            return tuple(tf.concat([p[i] for p in parts], 0) for i in range(2))
+
+        if views.shape[0] is not None:
+            if views.shape[0] >= groups:
+                return grouped()
+            return self.encode(views, training, encoder, head)
+        # Fewer samples than groups (a last batch of 1): one group, rather
+        # than an empty one whose BatchNorm statistics are NaN.
+        return tf.cond(batch >= groups, grouped,
+                       lambda: self.encode(views, training, encoder, head))
 
     def _keys(self, views, training):
         """Keys `[batch, v, D]` of this replica and `[global batch, v, D]`,

@@ -35,6 +35,7 @@ class BarlowTwinsModel(ContrastiveModel):
     """
 
     supports_imix = False          # a statistic of the batch: no per-sample loss
+    min_batch = 2                  # it standardises over the batch
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, lambda_=0.0051,
                  probe_classes=None, **kwargs):
@@ -79,6 +80,7 @@ class VICRegModel(ContrastiveModel):
     """
 
     supports_imix = False
+    min_batch = 2
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, sim_coeff=25.0,
                  std_coeff=25.0, cov_coeff=1.0, probe_classes=None, **kwargs):

@@ -11,6 +11,7 @@ from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.layers import ProjectionHead
 from supcon_tf.models.base import build_if_known, check_int, feature_shape
 from supcon_tf.models.classifiers import _Classifier
+from supcon_tf.models.fitting import quiet_dataset_shuffle
 
 _PACKAGE = "supcon_tf"
 
@@ -211,6 +212,10 @@ class DistillationModel(keras.Model):
 
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        quiet_dataset_shuffle(x, kwargs)
+        return super().fit(x, y, *args, **kwargs)
 
     def losses_of(self, x, y, training, sample_weight=None):
         """The loss of this replica's batch (updating the metrics). `y` may be
