@@ -363,3 +363,16 @@ def test_no_shuffle_warning_from_fit_on_a_dataset():
         warnings.simplefilter("always")
         clf.fit(ds, epochs=1, verbose=0)
     assert not [w for w in caught if "shuffle" in str(w.message)]
+
+
+def test_labels_of_another_rank_in_a_second_fit():
+    x, y = _views(16)
+    model = sct.models.SupConModel(_encoder(), head=sct.layers.ProjectionHead(8),
+                                   probe_classes=3)
+    model.compile(optimizer="sgd")
+    first = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history["loss"][0]
+    second = model.fit(x, y[:, None], batch_size=8, epochs=1, verbose=0).history["loss"][0]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    third = model.fit(ds, epochs=1, verbose=0).history["loss"][0]
+    assert np.isfinite([first, second, third]).all()
+    assert np.isfinite(model.evaluate(x, y[:, None], batch_size=8, verbose=0)[0])

@@ -12,14 +12,22 @@ import tensorflow as tf
 from supcon_tf.distribute import check_dataset, is_multi_worker
 
 
-def _input_rank(x):
-    """The rank of the images in `x` (array, tensor or dataset), if known."""
+def _input_rank(x, y=None):
+    """The ranks of the inputs' parts (images, labels, weights: of an array,
+    a tensor or a dataset's elements) as a tuple, or None when unknown."""
     if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        spec = spec[0] if isinstance(spec, tuple) else spec
-        return getattr(getattr(spec, "shape", None), "rank", None)
-    shape = getattr(x, "shape", None)
-    return None if shape is None else len(shape)
+        parts = tf.nest.flatten(x.element_spec)
+    else:
+        parts = [v for v in tf.nest.flatten((x, y)) if v is not None]
+    ranks = []
+    for part in parts:
+        shape = getattr(part, "shape", None)
+        rank = getattr(shape, "rank", None) if isinstance(shape, tf.TensorShape) else (
+            None if shape is None else len(shape))
+        ranks.append(rank)
+    if not ranks or ranks[0] is None:
+        return None
+    return tuple(ranks)
 
 
 def quiet_dataset_shuffle(x, kwargs):
@@ -49,15 +57,21 @@ class FitChecks:
     """The checks of `fit` / `evaluate` / `predict` for `ContrastiveModel`
     (which owns `_input_rank` and `on_fit_begin`)."""
 
-    def _check_input_rank(self, x):
+    def _check_input_rank(self, x, y=None):
         # Keras retraces its step with a relaxed (unknown-rank) signature when
-        # the input rank changes, and the model picks its path from the rank:
-        # start new step functions instead.
-        rank = _input_rank(x)
-        if rank is not None and self._input_rank is not None and rank != self._input_rank:
+        # the rank of the images or of the labels changes, and the model picks
+        # its path from the ranks: start new step functions instead.
+        ranks = _input_rank(x, y)
+        if ranks is None:
+            return
+        image, labels = ranks[0], ranks[1:]
+        known = getattr(self, "_label_ranks", None)
+        if (self._input_rank is not None and image != self._input_rank) or (
+                labels and known and labels != known):
             self.train_function = self.test_function = self.predict_function = None
-        if rank is not None:
-            self._input_rank = rank
+        self._input_rank = image
+        if labels:
+            self._label_ranks = labels
 
     def _split_evenly(self, x, y, kwargs, training):
         """Under several replicas every global batch must split evenly (the
@@ -154,7 +168,7 @@ class FitChecks:
         x, y = self._split_evenly(x, y, kwargs, training=True)
         x, y = self._drop_small_batches(x, y, kwargs)
         quiet_dataset_shuffle(x, kwargs)
-        self._check_input_rank(x)
+        self._check_input_rank(x, y)
         if self.built and getattr(self, "optimizer", None) is not None and not self.optimizer.built:
             # For every trainable variable, also those without a gradient in
             # the first step (the probe's, when the first fit has no labels).
@@ -167,7 +181,7 @@ class FitChecks:
         """`keras.Model.evaluate`, with the checks of `fit` (an uneven last
         batch under several replicas is an error here)."""
         x, y = self._split_evenly(x, y, kwargs, training=False)
-        self._check_input_rank(x)
+        self._check_input_rank(x, y)
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
