@@ -13,7 +13,9 @@ Signatures (both return a dict of float32 tensors):
 - `serving_uint8`: the same for uint8 images.
 
 Outputs: `embedding`, the L2-normalised encoder features; and `projection`,
-the projection head's L2-normalised output, when a head is given. The loaded
+the projection head's output as the head gives it, when a head is given
+(L2-normalised for SupCon, SimCLR and MoCo's `ProjectionHead`; not for the
+plain MLPs of BYOL, SimSiam, Barlow Twins and VICReg). The loaded
 object is also callable (`loaded(x)`) with uint8 or float32 images.
 """
 

@@ -88,7 +88,24 @@ class FeatureQueue(keras.layers.Layer):
         pointer = tf.convert_to_tensor(self.pointer)
         slots = ((pointer + n - kept + tf.range(kept, dtype=tf.int64)) % self.size)[:, None]
         if self.with_labels:
-            labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+            labels = tf.reshape(tf.convert_to_tensor(labels), [-1])
+            if not (labels.dtype.is_integer or labels.dtype.is_floating):
+                raise TypeError("`labels` must be class ids (integers). Received: "
+                                f"labels.dtype={labels.dtype.name}")
+            if labels.dtype.is_floating:
+                # Class ids as floats must be whole numbers: 1.7 is not class 1.
+                if tf.executing_eagerly():
+                    bad = labels.numpy()[labels.numpy() != labels.numpy().round()]
+                    if bad.size:
+                        raise ValueError("`labels` must be class ids (whole numbers). "
+                                         f"Received: a label {bad[0]!r}")
+                else:
+                    with tf.control_dependencies([tf.debugging.assert_equal(
+                            labels, tf.round(labels),
+                            message="FeatureQueue.enqueue: labels must be class ids "
+                                    "(whole numbers)")]):
+                        labels = tf.identity(labels)
+            labels = tf.cast(labels, tf.int64)
             with tf.control_dependencies([tf.debugging.assert_equal(
                     tf.shape(labels, out_type=tf.int64)[0], n,
                     message="FeatureQueue.enqueue: one label per key")]):

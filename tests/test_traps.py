@@ -376,3 +376,27 @@ def test_labels_of_another_rank_in_a_second_fit():
     third = model.fit(ds, epochs=1, verbose=0).history["loss"][0]
     assert np.isfinite([first, second, third]).all()
     assert np.isfinite(model.evaluate(x, y[:, None], batch_size=8, verbose=0)[0])
+
+
+# -- smaller traps -----------------------------------------------------------------------------
+
+def test_small_traps_raise_clear_errors():
+    z = np.random.default_rng(0).random((4, 2, 8)).astype("float32")
+    with pytest.raises(ValueError, match=r"same shape.*\(4, 8\).*\(4, 1\)"):
+        sct.losses.BYOLLoss()(np.ones((4, 8), "float32"), np.ones((4, 1), "float32"))
+    for loss in (sct.losses.BarlowTwinsLoss(), sct.losses.VICRegLoss()):
+        with pytest.raises(ValueError, match="at least one dimension"):
+            loss(None, np.zeros((4, 2, 0), "float32"))
+    with pytest.raises(TypeError, match="class ids"):
+        sct.losses.HardNegativeLoss()(np.array(["a", "b", "a", "b"]), z)
+    with pytest.raises(ValueError, match="`queue_labels` must equal the number of entries"):
+        sct.losses.supcon_loss(np.array([0, 1, 0, 1]), z, queue=np.ones((5, 8), "float32"),
+                               queue_labels=np.array([0, 1, 2]))
+    queue = sct.memory.FeatureQueue(8, 8, with_labels=True)
+    queue.build(None)
+    with pytest.raises(ValueError, match="whole numbers.*1.7"):
+        queue.enqueue(tf.ones([2, 8]), tf.constant([1.7, 2.0]))
+    queue.enqueue(tf.ones([2, 8]), tf.constant([1.0, 2.0]))       # whole-number floats are ids
+    assert queue.labels.numpy()[:2].tolist() == [1, 2]
+    # The export doc no longer promises a normalised projection for every head.
+    assert "not for the\nplain MLPs of BYOL" in sct.export.__doc__

@@ -122,7 +122,9 @@ def _check_queue(queue, queue_labels, features, y_true, mask, labelled=None):
                          "negative. Received: queue_labels.shape="
                          f"{tf.convert_to_tensor(queue_labels).shape}")
     if queue_labels is not None:
-        queue_labels, check = checked_labels(queue_labels, tf.shape(queue)[0], "queue_labels")
+        entries = queue.shape[0] if queue.shape[0] is not None else tf.shape(queue)[0]
+        queue_labels, check = checked_labels(queue_labels, entries, "queue_labels",
+                                             against="the number of entries in `queue`")
         if label_kind(queue_labels) != label_kind(tf.convert_to_tensor(y_true)):
             raise ValueError(
                 "`queue_labels` must be of the same kind as `y_true` (class ids, or "

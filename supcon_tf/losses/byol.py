@@ -35,7 +35,13 @@ class BYOLLoss(keras.losses.CosineSimilarity):
         self.axis = axis
 
     def call(self, y_true, y_pred):
-        return 2.0 + 2.0 * super().call(y_true, y_pred)
+        t, p = keras.ops.convert_to_tensor(y_true), keras.ops.convert_to_tensor(y_pred)
+        if len(t.shape) != len(p.shape) or any(
+                a is not None and b is not None and a != b for a, b in zip(t.shape, p.shape)):
+            # Keras's cosine would broadcast [batch, 1] against [batch, dim].
+            raise ValueError("BYOLLoss needs a target and a prediction of the same shape. "
+                             f"Received: y_true.shape={t.shape}, y_pred.shape={p.shape}")
+        return 2.0 + 2.0 * super().call(t, p)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}

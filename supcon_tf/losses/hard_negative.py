@@ -254,6 +254,10 @@ class HardNegativeLoss(keras.losses.Loss):
             # Every sample its own class: exactly the self-supervised negatives
             # (ids unique over the global batch), and a tensor for the base class.
             y_true = _cross_replica.unique_ids(tf.shape(tf.convert_to_tensor(y_pred))[0])
+        else:
+            # Before the base class casts them to floats (a string label would
+            # fail there with a ValueError about floats).
+            validate_labels(y_true)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):

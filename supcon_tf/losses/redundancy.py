@@ -40,6 +40,9 @@ def _two_views(y_pred, name):
     if z.shape.rank != 3 or (z.shape[1] is not None and z.shape[1] != 2):
         raise ValueError(f"{name} needs `y_pred` of shape [batch, 2, dim]: two views of "
                          f"each sample. Received: y_pred.shape={z.shape}")
+    if z.shape[2] is not None and z.shape[2] < 1:
+        raise ValueError(f"{name} needs embeddings of at least one dimension. "
+                         f"Received: y_pred.shape={z.shape}")
     if z.shape[0] is not None and _cross_replica.replica_context() is None and z.shape[0] < 2:
         raise ValueError(f"{name} standardises over the batch and needs at least 2 "
                          f"samples. Received: y_pred.shape={z.shape}")
