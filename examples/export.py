@@ -33,11 +33,12 @@ import shutil
 import tarfile
 import tempfile
 
+# First: it imports TensorFlow without the start-up lines the level above hides.
+import supcon_tf as sct  # noqa: E402,I001
 from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-import supcon_tf as sct
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Output folder of pretrain.py or train_ce.py.")

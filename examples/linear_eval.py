@@ -24,11 +24,12 @@ import shutil
 import sys
 import time
 
+# First: it imports TensorFlow without the start-up lines the level above hides.
+import supcon_tf as sct  # noqa: E402,I001
 from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-import supcon_tf as sct
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("encoder_path", None, "The encoder saved by examples/pretrain.py.")

@@ -31,11 +31,12 @@ import shutil
 import sys
 import time
 
+# First: it imports TensorFlow without the start-up lines the level above hides.
+import supcon_tf as sct  # noqa: E402,I001
 from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-import supcon_tf as sct
 
 FLAGS = flags.FLAGS
 METHODS = ["supcon", "simclr", "moco", "byol", "simsiam", "barlow", "vicreg", "npid", "pcl",

@@ -21,12 +21,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import time
 
+# First: it imports TensorFlow without the start-up lines the level above hides.
+import supcon_tf as sct  # noqa: E402,I001
 from absl import app, flags, logging
 import keras
 import numpy as np
 import tensorflow as tf
 
-import supcon_tf as sct
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_size", 10000, "Training images used (the first N).")

@@ -37,11 +37,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import sys
 import time
 
+# First: it imports TensorFlow without the start-up lines the level above hides.
+import supcon_tf as sct  # noqa: E402,I001
 from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
-import supcon_tf as sct
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("pretrained", None, "model.keras (or encoder.keras) from examples/pretrain.py, "

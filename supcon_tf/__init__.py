@@ -9,15 +9,19 @@ import sys as _sys
 # TensorFlow, before its module runs: keep TensorFlow's C++ start-up lines
 # quiet there, unless the user set the level. Library imports change nothing.
 _argv = getattr(_sys, "orig_argv", [])
-_QUIET = (any(a == "-m" and b.startswith("supcon_tf.") for a, b in zip(_argv, _argv[1:]))
-          and "TF_CPP_MIN_LOG_LEVEL" not in _os.environ)
-if _QUIET:
+if (any(a == "-m" and b.startswith("supcon_tf.") for a, b in zip(_argv, _argv[1:]))
+        and "TF_CPP_MIN_LOG_LEVEL" not in _os.environ):
     _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+# Quiet where the level asks for it (our command line, our example scripts, a
+# user who set it) and TensorFlow is not imported yet.
+_QUIET = ("tensorflow" not in _sys.modules
+          and _os.environ.get("TF_CPP_MIN_LOG_LEVEL", "") in ("2", "3"))
 
 # TF_CPP_MIN_LOG_LEVEL does not reach the lines TensorFlow 2.21 logs before
 # absl::InitializeLog: where oneDNN is on by default (AVX-512 Xeons) it prints
-# its oneDNN notice at import whatever the level. Our command line drops
-# exactly these lines and passes every other one through.
+# its oneDNN notice at import (twice) whatever the level. With the level at 2
+# or more, importing this package first drops exactly these lines and passes
+# every other one through.
 _START_UP_LINES = ("All log messages before absl::InitializeLog() is called",
                    "oneDNN custom operations are on")
 
@@ -49,9 +53,10 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "supcon_tf needs TensorFlow >= 2.16, which is installed through an extra "
-        "so that you choose the wheel: pip install 'supcon_tf[cpu]' (CPU only, "
-        "small wheel), 'supcon_tf[gpu]' (CUDA) or 'supcon_tf[tf]' (the default "
-        f"tensorflow wheel). Original error: {err}") from err
+        "so that you choose the wheel. In the source folder (README, Install): "
+        "pip install -e '.[cpu]' (CPU only, small wheel), '.[gpu]' (CUDA) or "
+        "'.[tf]' (the default tensorflow wheel); or install tensorflow-cpu or "
+        f"tensorflow yourself. Original error: {err}") from err
 
 # Before anything is compiled with XLA: see supcon_tf/_xla_flags.py.
 from supcon_tf import _xla_flags  # noqa: E402

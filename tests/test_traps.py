@@ -400,3 +400,26 @@ def test_small_traps_raise_clear_errors():
     assert queue.labels.numpy()[:2].tolist() == [1, 2]
     # The export doc no longer promises a normalised projection for every head.
     assert "not for the\nplain MLPs of BYOL" in sct.export.__doc__
+
+
+def test_example_scripts_print_no_tensorflow_start_up_lines():
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "examples/quickstart.py", "--helpshort"], cwd=root,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert "--train_size" in proc.stdout, proc.stderr[-2000:]      # (absl's help exits 1)
+    for line in ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard"):
+        assert line not in proc.stderr, proc.stderr
+
+
+def test_the_no_tensorflow_error_says_the_readme_install():
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.modules['tensorflow'] = None\n"
+            "try:\n    import supcon_tf\nexcept ImportError as e:\n    print(e)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert "pip install -e '.[cpu]'" in proc.stdout, proc.stdout + proc.stderr[-2000:]

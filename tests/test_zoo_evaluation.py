@@ -240,11 +240,16 @@ def test_cli_list():
 
 
 @pytest.mark.skipif(not os.path.exists(FMNIST), reason="needs Debian's dataset-fashion-mnist")
-def test_cli_eval_on_a_subset(tmp_path, monkeypatch):
+def test_cli_eval_on_a_subset(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SUPCON_TF_CACHE", str(tmp_path))
     name = next(e["name"] for e in zoo.list() if e["method"] == "supcon")
     code, out = run_cli("eval", name, "--train_size", "2000", "--test_size", "500")
     assert code == 0
+    # Progress on stderr, stage by stage, while it works.
+    said = capsys.readouterr().err
+    for stage in ("embedding 2000 training and 500 test images", "linear probe", "kNN",
+                  "clustering"):
+        assert stage in said, said
     assert "a subset" in out and "recorded" in out
     linear = float(out.split("linear top-1")[1].split("%")[0])
     knn = float(out.split("kNN top-1")[1].split("%")[0])

@@ -287,7 +287,7 @@ def load(name, output="embedding", cache=None):
 
 
 def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
-             data_dir=None):
+             data_dir=None, progress=None):
     """Linear-probe and kNN top-1 of `model`'s embeddings on `dataset`'s test
     set, with the settings the zoo's recorded values were measured with
     (`LINEAR_PROBE`, `KNN`; reference set: the training split).
@@ -298,6 +298,9 @@ def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
         train_size: Use the first N training images. Defaults to None (all).
         test_size: Use the first N test images. Defaults to None (all).
         data_dir: Optional data folder. Defaults to None.
+        progress: None, or a function called with a line of text as each
+            stage starts (loading, embedding, linear probe, kNN, clustering;
+            e.g. `print`). Defaults to None.
 
     Returns:
         A dict with `linear_top1`, `knn_top1`, the clustering scores of the
@@ -316,15 +319,21 @@ def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
             labels.append(label.numpy())
         return np.concatenate(images).astype("float32"), np.concatenate(labels)
 
+    say = progress if progress is not None else (lambda line: None)
+    say(f"loading {dataset}")
     x_train, y_train = arrays("train", train_size)
     x_test, y_test = arrays("test", test_size)
+    say(f"embedding {len(x_train)} training and {len(x_test)} test images")
     z_train = _evaluation.embed(model, x_train)
     z_test = _evaluation.embed(model, x_test)
     classes = _data.num_classes(dataset)
+    say(f"linear probe ({LINEAR_PROBE['steps']} steps)")
     linear = _evaluation.linear_probe(z_train, y_train, z_test, y_test,
                                       num_classes=classes, **LINEAR_PROBE)
+    say("kNN")
     knn = _evaluation.knn_accuracy(z_train, y_train, z_test, y_test,
                                    num_classes=classes, **KNN)
+    say(f"clustering (k-means, k = {classes})")
     clusters = _evaluation.cluster_scores(z_test, y_test, k=classes)
     return {"linear_top1": linear["top1"], "knn_top1": knn,
             "cluster_accuracy": clusters["accuracy"], "nmi": clusters["nmi"],

@@ -13,6 +13,7 @@ accuracy, NMI, ARI).
 import argparse
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,8 +40,13 @@ def _list(_):
 def _eval(args):
     entry = zoo.get(args.name)
     model = zoo.load(args.name)
+    start = time.time()
+
+    def progress(line):
+        print(f"  [{time.time() - start:5.0f} s] {line} ...", file=sys.stderr, flush=True)
+
     result = zoo.evaluate(model, dataset=entry["dataset"], train_size=args.train_size,
-                          test_size=args.test_size, data_dir=args.data_dir)
+                          test_size=args.test_size, data_dir=args.data_dir, progress=progress)
     subset = args.train_size is not None or args.test_size is not None
     print(f"{args.name}: {entry['dataset']} test set, {result['test_size']} test and "
           f"{result['train_size']} training images"
