@@ -405,11 +405,12 @@ def main(argv):
     # so a kill at any moment, even while the artifacts are written, resumes.
     backup = sct.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False,
                                             read_only=not chief)
-    callbacks = [backup, keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))]
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"))]
     if FLAGS.method == "pcl":
         callbacks.append(sct.models.PCLClustering(in_order))
+    # The backup last: it records the logs as the callbacks before it left them.
     model.fit(train, epochs=FLAGS.epochs, verbose=FLAGS.verbose if chief else 0,
-              callbacks=callbacks)
+              callbacks=callbacks + [backup])
     run = backup.record
     if sorted(map(int, run["epochs"])) != list(range(1, FLAGS.epochs + 1)):
         # Never write an encoder over the run's artifacts that is not the

@@ -88,7 +88,9 @@ class BackupAndRestore(keras.callbacks.Callback):
     The state also records the run: each epoch's logs, the training seconds
     summed over every process that worked on the run, and how many processes
     that was (`record`, also after `fit`), so a history survives resumes
-    exactly, epoch for epoch, with the weights it belongs to.
+    exactly, epoch for epoch, with the weights it belongs to. Put it last
+    in `callbacks`: it records each epoch's logs as the callbacks before it
+    leave them (e.g. `PCLClustering`'s `clustering_seconds`).
 
     Args:
         backup_dir: The folder of the backups.

@@ -296,7 +296,11 @@ def batches(dataset, batch_size, training, seed=None, shuffle_buffer=10000):
     if not isinstance(dataset, tf.data.Dataset):
         raise TypeError(f"`batches` takes a tf.data.Dataset. Received: {type(dataset).__name__}")
     image = _image_spec(dataset.element_spec)
-    if image is not None and image.shape.rank is not None and image.shape.rank >= 4:
+    # Elements may be images [H, W, C] or views made by the pipeline
+    # [views, H, W, C] (a static number of views); a batch of images has a
+    # batch axis of unknown size, or five axes.
+    rank = None if image is None else image.shape.rank
+    if rank is not None and (rank >= 5 or (rank == 4 and image.shape[0] is None)):
         raise ValueError(
             "`batches` takes an unbatched dataset (one image [H, W, C] per element); this "
             f"one is batched already. Received elements with image shape {image.shape}")

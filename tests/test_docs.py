@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -48,3 +50,23 @@ def test_methods_worked_example_runs(tmp_path, capsys):
     loaded = keras.models.load_model(str(tmp_path / "queued_simclr.keras"))
     assert int(loaded.queue.count) == 64
     assert type(loaded).__name__ == "QueuedSimCLR"
+
+
+README_BLOCKS = _python_blocks("README.md")
+
+
+def test_the_readme_has_a_snippet_per_capability():
+    text = "\n".join(README_BLOCKS)
+    for capability in ("SupConLoss", "LinearClassifier", "export_encoder", "MoCoModel",
+                       "BYOLModel", "NPIDModel", "PCLClustering", "few_labels",
+                       "DistillationModel", "zoo.load"):
+        assert capability in text, capability
+
+
+@pytest.mark.parametrize("index", range(len(README_BLOCKS)))
+def test_every_readme_snippet_runs_as_written(index, tmp_path, monkeypatch):
+    # Each block on its own, in a fresh namespace and an empty folder, as a
+    # user pastes it.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SUPCON_TF_CACHE", str(tmp_path / "cache"))
+    exec(compile(README_BLOCKS[index], f"README.md block {index}", "exec"), {})  # noqa: S102

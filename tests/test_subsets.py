@@ -220,5 +220,8 @@ def test_with_index_and_batches_refuse_batched_input():
         data.batches(batched, 4, training=True)
     with pytest.raises(ValueError, match="batched already"):
         data.batches(batched.map(lambda x, y: ({"image": x, "index": y}, y)), 4, training=True)
+    # Views made by the pipeline ([views, H, W, C] per element) are not batches.
+    views = tf.data.Dataset.from_tensor_slices(np.zeros((6, 2, 2, 2, 1), "float32"))
+    assert data.batches(views, 2, training=True).element_spec.shape == (2, 2, 2, 2, 1)
     indexed = data.batches(data.with_index(_dataset(images, labels)), 8, training=False)
     assert sum(1 for _ in indexed) == 12
