@@ -20,7 +20,7 @@ the fashion_mnist_resnet18_* entries), on real Fashion-MNIST images.
     `supcon` recipe inside the step, as examples/pretrain.py does;
   each with `jit_compile=False` and `True`. Every variant is timed --rounds
   times, interleaved (the machine is shared and noisy), median reported.
-  Ratio = supcon / ce at the same `jit_compile` (target of issue 6: >= 0.9).
+  Ratio = supcon / ce at the same `jit_compile` (target: >= 0.9).
 - pipeline: view images per second of the tf.data pipeline alone
   (`data.load` decode, shuffle, batch, `MultiView(augment.supcon)` with
   parallel calls, prefetch) against the trainer's consumption (`supcon`,

@@ -43,8 +43,8 @@ interleaved, median reported):
                   tf-fusedbn-xla adds jit_compile=True
     tf-kerasconv  ... with keras.layers.Conv2D instead of the encoders' own
                   supcon_tf.layers.Conv2D (same values; Keras's input gradient,
-                  TensorFlow's Conv2DBackpropInput, for every convolution): the
-                  library before issue 20; tf-kerasconv-xla adds jit_compile=True
+                  TensorFlow's Conv2DBackpropInput, for every convolution);
+                  tf-kerasconv-xla adds jit_compile=True
     tf-nobn       ... with no BatchNormalization at all: not the same model, only
                   the bound on what any BatchNorm kernel could save
     tf-mirrored2  ... under MirroredStrategy over 2 logical CPU devices (the
@@ -53,7 +53,7 @@ interleaved, median reported):
                   whose all-gather of the projections is the second one of the
                   step (the loss gathers them too): the difference is what
                   sharing one gather could save at most
-    (the last seven are experiments of issue 20, not in the default list; the
+    (the last seven are experiments, not in the default list; the
     fused BatchNorm layer is defined in this file only)
     torch         eager, NCHW, float32
     torch-cl      eager, channels_last, float32
