@@ -30,6 +30,19 @@ def _input_rank(x, y=None):
     return tuple(ranks)
 
 
+def _without_remainder(x, y, kwargs, batch_size):
+    """Arrays `(x, y)` and `fit`'s `sample_weight` as a dataset of whole
+    batches (reshuffled each epoch when `shuffle`), the `fit` arguments it
+    replaces taken out of `kwargs`. Returns `(dataset, None)`."""
+    sample_weight = kwargs.pop("sample_weight", None)
+    parts = tuple(v for v in (x, y, sample_weight) if v is not None)
+    ds = tf.data.Dataset.from_tensor_slices(parts)
+    if kwargs.pop("shuffle", True):
+        ds = ds.shuffle(int(x.shape[0]), reshuffle_each_iteration=True)
+    kwargs.pop("batch_size", None)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
+
+
 def quiet_dataset_shuffle(x, kwargs):
     """A dataset is shuffled by its pipeline, not by `fit`: unless the caller
     asked for `shuffle`, pass `shuffle=False` so Keras does not warn on every
@@ -106,13 +119,7 @@ class FitChecks:
             f"{n % batch_size} of {n} samples are left out of each epoch: with {replicas} "
             f"replicas every batch must hold {batch_size} samples. Pass a dataset batched "
             "with `drop_remainder=True` to choose yourself.", stacklevel=3)
-        sample_weight = kwargs.pop("sample_weight", None)
-        parts = tuple(v for v in (x, y, sample_weight) if v is not None)
-        ds = tf.data.Dataset.from_tensor_slices(parts)
-        if kwargs.pop("shuffle", True):
-            ds = ds.shuffle(n, reshuffle_each_iteration=True)
-        kwargs.pop("batch_size", None)
-        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
+        return _without_remainder(x, y, kwargs, batch_size)
 
     def _drop_small_batches(self, x, y, kwargs):
         """For a method whose loss needs `min_batch` > 1 samples (a statistic
@@ -151,13 +158,7 @@ class FitChecks:
                 f"{name}'s loss needs at least {need} samples per batch: the last batch "
                 f"of {n % batch_size} is left out of each epoch (n={n}, "
                 f"batch_size={batch_size}).", stacklevel=3)
-            sample_weight = kwargs.pop("sample_weight", None)
-            parts = tuple(v for v in (x, y, sample_weight) if v is not None)
-            ds = tf.data.Dataset.from_tensor_slices(parts)
-            if kwargs.pop("shuffle", True):
-                ds = ds.shuffle(n, reshuffle_each_iteration=True)
-            kwargs.pop("batch_size", None)
-            return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
+            return _without_remainder(x, y, kwargs, batch_size)
         return x, y
 
     def fit(self, x=None, y=None, *args, **kwargs):
