@@ -317,24 +317,7 @@ def test_save_model_never_leaves_half_a_file(tmp_path):
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.keras"]
 
 
-# -- 15, 16. the README's export snippet; quiet entry points --------------------------
-
-def test_readme_export_snippet_runs(tmp_path):
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    start = readme.index("## Export and the model zoo")
-    block = readme[readme.index("```python", start) + len("```python"):]
-    block = block[:block.index("```")]
-    encoder = sct.encoders.resnet18((28, 28, 1), width=0.0625)
-    model = sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(16))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        scope = {"model": model}
-        exec(block, scope)   # noqa: S102
-    finally:
-        os.chdir(cwd)
-    assert scope["embeddings"].shape == (8, 64) and scope["images"].dtype == tf.uint8
-
+# -- 16. quiet entry points (README snippets: tests/test_docs.py) -----------------------
 
 def test_zoo_cli_prints_no_tensorflow_start_up_lines():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -124,7 +124,8 @@ def _check_queue(queue, queue_labels, features, y_true, mask, labelled=None):
     if queue_labels is not None:
         entries = queue.shape[0] if queue.shape[0] is not None else tf.shape(queue)[0]
         queue_labels, check = checked_labels(queue_labels, entries, "queue_labels",
-                                             against="the number of entries in `queue`")
+                                             against="the number of entries in `queue`",
+                                             unit="a queue")
         if label_kind(queue_labels) != label_kind(tf.convert_to_tensor(y_true)):
             raise ValueError(
                 "`queue_labels` must be of the same kind as `y_true` (class ids, or "

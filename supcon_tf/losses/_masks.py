@@ -144,17 +144,18 @@ def validate_labels(y_true, name="y_true"):
     return y_true
 
 
-def checked_labels(y_true, batch, name="y_true", against="the batch size of `y_pred`"):
+def checked_labels(y_true, batch, name="y_true", against="the batch size of `y_pred`",
+                   unit="a batch"):
     """`y_true` as a tensor, and an assertion (to run before it is used) that
     it holds `batch` labels. Raises `ValueError` for a bad rank, or a number of
-    labels different from a static `batch` (`against` says what that count
-    is); `TypeError` for string, bool or complex labels."""
+    labels different from a static `batch` (`against` and `unit` say what
+    that count is); `TypeError` for string, bool or complex labels."""
     y_true = validate_labels(y_true, name)
     n_labels = y_true.shape[0]
     if isinstance(batch, int) and n_labels is not None and n_labels != batch:
         raise ValueError(
             f"The number of labels in `{name}` must equal {against}. "
-            f"Received: {n_labels} labels ({name}.shape={y_true.shape}) for {batch}")
+            f"Received: {n_labels} labels ({name}.shape={y_true.shape}) for {unit} of {batch}")
     check = tf.debugging.assert_equal(
         tf.shape(y_true)[0], batch,
         message=f"The number of labels in `{name}` must equal {against}")
