@@ -128,6 +128,8 @@ class FitChecks:
         warning. Returns `(x, y)` to pass on."""
         need = getattr(self, "min_batch", 1)
         name = type(self).__name__
+        if getattr(self, "full_batches_only", False) and x is not None:
+            return self._full_batches(x, y, kwargs)
         if need <= 1 or x is None:
             return x, y
         if isinstance(x, tf.data.Dataset):
@@ -157,6 +159,39 @@ class FitChecks:
             warnings.warn(
                 f"{name}'s loss needs at least {need} samples per batch: the last batch "
                 f"of {n % batch_size} is left out of each epoch (n={n}, "
+                f"batch_size={batch_size}).", stacklevel=3)
+            return _without_remainder(x, y, kwargs, batch_size)
+        return x, y
+
+    def _full_batches(self, x, y, kwargs):
+        """Whole batches only (MoCo's shuffle-BN groups; a partial last
+        batch of uneven groups can crash TensorFlow 2.21's oneDNN kernels):
+        arrays lose their remainder, a dataset without a static batch size
+        keeps the batches of its first batch's size; both with a warning."""
+        name = type(self).__name__
+        if isinstance(x, tf.data.Dataset):
+            first = tf.nest.flatten(x.element_spec)[0]
+            if not first.shape.rank or first.shape[0] is not None:
+                return x, y
+            size = int(tf.shape(tf.nest.flatten(next(iter(x)))[0])[0])
+            warnings.warn(
+                f"{name} trains on whole batches (shuffle-BN groups) and this dataset's "
+                f"batch size is not fixed: batches of other sizes than its first ({size}) "
+                "are skipped. Batch with `drop_remainder=True` to choose yourself.",
+                stacklevel=3)
+
+            def whole(*element):
+                return tf.equal(tf.shape(tf.nest.flatten(element)[0])[0], size)
+
+            return x.filter(whole), y
+        if not hasattr(x, "shape"):
+            return x, y
+        batch_size = kwargs.get("batch_size") or 32
+        n = int(x.shape[0])
+        if n % batch_size and n > batch_size:
+            warnings.warn(
+                f"{name} trains on whole batches (shuffle-BN groups): the last batch of "
+                f"{n % batch_size} is left out of each epoch (n={n}, "
                 f"batch_size={batch_size}).", stacklevel=3)
             return _without_remainder(x, y, kwargs, batch_size)
         return x, y

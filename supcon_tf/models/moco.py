@@ -58,8 +58,9 @@ class MoCoModel(MomentumModel):
         momentum_schedule: `"constant"` (MoCo) or `"cosine"` (from `momentum`
             to 1 over the steps `fit` plans, as BYOL). Defaults to `"constant"`.
         bn_groups: Groups per replica that BatchNorm normalises separately
-            (shuffle-BN above), of near-equal sizes when it does not divide
-            the batch (one group for a batch smaller than it). Defaults to 2.
+            (shuffle-BN above); the batch per replica must be divisible by
+            it. With more than one, `fit` leaves out a last partial batch
+            (with a warning). Defaults to 2.
         probe_classes: Classes of an online linear probe, or None. Defaults to None.
         mochi_n: MoCHi (Kalantidis et al., NeurIPS 2020): synthetic hard
             negatives mixed, for each query, from its `mochi_n` hardest queue
@@ -134,25 +135,19 @@ class MoCoModel(MomentumModel):
         training, when BatchNorm uses batch statistics)."""
         if not training or self.bn_groups == 1:
             return self.encode(views, training, encoder, head)
-        groups = self.bn_groups
-        batch = tf.shape(views)[0]
+        batch = views.shape[0]
+        if batch is not None and batch % self.bn_groups:
+            raise ValueError(f"The batch per replica ({batch}) must be divisible by "
+                             f"`bn_groups` ({self.bn_groups}).")
+        parts = [self.encode(g, training, encoder, head)
+                 for g in tf.split(views, self.bn_groups, axis=0)]
+        return tuple(tf.concat([p[i] for p in parts], 0) for i in range(2))
 
-        def grouped():
-            # Near-equal groups: a batch that `bn_groups` does not divide (an
-            # odd last batch) gives its remainder to the first groups.
-            sizes = batch // groups + tf.cast(tf.range(groups) < batch % groups, tf.int32)
-            parts = [self.encode(g, training, encoder, head)
-                     for g in tf.split(views, sizes, axis=0, num=groups)]
-            return tuple(tf.concat([p[i] for p in parts], 0) for i in range(2))
-
-        if views.shape[0] is not None:
-            if views.shape[0] >= groups:
-                return grouped()
-            return self.encode(views, training, encoder, head)
-        # Fewer samples than groups (a last batch of 1): one group, rather
-        # than an empty one whose BatchNorm statistics are NaN.
-        return tf.cond(batch >= groups, grouped,
-                       lambda: self.encode(views, training, encoder, head))
+    @property
+    def full_batches_only(self):
+        """Shuffle-BN splits every batch into `bn_groups` equal groups: with
+        more than one, `fit` feeds whole batches only (see `FitChecks`)."""
+        return self.bn_groups > 1
 
     def _keys(self, views, training):
         """Keys `[batch, v, D]` of this replica and `[global batch, v, D]`,
