@@ -43,6 +43,18 @@ def _without_remainder(x, y, kwargs, batch_size):
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), None
 
 
+def _drop_array_remainder(x, y, kwargs, drop, why):
+    """Arrays whose last batch `drop(remainder, n, batch_size)` rejects lose
+    it (with a warning saying `why`); otherwise `(x, y)` as they are."""
+    batch_size = kwargs.get("batch_size") or 32
+    n = int(x.shape[0])
+    if not drop(n % batch_size, n, batch_size):
+        return x, y
+    warnings.warn(f"{why}: the last batch of {n % batch_size} is left out of each epoch "
+                  f"(n={n}, batch_size={batch_size}).", stacklevel=4)
+    return _without_remainder(x, y, kwargs, batch_size)
+
+
 def quiet_dataset_shuffle(x, kwargs):
     """A dataset is shuffled by its pipeline, not by `fit`: unless the caller
     asked for `shuffle`, pass `shuffle=False` so Keras does not warn on every
@@ -151,17 +163,10 @@ class FitChecks:
             return x.filter(big_enough), y
         if not hasattr(x, "shape"):
             return x, y
-        batch_size = kwargs.get("batch_size") or 32
-        n = int(x.shape[0])
-        if n < need:
-            raise ValueError(f"{name} needs at least {need} samples. Received: {n}")
-        if 0 < n % batch_size < need:
-            warnings.warn(
-                f"{name}'s loss needs at least {need} samples per batch: the last batch "
-                f"of {n % batch_size} is left out of each epoch (n={n}, "
-                f"batch_size={batch_size}).", stacklevel=3)
-            return _without_remainder(x, y, kwargs, batch_size)
-        return x, y
+        if int(x.shape[0]) < need:
+            raise ValueError(f"{name} needs at least {need} samples. Received: {x.shape[0]}")
+        return _drop_array_remainder(x, y, kwargs, lambda rest, n, b: 0 < rest < need,
+                                     f"{name}'s loss needs at least {need} samples per batch")
 
     def _full_batches(self, x, y, kwargs):
         """Whole batches only (MoCo's shuffle-BN groups; a partial last
@@ -186,15 +191,8 @@ class FitChecks:
             return x.filter(whole), y
         if not hasattr(x, "shape"):
             return x, y
-        batch_size = kwargs.get("batch_size") or 32
-        n = int(x.shape[0])
-        if n % batch_size and n > batch_size:
-            warnings.warn(
-                f"{name} trains on whole batches (shuffle-BN groups): the last batch of "
-                f"{n % batch_size} is left out of each epoch (n={n}, "
-                f"batch_size={batch_size}).", stacklevel=3)
-            return _without_remainder(x, y, kwargs, batch_size)
-        return x, y
+        return _drop_array_remainder(x, y, kwargs, lambda rest, n, b: rest and n > b,
+                                     f"{name} trains on whole batches (shuffle-BN groups)")
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`. Under a strategy with several replicas, first
