@@ -43,7 +43,9 @@ import tensorflow as tf
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Output folder of pretrain.py or train_ce.py.")
 flags.DEFINE_string("name", None, "Zoo name, <dataset>_<encoder>_<method>.")
-flags.DEFINE_string("command", "", "The exact command that trained the run.")
+flags.DEFINE_string("command", "", "The exact command that trained the run (default: "
+                    "pretrain.py with the run's config file and its overrides).")
+flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_string("zoo_dir", "zoo", "The repository's zoo folder.")
 flags.DEFINE_string("registry", None,
                     "Registry file to add the entry to (default: supcon_tf/zoo/registry.json).")
@@ -65,68 +67,28 @@ flags.register_validator("max_archive_mb", lambda mb: mb > 0,
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
-# The flags of pretrain.py / train_ce.py that describe a model (a run's json
-# also holds absl's own flags).
-TRAINING_FLAGS = ("method", "dataset", "train_size", "encoder", "width", "epochs",
-                  "batch_size", "views", "temperature", "augment", "crop_min_scale",
-                  "color_strength", "optimizer", "lr", "weight_decay", "warmup_epochs",
-                  "projection_dim", "projection_hidden_dims", "seed", "distribute",
-                  "synchronized_bn", "mixed_precision", "queue_size", "momentum",
-                  "symmetric", "bn_groups", "momentum_schedule", "predictor_hidden_dim",
-                  "barlow_lambda", "vicreg_sim", "vicreg_std", "vicreg_cov", "predictor_lr",
-                  "loss", "beta", "tau_plus", "positives_cap", "imix", "imix_alpha",
-                  "adversarial_eps", "adversarial_weight", "mochi", "mochi_n", "mochi_s",
-                  "mochi_s_prime", "mochi_start_epoch", "npid_loss", "npid_negatives",
-                  "num_clusters", "pcl_warmup_epochs", "pcl_negatives", "num_prototypes",
-                  "sinkhorn_epsilon", "swav_queue_start_epoch", "freeze_prototypes_steps",
-                  "small_views", "small_crop_size", "small_crop_scale", "long_tailed_ratio",
-                  "long_tailed_profile", "jit_compile")
-METHOD_NAMES = {"supcon": "Supervised contrastive (SupCon)",
-                "simclr": "Self-supervised contrastive (SimCLR)",
-                "moco": "Momentum contrast (MoCo v2)",
-                "byol": "Bootstrap your own latent (BYOL)",
-                "simsiam": "Simple Siamese networks (SimSiam)",
-                "barlow": "Redundancy reduction (Barlow Twins)",
-                "vicreg": "Variance-invariance-covariance regularization (VICReg)",
-                "npid": "Non-parametric instance discrimination (NPID)",
-                "pcl": "Prototypical contrastive learning (PCL)",
-                "swav": "Swapping assignments between views (SwAV)",
-                "ce": "Cross-entropy baseline"}
 PREPROCESSING = ("raw pixel values in [0, 255] (uint8 or float32); the model scales "
                  "them to [0, 1] itself")
 
 
-def method_options(flags_):
-    """(short label, description) of each training option that changes what the
-    method learns: the hard-negative loss, MoCHi, i-Mix, adversarial views."""
-    options = []
-    if flags_.get("loss") == "hcl":
-        beta, tau_plus = flags_.get("beta"), flags_.get("tau_plus")
-        options.append(("DCL", f"the debiased loss (DCL, tau+ {tau_plus:g})") if beta == 0 else
-                       ("HCL", f"hard negatives (HCL, beta {beta:g}, tau+ {tau_plus:g})"))
-    if flags_.get("mochi"):
-        options.append(("MoCHi", "synthetic hard negatives (MoCHi)"))
-    if flags_.get("imix"):
-        options.append(("i-Mix", f"i-Mix ({flags_['imix']})"))
-    if flags_.get("adversarial_eps"):
-        options.append(("CLAE", f"adversarial views (CLAE, eps {flags_['adversarial_eps']:g})"))
-    return options
+def describe(entry):
+    """`(label, title)` of a zoo entry's method (`supcon_tf.methods.describe`)."""
+    if entry["method"] == "ce":
+        return "ce", "Cross-entropy baseline"
+    return sct.methods.describe(entry["recipe"])
 
 
-def describe_method(method, flags_):
-    """The method's name for the model card, with its options (`method_options`)."""
-    extras = [description for _, description in method_options(flags_)]
-    return METHOD_NAMES[method] + (" with " + " and ".join(extras) if extras else "")
-
-
-def method_label(method, flags_):
-    """The zoo index's short method column: the method and its options,
-    e.g. `simclr + HCL`, `moco + MoCHi`."""
-    return " + ".join([method] + [label for label, _ in method_options(flags_)])
+def training_command(config_file, recipe, run_dir):
+    """The pretrain.py command of `recipe`: its config file and an override
+    for every value that differs from the file's."""
+    overrides = sct.methods.overrides(sct.methods.recipe_from_file(config_file), recipe)
+    return " ".join(["python examples/pretrain.py", f"--config {config_file}", *overrides,
+                     f"--model_dir {run_dir}"])
 
 
 def load_run(run_dir):
-    """(encoder, head or None, record dict, method) of a training run."""
+    """(encoder, head or None, record dict, method) of a training run (the
+    record's `config` is the recipe of examples/pretrain.py)."""
     for record_name, method in (("pretrain.json", None), ("train_ce.json", "ce")):
         path = os.path.join(run_dir, record_name)
         if os.path.isfile(path):
@@ -136,7 +98,10 @@ def load_run(run_dir):
     else:
         raise FileNotFoundError(f"No pretrain.json or train_ce.json in {run_dir}")
     if method is None:
-        method = record["flags"]["method"]
+        if "config" not in record:
+            raise ValueError(f"{path} has no recipe (`config`): a run of an older "
+                             "pretrain.py; train it again with --config.")
+        method = record["config"]["method"]
         model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
         return model.encoder, model.head, record, method
     encoder = keras.models.load_model(os.path.join(run_dir, "encoder.keras"))
@@ -197,7 +162,6 @@ def _eval_sets(entry):
 
 
 def model_card(name, entry):
-    flags_ = entry["training_flags"]
     lines = [
         f"# {name}", "",
         f"{entry['method_long']} encoder trained on {entry['dataset']}.", "",
@@ -219,8 +183,9 @@ def model_card(name, entry):
         "else ran) |",
         f"| archive | `{entry['archive']}` ({entry['archive_bytes'] / 1e6:.2f} MB) |",
         f"| sha256 | `{entry['sha256']}` |", "",
-        "Training command (from the repository root):", "", "```bash",
-        entry["command"], "```", "",
+        "Training command (from the repository root"
+        + (f"; the recipe is `{entry['config']}`" if entry.get("config") else "") + "):",
+        "", "```bash", entry["command"], "```", "",
         "Accuracies: embeddings of " + _eval_sets(entry) + "; linear probe = softmax regression on standardised embeddings, "
         f"full-batch Adam from zero, {sct.zoo.LINEAR_PROBE['steps']} steps "
         "(`supcon_tf.evaluation.linear_probe`); kNN = cosine, "
@@ -236,8 +201,12 @@ def model_card(name, entry):
         "out = loaded.signatures[\"serving_default\"](images=tf.cast(images, tf.float32))",
         "out[\"embedding\"]", "```", "",
         "Test embeddings, first two principal components:", "",
-        "![embeddings](embeddings.png)", "",
-        f"Training flags: `{json.dumps(flags_, sort_keys=True)}`", ""]
+        "![embeddings](embeddings.png)", ""]
+    if entry.get("recipe"):
+        lines += [f"Recipe: `{json.dumps(entry['recipe'], sort_keys=True)}`", ""]
+    if entry.get("training_flags"):
+        lines += ["Values the run recorded: "
+                  f"`{json.dumps(entry['training_flags'], sort_keys=True)}`", ""]
     return "\n".join(lines)
 
 
@@ -260,7 +229,7 @@ def zoo_index(registry):
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in sorted(registry.items()):
         lines.append(
-            f"| [{name}]({name}/README.md) | {method_label(e['method'], e['training_flags'])} | "
+            f"| [{name}]({name}/README.md) | {describe(e)[0]} | "
             f"{e['encoder']} w{e['width']} | "
             f"{e['parameters']:,} | {100 * e['linear_top1']:.2f}% | {100 * e['knn_top1']:.2f}% | "
             f"{e['epochs']} | {e['batch_size']} | {e['wall_seconds']:.0f} s | "
@@ -279,8 +248,8 @@ def main(argv):
     encoder, head, record, method = load_run(FLAGS.run_dir)
     if not FLAGS.projection:
         head = None
-    image_shape = served_shape(encoder, record["flags"]["dataset"],
-                               record["flags"].get("data_dir"))
+    recipe = record.get("config") or {"data": {"dataset": record["flags"]["dataset"]}}
+    image_shape = served_shape(encoder, recipe["data"]["dataset"], FLAGS.data_dir)
     if FLAGS.savedmodel_only:
         path = sct.export.export_encoder(encoder, FLAGS.savedmodel_only, head=head,
                                          overwrite=FLAGS.overwrite, image_shape=image_shape)
@@ -296,7 +265,6 @@ def main(argv):
             registry = json.load(f)
     if name in registry and not FLAGS.overwrite:
         raise app.UsageError(f"{name} is already in the registry; pass --overwrite.")
-    flags_ = record["flags"]
     folder = os.path.join(FLAGS.zoo_dir, name)
     archive = os.path.join(folder, f"{name}.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
@@ -311,27 +279,35 @@ def main(argv):
                                            "encoder alone" if head is not None else "")
             + ". Nothing was written.")
     write_atomic(archive, packed)
+    if method == "ce":
+        flags_ = record["flags"]
+        described = {"dataset": flags_["dataset"], "encoder": flags_["encoder"],
+                     "width": flags_["width"], "epochs": flags_["epochs"],
+                     "batch_size": flags_["batch_size"], "command": FLAGS.command,
+                     "training_flags": flags_}
+    else:
+        recipe = record["config"]
+        described = {"dataset": recipe["data"]["dataset"], "encoder": recipe["encoder"]["name"],
+                     "width": recipe["encoder"]["width"], "epochs": recipe["epochs"],
+                     "batch_size": recipe["batch_size"], "config": record["config_file"],
+                     "recipe": recipe,
+                     "command": FLAGS.command or training_command(record["config_file"],
+                                                                  recipe, FLAGS.run_dir)}
     entry = {
         "method": method,
-        "method_long": describe_method(method, flags_),
-        "dataset": flags_["dataset"],
-        "encoder": flags_["encoder"],
-        "width": flags_["width"],
+        **described,
         "parameters": int(encoder.count_params()),
         "input_shape": list(image_shape),
         "preprocessing": PREPROCESSING,
         "embedding_dim": int(encoder.output_shape[-1]),
         "has_projection": head is not None,
-        "epochs": flags_["epochs"],
-        "batch_size": flags_["batch_size"],
         "wall_seconds": record["wall_seconds"],
-        "command": FLAGS.command,
-        "training_flags": {k: v for k, v in flags_.items() if k in TRAINING_FLAGS},
         "archive": os.path.basename(archive),
         "archive_bytes": os.path.getsize(archive),
         "sha256": sct.zoo.sha256(archive),
         "url": None,
     }
+    entry["method_long"] = describe(entry)[1]
     sct.zoo.register(name, **entry)
     with tempfile.TemporaryDirectory() as cache:
         # Load it the way users will, from a cache holding only this archive

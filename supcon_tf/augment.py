@@ -377,3 +377,24 @@ def supcon(image_shape, crop_scale=(0.2, 1.0), seed=None):
     if channels == 3:
         layers.append(keras.layers.RandomGrayscale(0.2, seed=_seed(seed, 4)))
     return keras.Sequential(layers, name="supcon_augment")
+
+
+def from_spec(spec, image_shape, seed=None, **overrides):
+    """The augmentation of a recipe's `augment` entry (`supcon_tf.methods`):
+    `{"recipe": "supcon" | "simclr", "crop_min_scale": float or None,
+    "color_strength": float or None}` (None keeps the recipe's default);
+    `overrides` go to the recipe function as they are."""
+    name = spec.get("recipe", "supcon")
+    if name not in ("supcon", "simclr"):
+        raise ValueError("The augmentation recipe must be 'supcon' or 'simclr'. "
+                         f"Received: recipe={name!r}")
+    args = {}
+    if spec.get("crop_min_scale") is not None:
+        args["crop_scale"] = (spec["crop_min_scale"], 1.0)
+    if spec.get("color_strength") is not None:
+        if name != "simclr":
+            raise ValueError("`color_strength` needs the 'simclr' recipe. "
+                             f"Received: recipe={name!r}")
+        args["strength"] = spec["color_strength"]
+    recipe = simclr if name == "simclr" else supcon
+    return recipe(image_shape, seed=seed, **{**args, **overrides})

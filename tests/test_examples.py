@@ -10,7 +10,17 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--train_size", "512", "--batch_size", "128", "--width", "0.0625", "--verbose", "2"]
+
+def _config(name, train_size=512, batch_size=128):
+    """pretrain.py's flags for configs/fashion_mnist/<name>.py on a small
+    subset, a small encoder and one epoch (later flags override these)."""
+    return ["--config", f"configs/fashion_mnist/{name}.py",
+            f"--config.data.train_size={train_size}", f"--config.batch_size={batch_size}",
+            "--config.encoder.width=0.0625", "--config.epochs=1", "--verbose", "2"]
+
+
+TINY = _config("supcon")
+CE_TINY = ["--train_size", "512", "--batch_size", "128", "--width", "0.0625", "--verbose", "2"]
 
 
 def _env():
@@ -47,13 +57,14 @@ def _kill_after_first_epoch(cmd, timeout=600):
 
 
 # The resumed run is also the long-tail study's (KCL on a long-tailed subset).
-LONG_TAIL = ["--long_tailed_ratio", "10", "--positives_cap", "2"]
+LONG_TAIL = ["--config.data.long_tailed_ratio=10", "--config.loss.positives_cap=2",
+             "--config.batch_size=32", "--config.epochs=3"]
 
 
 def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     model_dir = str(tmp_path / "supcon")
     cmd = [sys.executable, os.path.join(ROOT, "examples", "pretrain.py"), *TINY, *LONG_TAIL,
-           "--batch_size", "32", "--epochs", "3", "--model_dir", model_dir]
+           "--model_dir", model_dir]
     first = _kill_after_first_epoch(cmd)
     assert "Epoch 1/3" in first
     assert os.path.isdir(os.path.join(model_dir, "backup"))
@@ -61,8 +72,7 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     assert sorted(latest_state(os.path.join(model_dir, "backup"))["epochs"]) == ["1"]
     assert not os.path.exists(os.path.join(model_dir, "encoder.keras"))
 
-    second = _run("pretrain.py", *TINY, *LONG_TAIL, "--batch_size", "32", "--epochs", "3",
-                  "--model_dir", model_dir)
+    second = _run("pretrain.py", *TINY, *LONG_TAIL, "--model_dir", model_dir)
     assert "Epoch 1/3" not in second, second[-2000:]       # continued, not restarted
     assert "Epoch 2/3" in second and "Epoch 3/3" in second
     assert os.path.exists(os.path.join(model_dir, "encoder.keras"))
@@ -75,12 +85,13 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
     assert not [f for f in os.listdir(model_dir) if f.startswith(".")]   # no temp files
     # The same command again does not train over the finished run.
     encoder_time = os.path.getmtime(os.path.join(model_dir, "encoder.keras"))
-    again = _run("pretrain.py", *TINY, *LONG_TAIL, "--batch_size", "32", "--epochs", "3",
-                 "--model_dir", model_dir, check=False)
+    again = _run("pretrain.py", *TINY, *LONG_TAIL, "--model_dir", model_dir, check=False)
     assert "holds a finished run" in again and "--overwrite" in again
     assert os.path.getmtime(os.path.join(model_dir, "encoder.keras")) == encoder_time
-    # Only this script's flags are recorded (not absl's own).
-    assert "logtostderr" not in record["flags"] and "model_dir" in record["flags"]
+    # The record holds the recipe with its overrides, and the config file.
+    assert record["config_file"] == "configs/fashion_mnist/supcon.py"
+    assert record["config"]["loss"]["positives_cap"] == 2
+    assert record["config"]["data"]["long_tailed_ratio"] == 10
 
     out = _run("linear_eval.py", "--encoder_path", os.path.join(model_dir, "encoder.keras"),
                "--train_size", "512", "--long_tailed_ratio", "10", "--batch_size", "64",
@@ -91,7 +102,6 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
         result = json.load(f)
     assert len(result["accuracy"]["per_class"]) == 10
     assert result["accuracy"]["overall"] == pytest.approx(result["test_top1"], abs=1e-6)
-    assert record["flags"]["positives_cap"] == 2 and record["flags"]["long_tailed_ratio"] == 10
     # 12 steps of pretraining: only that the evaluation ran and was recorded
     # (tests/test_learning.py checks that the recipe learns).
     assert 0.0 <= result["test_top1"] <= 1.0 and result["flags"]["epochs"] == 2
@@ -99,41 +109,49 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
 
 
 @pytest.mark.parametrize("script,extra", [
-    ("train_ce.py", ["--long_tailed_ratio", "10", "--batch_size", "64"]),
-    ("pretrain.py", ["--mixed_precision", "mixed_bfloat16", "--jit_compile", "true",
-                     "--crop_min_scale", "0.5", "--loss", "hcl", "--beta", "1", "--tau_plus", "0.05"]),
-    ("pretrain.py", ["--method", "moco", "--queue_size", "256", "--temperature", "0.2"]),
-    ("pretrain.py", ["--method", "supcon", "--queue_size", "256", "--symmetric", "--mochi",
-                     "--mochi_n", "64", "--mochi_s", "32", "--mochi_s_prime", "8"]),
+    ("train_ce.py", [*CE_TINY, "--long_tailed_ratio", "10", "--batch_size", "64"]),
+    ("pretrain.py", [*_config("hcl"), "--config.mixed_precision=mixed_bfloat16",
+                     "--config.jit_compile=true", "--config.loss.tau_plus=0.05",
+                     "--config.augment.color_strength=1.25",
+                     "--config.optimizer.name=lars", "--config.head.hidden_dims=(32, 48)"]),
+    ("pretrain.py", [*_config("moco"), "--config.model.queue_size=256",
+                     "--config.method=supcon_queue", "--config.model.symmetric=true",
+                     "--config.model.mochi_n=64", "--config.model.mochi_s=32",
+                     "--config.model.mochi_s_prime=8"]),
 ])
 def test_other_entry_points_run(tmp_path, script, extra):
-    out = _run(script, *TINY, "--epochs", "1", "--model_dir", str(tmp_path), *extra)
+    out = _run(script, *extra, "--epochs" if script == "train_ce.py" else "--config.epochs=1",
+               *(["1"] if script == "train_ce.py" else []), "--model_dir", str(tmp_path))
     assert os.path.exists(os.path.join(tmp_path, "encoder.keras")), out[-2000:]
     if script == "train_ce.py":
         assert "cross-entropy: test top-1" in out and "many/medium/few-shot" in out
-    if "--queue_size" in extra:
-        import keras
-        import supcon_tf
-        model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
-        assert isinstance(model, supcon_tf.models.MoCoModel)
+        return
+    import keras
+    import supcon_tf
+    model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
+    record = json.loads(open(os.path.join(tmp_path, "pretrain.json")).read())
+    if "--config.method=supcon_queue" in extra:         # labels reach the queue
+        assert type(model) is supcon_tf.models.SupConQueueModel
         assert model.queue.size == 256 and int(model.queue.count) == 256
-        if "--mochi" in extra:
-            assert (model.mochi_n, model.mochi_s, model.mochi_s_prime) == (64, 32, 8)
-    if "--loss" in extra:
-        record = json.loads(open(os.path.join(tmp_path, "pretrain.json")).read())
-        assert record["flags"]["loss"] == "hcl" and record["flags"]["tau_plus"] == 0.05
-        assert record["flags"]["jit_compile"] == "true"
-        import keras
-        model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
-        assert model.jit_compile is True                     # XLA on the whole step
+        assert int(model.queue.labels.numpy().min()) >= 0
+        assert (model.mochi_n, model.mochi_s, model.mochi_s_prime) == (64, 32, 8)
+        return
+    assert type(model) is supcon_tf.models.SimCLRModel and model.jit_compile is True
+    assert record["config"]["loss"] == {"name": "HardNegativeLoss", "temperature": 0.2,
+                                        "tau_plus": 0.05, "beta": 1.0}
+    assert isinstance(model.optimizer, supcon_tf.optimizers.LARS)
+    assert model.head.hidden_dims == (32, 48)
+    colour = model.augmenter.layers[2].layer     # RandomApply(brightness, contrast)
+    brightness, contrast = (layer.get_config()["factor"] for layer in colour.layers)
+    assert list(brightness) == [-1.0, 1.0] and contrast[1] == 1.0  # 0.8 * 1.25 (default 0.8)
 
 
 def test_pretrain_moco_under_a_one_device_strategy(tmp_path):
-    """`--distribute mirrored` on a machine with one device: a strategy of one
+    """`distribute="mirrored"` on a machine with one device: a strategy of one
     replica. MoCo's queue (a distributed variable there, written in place by
     scatter) and its loss of two views (built by Keras from the views) work."""
-    out = _run("pretrain.py", *TINY, "--epochs", "1", "--method", "moco", "--queue_size", "256",
-               "--distribute", "mirrored", "--model_dir", str(tmp_path))
+    out = _run("pretrain.py", *_config("moco"), "--config.model.queue_size=256",
+               "--config.distribute=mirrored", "--model_dir", str(tmp_path))
     assert "on 1 replica(s)" in out
     import keras
     import supcon_tf  # noqa: F401  (registers the model classes)
@@ -141,31 +159,28 @@ def test_pretrain_moco_under_a_one_device_strategy(tmp_path):
     assert int(model.queue.count) == 256 and int(model.queue.pointer) == 0   # 4 x 128 keys
 
 
-@pytest.mark.parametrize("method,extra,cls", [
-    ("byol", ["--projection_hidden_dims", "32", "--predictor_hidden_dim", "24",
-              "--imix", "cutmix", "--imix_alpha", "0.5"], "BYOLModel"),
-    ("simsiam", ["--projection_hidden_dims", "32,32", "--adversarial_eps", "0.01",
-                 "--adversarial_weight", "0.5", "--predictor_lr", "0.002"], "SimSiamModel"),
-    ("barlow", ["--projection_hidden_dims", "32,32", "--barlow_lambda", "0.01"],
-     "BarlowTwinsModel"),
-    ("vicreg", ["--projection_hidden_dims", "32,32", "--vicreg_cov", "2"], "VICRegModel"),
-    ("npid", ["--npid_negatives", "64", "--temperature", "0.07"], "NPIDModel"),
-    ("pcl", ["--num_clusters", "4,8", "--pcl_warmup_epochs", "0", "--queue_size", "64"],
-     "PCLModel"),
-    ("swav", ["--num_prototypes", "20", "--small_views", "2", "--small_crop_size", "12",
-              "--queue_size", "128", "--freeze_prototypes_steps", "1"], "SwAVModel"),
+@pytest.mark.parametrize("method,extra", [
+    ("byol", ["--config.head.hidden_dims=(32,)", "--config.model.predictor_hidden_dim=24",
+              "--config.model.imix=cutmix", "--config.model.imix_alpha=0.5"]),
+    ("npid", ["--config.model.num_negatives=64"]),
+    ("pcl", ["--config.model.num_clusters=(4, 8)", "--config.model.warmup_epochs=0",
+             "--config.model.queue_size=64"]),
+    ("swav", ["--config.model.num_prototypes=20", "--config.model.small_views=2",
+              "--config.model.small_crop_size=12", "--config.model.queue_size=128",
+              "--config.model.freeze_prototypes_steps=1"]),
 ])
-def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
-    out = _run("pretrain.py", "--train_size", "256", "--batch_size", "128", "--width", "0.0625",
-               "--verbose", "2", "--epochs", "1", "--projection_dim", "16",
-               "--model_dir", str(tmp_path), "--method", method, *extra)
+def test_pretrain_feeds_each_method_what_its_class_declares(tmp_path, method, extra):
+    """Labels for the probe (BYOL), indices (NPID, PCL), the per-epoch
+    clustering callback (PCL), multi-crop's second augmentation (SwAV)."""
+    out = _run("pretrain.py", *_config(method, train_size=256), "--config.head.dim=16",
+               "--model_dir", str(tmp_path), *extra)
     import keras
     import supcon_tf
     model = keras.models.load_model(str(tmp_path / "model.keras"))
-    assert type(model) is getattr(supcon_tf.models, cls)
+    assert type(model) is supcon_tf.methods.get(method)
     if method == "pcl":                     # MoCo's inputs: no labels, no probe
         assert model.num_clusters == (4, 8) and float(model.clustered.numpy()) == 1.0
-        assert "proto_loss" in out
+        assert "proto_loss" in out and "probe_accuracy" not in out
         # The E-step's time, per epoch, in the run's record.
         record = json.loads(open(os.path.join(tmp_path, "pretrain.json")).read())
         assert record["history"]["clustering_seconds"][0] > 0
@@ -174,7 +189,6 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
     if method == "npid":
         assert model.bank_size == 256 and model.num_negatives == 64 and model.head.kind == "linear"
         assert int(model.steps_seen) == 2
-        return
     if method == "swav":                    # multi-crop: an encoder for any image size
         assert model.small_views == 2 and model.num_prototypes == 20 and "code_entropy" in out
         assert int(model.queues[1].count) == 128 and model.encoder.input_shape[1:3] == (None, None)
@@ -184,68 +198,62 @@ def test_pretrain_methods_without_negatives(tmp_path, method, extra, cls):
         import tensorflow as tf
         serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
         assert serve.structured_input_signature[1]["images"].shape.as_list() == [None, 28, 28, 1]
-        return
-    assert not model.head.get_config()["normalize"] and model.head.output_dim == 16
     if method == "byol":
+        assert not model.head.get_config()["normalize"] and model.head.output_dim == 16
         assert model.momentum_schedule == "cosine" and int(model.planned_steps) == 2
         assert model.predictor.hidden_dims == (24,) and model.predictor.output_dim == 16
         assert (model.imix, model.imix_alpha) == ("cutmix", 0.5)
-    if method == "simsiam":
-        assert model.head.output_batch_norm and model.predictor.hidden_dims == (4,)
-        assert (model.adversarial_eps, model.adversarial_weight) == (0.01, 0.5)
-        assert model.predictor_learning_rate == 0.002
-        assert int(model.predictor_optimizer.iterations) == 2         # trained, state saved
-    if method == "barlow":
-        assert model.lambda_ == 0.01 and isinstance(model.loss, supcon_tf.losses.BarlowTwinsLoss)
-    if method == "vicreg":
-        assert model.cov_coeff == 2.0 and not model.head.output_bias
-
-
-def test_pretrain_simclr_with_head_and_colour_flags(tmp_path):
-    _run("pretrain.py", *TINY, "--epochs", "1", "--model_dir", str(tmp_path),
-         "--method", "simclr", "--optimizer", "lars", "--augment", "simclr", "--views", "3",
-         "--color_strength", "1.25", "--projection_hidden_dims", "32,48")
-    import keras
-    import supcon_tf  # noqa: F401  (registers the classes for loading)
-    model = keras.models.load_model(str(tmp_path / "model.keras"))
-    assert model.views == 3 and model.head.hidden_dims == (32, 48)
-    colour = model.augmenter.layers[2].layer     # RandomApply(brightness, contrast)
-    brightness, contrast = (layer.get_config()["factor"] for layer in colour.layers)
-    assert list(brightness) == [-1.0, 1.0] and contrast[1] == 1.0  # 0.8 * 1.25 (default 0.8)
-    # The run record (what export.py copies onto a model card) holds the parsed sizes.
-    record = json.loads((tmp_path / "pretrain.json").read_text())
-    assert record["flags"]["projection_hidden_dims"] == [32, 48]
-    assert record["flags"]["color_strength"] == 1.25
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--projection_hidden_dims", "64,0"], "--projection_hidden_dims must be positive"),
-    (["--projection_hidden_dims", "wide"], "Received: wide"),
-    (["--color_strength", "1.0"], "--color_strength needs --augment simclr"),
-    (["--augment", "simclr", "--color_strength", "2"], "strength=2.0"),
-    (["--method", "byol", "--queue_size", "64"], "byol has no queue"),
-    (["--method", "simclr", "--positives_cap", "2"], "--positives_cap is for --method supcon"),
-    (["--long_tailed_ratio", "0.5"], "imbalance_ratio"),
-    (["--small_views", "2"], "--small_views (multi-crop) is for --method swav"),
-    (["--method", "moco", "--predictor_lr", "0.01"], "--predictor_lr is for --method byol"),
-    (["--method", "pcl"], "would train MoCo alone"),
+    (["--config.head.hidden_dims=(64, 0)"], "`hidden_dims` must be positive integers"),
+    (["--config.augment.color_strength=1.0"], "`color_strength` needs the 'simclr' recipe"),
+    (["--config.data.long_tailed_ratio=0.5"], "imbalance_ratio"),
+    (["--config.model.small_views=2"], "small_views"),
+    (["--config.method=simclr2"], "Unknown method 'simclr2'"),
+    (["--config.epoch=3"], "epoch"),
 ])
-def test_pretrain_rejects_bad_flags_before_training(tmp_path, extra, message):
-    proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY, "--epochs", "1",
+def test_pretrain_rejects_bad_configs_before_training(tmp_path, extra, message):
+    proc = subprocess.run([sys.executable, "examples/pretrain.py", *TINY,
                            "--model_dir", str(tmp_path / "run"), *extra],
                           capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "run" / "encoder.keras").exists()
 
 
+def test_pcl_config_shorter_than_its_warm_up_is_refused(tmp_path):
+    out = _run("pretrain.py", *_config("pcl"), "--model_dir", str(tmp_path / "run"),
+               check=False)
+    assert "would train MoCo alone" in out and not (tmp_path / "run" / "encoder.keras").exists()
+
+
+def test_a_method_registered_in_a_config_file_runs_from_pretrain(tmp_path):
+    """docs/methods.md: a user's own method, registered by the config file
+    that names it, trains with the same script."""
+    config = tmp_path / "my_method.py"
+    config.write_text(_block_after(os.path.join(ROOT, "docs", "methods.md"),
+                                   "<!-- own method config -->"))
+    out = _run("pretrain.py", "--config", str(config), "--config.data.train_size=256",
+               "--config.encoder.width=0.0625", "--config.epochs=1",
+               "--model_dir", str(tmp_path / "run"))
+    assert "pretrained my_simclr for 1 epochs" in out
+    record = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    assert record["config"]["method"] == "my_simclr" and len(record["history"]["loss"]) == 1
+
+
+def _block_after(path, marker):
+    """The fenced code block that follows `marker` in a markdown file."""
+    text = open(path).read().split(marker, 1)[1]
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
 def test_export_script_makes_a_zoo_entry(tmp_path):
     run_dir = str(tmp_path / "run")
-    _run("pretrain.py", *TINY, "--epochs", "1", "--model_dir", run_dir, "--loss", "hcl",
-         "--beta", "0.5", "--tau_plus", "0.05")
+    _run("pretrain.py", *_config("hcl"), "--model_dir", run_dir, "--config.method=supcon",
+         "--config.loss.beta=0.5", "--config.loss.tau_plus=0.05")
     zoo_dir, registry = tmp_path / "zoo", tmp_path / "registry.json"
     out = _run("export.py", "--run_dir", run_dir, "--name", "fashion_mnist_resnet18_supcon",
                "--zoo_dir", str(zoo_dir), "--registry", str(registry),
-               "--command", "python examples/pretrain.py --epochs 1",
                "--eval_train_size", "2000", "--eval_test_size", "500")
     assert "fashion_mnist_resnet18_supcon: linear top-1" in out
     entry = json.loads(registry.read_text())["fashion_mnist_resnet18_supcon"]
@@ -258,8 +266,15 @@ def test_export_script_makes_a_zoo_entry(tmp_path):
     # The card names the loss option, and the registry records its flags.
     assert entry["method_long"] == ("Supervised contrastive (SupCon) with hard negatives "
                                     "(HCL, beta 0.5, tau+ 0.05)")
-    assert {k: entry["training_flags"][k] for k in ("loss", "beta", "tau_plus")} == {
-        "loss": "hcl", "beta": 0.5, "tau_plus": 0.05}
+    assert entry["recipe"]["loss"] == {"name": "HardNegativeLoss", "temperature": 0.2,
+                                       "tau_plus": 0.05, "beta": 0.5}
+    # The command: the config file and every value the run changed.
+    assert entry["config"] == "configs/fashion_mnist/hcl.py"
+    assert entry["command"] == (
+        "python examples/pretrain.py --config configs/fashion_mnist/hcl.py "
+        "--config.data.train_size=512 --config.encoder.width=0.0625 "
+        "--config.epochs=1 --config.loss.beta=0.5 --config.loss.tau_plus=0.05 "
+        f"--config.method=supcon --model_dir {run_dir}")
     assert 0.1 < entry["linear_top1"] <= 1 and 0.1 < entry["knn_top1"] <= 1
     assert ("[fashion_mnist_resnet18_supcon](fashion_mnist_resnet18_supcon/README.md) | "
             "supcon + HCL |") in (zoo_dir / "README.md").read_text()
@@ -313,8 +328,8 @@ def test_quickstart_runs_both_stages_and_exports(tmp_path):
 
 def test_semi_supervised_example_runs_every_row(tmp_path):
     run_dir = str(tmp_path / "pre")
-    _run("pretrain.py", *TINY, "--method", "simclr", "--projection_hidden_dims", "16,16",
-         "--epochs", "1", "--model_dir", run_dir)
+    _run("pretrain.py", *_config("simclr"), "--config.head.hidden_dims=(16, 16)",
+         "--model_dir", run_dir)
     out = _run("semi_supervised.py", "--pretrained", os.path.join(run_dir, "model.keras"),
                "--train_size", "512", "--test_size", "256", "--per_class", "5",
                "--subset_epochs", "1",

@@ -2,8 +2,8 @@
 
 `ContrastiveModel` (models/base.py) holds what every method shares and
 `MomentumModel` (models/target.py) adds a momentum target network; each
-method is a short subclass: `SupConModel` (SupCon / SimCLR), `MoCoModel`
-(MoCo v2, and SupCon with a labelled queue), `BYOLModel`, `SimSiamModel`,
+method is a short subclass: `SupConModel` (SupCon; SimCLR without labels), `SimCLRModel` (SimCLR, labels for the probe only), `MoCoModel`
+(MoCo v2, and SupCon with a labelled queue: `SupConQueueModel`), `BYOLModel`, `SimSiamModel`,
 `BarlowTwinsModel`, `VICRegModel`, `NPIDModel` (a memory bank of the
 dataset), `PCLModel` (MoCo with ProtoNCE; `PCLClustering` re-clusters), `SwAVModel`
 (swapped prediction of Sinkhorn codes over prototypes). `LinearClassifier` and
@@ -16,17 +16,17 @@ from supcon_tf.metrics import contrastive_accuracy
 from supcon_tf.models.base import ContrastiveModel
 from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
-from supcon_tf.models.moco import MoCoModel
+from supcon_tf.models.moco import MoCoModel, SupConQueueModel
 from supcon_tf.models.npid import NPIDModel
 from supcon_tf.models.pcl import PCLClustering, PCLModel
 from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
 from supcon_tf.models.semi_supervised import DistillationModel, FineTuneClassifier
-from supcon_tf.models.supcon import SupConModel
+from supcon_tf.models.supcon import SimCLRModel, SupConModel
 from supcon_tf.models.swav import SwAVModel
 from supcon_tf.models.target import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel",
-           "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimSiamModel", "SupConModel", "SwAVModel",
-           "VICRegModel",
+           "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimCLRModel",
+           "SimSiamModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",
            "contrastive_accuracy"]

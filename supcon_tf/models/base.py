@@ -164,6 +164,39 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
     # Whether the method's loss has per-sample values that i-Mix can weight.
     supports_imix = True
 
+    # -- the family's registry (supcon_tf.methods) -----------------------------------
+    #: The name `supcon_tf.methods.get` knows the method by (None: not a method).
+    method_name = None
+    #: The method's name in words, for model cards.
+    method_title = None
+    #: What a recipe feeds `fit` of the labels: "loss" (they define the
+    #: positives), "probe" (only the online probe sees them) or "drop".
+    labels = "loss"
+    #: True when `fit` reads each example's index (`supcon_tf.data.with_index`).
+    indexed = False
+    #: `ProjectionHead` arguments of the method's recipe head.
+    head_options = {}
+
+    @classmethod
+    def from_recipe(cls, encoder, head, augmenter, probe_classes, context, **args):
+        """The model of a recipe (`supcon_tf.methods.build`): `args` are the
+        recipe's `model` entries, constructor arguments here; a method whose
+        recipe needs more (a predictor, the dataset's size) overrides this.
+        `context` holds the whole `recipe`, `image_shape`, `num_examples`
+        and `synchronized_bn`."""
+        return cls(encoder, head=head, augmenter=augmenter, probe_classes=probe_classes,
+                   **args)
+
+    @classmethod
+    def encoder_shape(cls, image_shape, args):
+        """The input shape a recipe's encoder is built for."""
+        return tuple(image_shape)
+
+    def recipe_callbacks(self, images):
+        """Callbacks a recipe's `fit` needs, given the training `images` in
+        dataset order, unshuffled and unaugmented. None here."""
+        return []
+
     def __init__(self, encoder, head=None, augmenter=None, views=2,
                  probe_classes=None, imix=None, imix_alpha=1.0, adversarial_eps=0.0,
                  adversarial_weight=1.0, value_range=(0.0, 255.0), **kwargs):

@@ -32,6 +32,21 @@ class _Predicting:
     `direction_weight`."""
 
     direction_weight = 1.0
+    labels = "probe"
+    head_options = {"normalize": False}
+    predictor_factory = None
+
+    @classmethod
+    def from_recipe(cls, encoder, head, augmenter, probe_classes, context,
+                    predictor_hidden_dim=None, **args):
+        """A recipe's `model` may hold `predictor_hidden_dim`, the predictor's
+        hidden width (default: BYOL, the projector's first hidden layer or
+        4096; SimSiam, the projection's size / 4)."""
+        hidden = predictor_hidden_dim or cls.default_predictor_hidden(head)
+        predictor = cls.predictor_factory(head.output_dim, hidden,
+                                          synchronized_bn=context["synchronized_bn"])
+        return cls(encoder, head=head, predictor=predictor, augmenter=augmenter,
+                   probe_classes=probe_classes, **args)
 
     def __init__(self, *args, predictor_learning_rate=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -168,6 +183,14 @@ class BYOLModel(_Predicting, MomentumModel):
         Self-Supervised Learning", NeurIPS 2020.
     """
 
+    method_name = "byol"
+    method_title = "Bootstrap your own latent (BYOL)"
+    predictor_factory = staticmethod(byol_predictor)
+
+    @staticmethod
+    def default_predictor_hidden(head):
+        return head.hidden_dims[0] if head.hidden_dims else 4096
+
     def __init__(self, encoder, head=None, predictor=None, augmenter=None, views=2,
                  momentum=0.99, momentum_schedule="cosine", probe_classes=None, **kwargs):
         check_two_views("BYOLModel", views)
@@ -224,6 +247,14 @@ class SimSiamModel(_Predicting, ContrastiveModel):
     """
 
     direction_weight = 0.5
+    method_name = "simsiam"
+    method_title = "Simple Siamese networks (SimSiam)"
+    head_options = {"normalize": False, "output_batch_norm": True}
+    predictor_factory = staticmethod(simsiam_predictor)
+
+    @staticmethod
+    def default_predictor_hidden(head):
+        return max(1, head.output_dim // 4)
 
     def __init__(self, encoder, head=None, predictor=None, augmenter=None, views=2,
                  stop_gradient=True, probe_classes=None, **kwargs):

@@ -88,6 +88,10 @@ class MoCoModel(MomentumModel):
         Contrastive Learning", 2020.
     """
 
+    method_name = "moco"
+    method_title = "Momentum contrast (MoCo v2)"
+    labels = "drop"
+
     def __init__(self, encoder, head=None, augmenter=None, views=2, queue_size=4096,
                  momentum=0.99, temperature=0.2, symmetric=False,
                  momentum_schedule="constant", bn_groups=2, probe_classes=None,
@@ -246,3 +250,21 @@ class MoCoModel(MomentumModel):
                 "bn_groups": self.bn_groups, "mochi_n": self.mochi_n, "mochi_s": self.mochi_s,
                 "mochi_s_prime": self.mochi_s_prime,
                 "mochi_start_epoch": self.mochi_start_epoch}
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class SupConQueueModel(MoCoModel):
+    """SupCon with a momentum encoder and a labelled queue: `MoCoModel`
+    registered as the method whose recipe feeds the labels (a query's
+    positives are the keys and queue entries of its class). `MoCoModel`
+    itself does the same whenever `fit` gets labels; this class names the
+    recipe. Takes the arguments of `MoCoModel`.
+
+    Reference:
+        Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020
+        (the momentum-encoder variant).
+    """
+
+    method_name = "supcon_queue"
+    method_title = "Supervised contrastive with a momentum encoder and labelled queue"
+    labels = "loss"

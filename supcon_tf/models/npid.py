@@ -114,6 +114,18 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
     supports_imix = False
     own_loss_options = "`loss=` in the constructor"
 
+    method_name = "npid"
+    method_title = "Non-parametric instance discrimination (NPID)"
+    labels = "probe"
+    indexed = True
+    head_options = {"kind": "linear"}
+
+    @classmethod
+    def from_recipe(cls, encoder, head, augmenter, probe_classes, context, **args):
+        """The bank holds one slot per training example (`num_examples`)."""
+        return cls(encoder, context["num_examples"], head=head, augmenter=augmenter,
+                   probe_classes=probe_classes, **args)
+
     def __init__(self, encoder, bank_size, head=None, augmenter=None, temperature=0.07,
                  num_negatives=4096, loss="nce", bank_momentum=0.5, probe_classes=None,
                  **kwargs):

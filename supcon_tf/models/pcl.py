@@ -72,6 +72,28 @@ class PCLModel(IndexedInputs, MoCoModel):
 
     supports_imix = False
 
+    method_name = "pcl"
+    method_title = "Prototypical contrastive learning (PCL)"
+    labels = "drop"
+    indexed = True
+
+    @classmethod
+    def from_recipe(cls, encoder, head, augmenter, probe_classes, context, **args):
+        """One memory slot per training example (`num_examples`); a recipe
+        whose epochs do not pass `warmup_epochs` is refused (it would train
+        MoCo alone)."""
+        epochs, warmup = context["recipe"]["epochs"], args.get("warmup_epochs", 1)
+        if epochs <= warmup:
+            raise ValueError(
+                f"PCL clusters from epoch warmup_epochs={warmup} on: epochs={epochs} would "
+                "train MoCo alone. Train for more epochs than the warm-up (or "
+                "warmup_epochs=0).")
+        return cls(encoder, context["num_examples"], head=head, augmenter=augmenter,
+                   **args)
+
+    def recipe_callbacks(self, images):
+        return [PCLClustering(images)]
+
     def __init__(self, encoder, num_samples, num_clusters=(10, 20, 50), warmup_epochs=1,
                  num_prototype_negatives=16000, **kwargs):
         self.num_samples = check_int(num_samples, "num_samples", 2)

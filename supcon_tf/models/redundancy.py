@@ -37,6 +37,11 @@ class BarlowTwinsModel(ContrastiveModel):
     supports_imix = False          # a statistic of the batch: no per-sample loss
     min_batch = 2                  # it standardises over the batch
 
+    method_name = "barlow"
+    method_title = "Redundancy reduction (Barlow Twins)"
+    labels = "probe"
+    head_options = {"normalize": False, "output_bias": False}
+
     def __init__(self, encoder, head=None, augmenter=None, views=2, lambda_=0.0051,
                  probe_classes=None, **kwargs):
         check_two_views("BarlowTwinsModel", views)
@@ -81,6 +86,11 @@ class VICRegModel(ContrastiveModel):
 
     supports_imix = False
     min_batch = 2
+
+    method_name = "vicreg"
+    method_title = "Variance-invariance-covariance regularization (VICReg)"
+    labels = "probe"
+    head_options = {"normalize": False, "output_bias": False}
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, sim_coeff=25.0,
                  std_coeff=25.0, cov_coeff=1.0, probe_classes=None, **kwargs):

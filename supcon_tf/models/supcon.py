@@ -50,6 +50,9 @@ class SupConModel(ContrastiveModel):
         Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
     """
 
+    method_name = "supcon"
+    method_title = "Supervised contrastive (SupCon)"
+
     def __init__(self, encoder, head=None, augmenter=None, views=2,
                  probe_classes=None, **kwargs):
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
@@ -58,3 +61,27 @@ class SupConModel(ContrastiveModel):
 
     def default_loss(self):
         return SupConLoss()
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class SimCLRModel(SupConModel):
+    """SimCLR: `SupConModel` whose loss never sees labels.
+
+    Each view's only positives are the other views of its image (NT-Xent),
+    whether `fit` gets labels or not; labels, when given, reach only the
+    online probe (`probe_classes`). Takes the arguments of `SupConModel`.
+
+    Reference:
+        Chen et al., "A Simple Framework for Contrastive Learning of Visual
+        Representations", ICML 2020.
+    """
+
+    method_name = "simclr"
+    method_title = "Self-supervised contrastive (SimCLR)"
+    labels = "drop"
+
+    def contrastive_loss(self, x, y, out, sample_weight, training):
+        return super().contrastive_loss(x, None, out, sample_weight, training)
+
+    def update_metrics(self, y, out):
+        super().update_metrics(None, out)

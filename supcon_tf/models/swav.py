@@ -5,7 +5,7 @@ predicted from the other views."""
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _cross_replica, augment
 from supcon_tf.augment import MultiView
 from supcon_tf.clustering import sinkhorn
 from supcon_tf.losses import SwAVLoss
@@ -89,6 +89,30 @@ class SwAVModel(OwnLoss, ContrastiveModel):
 
     supports_imix = False          # the codes are a statistic of the whole batch
     own_loss_options = "`temperature=` and the Sinkhorn options in the constructor"
+    method_name = "swav"
+    method_title = "Swapping assignments between views (SwAV)"
+    labels = "probe"
+
+    @classmethod
+    def from_recipe(cls, encoder, head, augmenter, probe_classes, context,
+                    small_crop_size=14, small_crop_scale=(0.05, 0.3), **args):
+        """With `small_views` in the recipe's `model`, multi-crop's small
+        crops are the recipe's augmentation at `small_crop_size` pixels and
+        `small_crop_scale` of the area."""
+        if args.get("small_views"):
+            shape = (small_crop_size, small_crop_size, context["image_shape"][-1])
+            args["small_augmenter"] = augment.from_spec(
+                context["recipe"]["augment"], shape, seed=context["recipe"]["seed"] + 1,
+                crop_scale=tuple(small_crop_scale))
+        return cls(encoder, head=head, augmenter=augmenter, probe_classes=probe_classes,
+                   **args)
+
+    @classmethod
+    def encoder_shape(cls, image_shape, args):
+        """Multi-crop feeds two image sizes: the encoder takes any size."""
+        if args.get("small_views"):
+            return (None, None, image_shape[-1])
+        return tuple(image_shape)
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, num_prototypes=3000,
                  temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, queue_size=0,
