@@ -183,7 +183,7 @@ def test_npid_bad_input():
         _model(loss="nce", num_negatives=None)
     with pytest.raises(ValueError, match="bank_size"):
         _model(n=1)
-    with pytest.raises(ValueError, match="own loss"):
+    with pytest.raises(ValueError, match="compile it with an NPIDLoss"):
         _model().compile(optimizer="adam", loss="mse")
 
 

@@ -203,7 +203,7 @@ def test_swav_bad_input():
         _model(freeze_prototypes_steps=-2)
     with pytest.raises(ValueError, match="small_augmenter"):
         _model(small_views=2)
-    with pytest.raises(ValueError, match="own loss"):
+    with pytest.raises(ValueError, match="compile it with a SwAVLoss"):
         _model().compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match="i-Mix"):
         _model(imix="mixup")

@@ -4,20 +4,30 @@ maths. `BarlowTwinsLoss` and `VICRegLoss` are statistics of the whole batch
 and return one value per batch; `BYOLLoss` is BYOL's and SimSiam's
 normalised distance, from Keras's own cosine similarity.
 `HardNegativeLoss` is HCL's reweighted negatives (with `beta=0` the debiased
-loss). `proto_nce` is PCL's prototype term for one clustering; `SwAVLoss`
-SwAV's swapped prediction of Sinkhorn codes."""
+loss). `ProtoNCELoss` is PCL's prototype term for one clustering; `SwAVLoss`
+SwAV's swapped prediction of Sinkhorn codes; `NPIDLoss` NPID's NCE / softmax
+against a memory bank; `DistillationLoss` SimCLR v2's distillation.
 
+One contract (`ContrastiveLoss`, losses/base.py): `loss(y_true, y_pred,
+sample_weight=None, **inputs)`, where `inputs` are what the loss reads beyond
+the embeddings (`queue=`, `queue_labels=`, `extra_negatives=`, `centroids=`,
+`z=`, ...), named in its `call`'s signature."""
+
+from supcon_tf.losses.base import ContrastiveLoss
 from supcon_tf.losses.byol import BYOLLoss
+from supcon_tf.losses.distillation import DistillationLoss, distillation_loss
 from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
                                             hard_negative_terms)
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
-from supcon_tf.losses.proto import proto_nce
+from supcon_tf.losses.npid import NPIDLoss, npid_loss
+from supcon_tf.losses.proto import ProtoNCELoss, proto_nce
 from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
                                          vicreg_loss, vicreg_terms)
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
-__all__ = ["BYOLLoss", "BarlowTwinsLoss", "HardNegativeLoss", "MoCoLoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "hard_negative_loss",
-           "hard_negative_terms", "moco_loss", "proto_nce", "supcon_loss", "swav_loss",
-           "vicreg_loss", "vicreg_terms"]
+__all__ = ["BYOLLoss", "BarlowTwinsLoss", "ContrastiveLoss", "DistillationLoss",
+           "HardNegativeLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
+           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "distillation_loss",
+           "hard_negative_loss", "hard_negative_terms", "moco_loss", "npid_loss", "proto_nce",
+           "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -16,6 +16,7 @@ from supcon_tf import _cross_replica
 from supcon_tf.losses._checks import _as_views, _positive_number, nonfinite_marker
 from supcon_tf.losses._masks import (_masked_logsumexp, checked_labels, label_kind,
                                      same_class, validate_labels)
+from supcon_tf.losses.base import ContrastiveLoss
 
 
 def _check_hcl_options(temperature, tau_plus, beta):
@@ -207,7 +208,7 @@ def hard_negative_terms(y_true, y_pred, temperature=0.5, tau_plus=0.1, beta=1.0,
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class HardNegativeLoss(keras.losses.Loss):
+class HardNegativeLoss(ContrastiveLoss):
     """HCL's hard-negative contrastive loss (and the debiased loss) as a Keras loss.
 
     `y_pred` is `[batch, 2, dim]` (two views); `y_true` is None for the

@@ -15,7 +15,7 @@ from supcon_tf.losses import _fused
 from supcon_tf.losses._masks import checked_labels, class_ids, validate_labels
 from supcon_tf.losses._checks import (_as_views, _check_queue, _positive_number,
                                       nonfinite_marker)
-from supcon_tf.losses.supcon import call_with_queue
+from supcon_tf.losses.base import ContrastiveLoss
 
 
 def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
@@ -144,7 +144,7 @@ def _check_extra_negatives(extra, pairs):
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class MoCoLoss(keras.losses.Loss):
+class MoCoLoss(ContrastiveLoss):
     """MoCo's loss as a Keras loss: `y_pred` is `[batch, 2, dim]` (queries, keys).
 
     `call` returns `moco_loss`'s per-sample values and the Keras base class
@@ -176,28 +176,10 @@ class MoCoLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _positive_number(temperature, "temperature")
         self.normalize = bool(normalize)
-        self._queue = (None, None)
-        self._extra = None
 
-    def __call__(self, y_true, y_pred, sample_weight=None, queue=None, queue_labels=None,
-                 extra_negatives=None):
-        """As `keras.losses.Loss.__call__`, plus `queue`, `queue_labels` and
-        `extra_negatives` (see `moco_loss`)."""
-        self._labelled = y_true is not None
-        if y_true is None:
-            # The base class needs a tensor; `call` knows these are no labels.
-            y_true = tf.zeros(tf.shape(tf.convert_to_tensor(y_pred))[:1])
-        self._extra = extra_negatives
-        try:
-            return call_with_queue(self, y_true, y_pred, sample_weight, queue, queue_labels)
-        finally:
-            self._extra = None
-
-    def call(self, y_true, y_pred):
-        queue, queue_labels = self._queue
-        return moco_loss(y_true if self._labelled else None, y_pred, queue, queue_labels,
-                         temperature=self.temperature, normalize=self.normalize,
-                         extra_negatives=self._extra)
+    def call(self, y_true, y_pred, queue=None, queue_labels=None, extra_negatives=None):
+        return moco_loss(y_true, y_pred, queue, queue_labels, temperature=self.temperature,
+                         normalize=self.normalize, extra_negatives=extra_negatives)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature,

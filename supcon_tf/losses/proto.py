@@ -2,9 +2,11 @@
 
 import numbers
 
+import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
+from supcon_tf.losses.base import ContrastiveLoss
 
 
 def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)):
@@ -60,3 +62,42 @@ def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)
     logits = tf.where(keep[None], logits, -1e9)
     own = tf.range(tf.shape(queries)[0]) + tf.cast(offset, tf.int32)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(own, logits)
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class ProtoNCELoss(ContrastiveLoss):
+    """PCL's prototype term of one clustering (`proto_nce`) as a Keras loss.
+
+    `y_true` holds each query's cluster id `[batch]`, `y_pred` the queries
+    `[batch, dim]`; the clustering comes with the call:
+    `loss(cluster_ids, queries, sample_weight, centroids=c, phi=phi, seed=s)`
+    (`supcon_tf.models.PCLModel` calls it once per clustering).
+
+    Args:
+        num_negatives: `r`, negative prototypes per step, >= 1. Defaults to
+            16000 (PCL's).
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"proto_nce_loss"`.
+        dtype: Defaults to None (float32).
+
+    Reference:
+        Li et al., "Prototypical Contrastive Learning of Unsupervised
+        Representations", ICLR 2021.
+    """
+
+    def __init__(self, num_negatives=16000, reduction="sum_over_batch_size",
+                 name="proto_nce_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if isinstance(num_negatives, bool) or not isinstance(num_negatives, numbers.Integral) \
+                or num_negatives < 1:
+            raise ValueError("`num_negatives` must be an integer >= 1. "
+                             f"Received: num_negatives={num_negatives!r}")
+        self.num_negatives = int(num_negatives)
+
+    def call(self, y_true, y_pred, centroids=None, phi=None, seed=(0, 0)):
+        if centroids is None or phi is None:
+            raise ValueError("ProtoNCELoss needs the clustering: `centroids=` and `phi=`.")
+        return proto_nce(y_pred, centroids, phi, y_true, self.num_negatives, seed)
+
+    def get_config(self):
+        return {**super().get_config(), "num_negatives": self.num_negatives}

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
+from supcon_tf.losses.base import ContrastiveLoss
 
 
 def _non_negative(value, name):
@@ -148,7 +149,7 @@ def vicreg_terms(y_pred):
     return invariance, variance, covariance
 
 
-class _BatchLoss(keras.losses.Loss):
+class _BatchLoss(ContrastiveLoss):
     """A loss of the whole batch: `call` returns one value, `y_true` is
     ignored (it may be None) and there are no sample weights. Inside a replica
     context the value is divided by the number of replicas (Keras scales only
@@ -160,9 +161,6 @@ class _BatchLoss(keras.losses.Loss):
         if sample_weight is not None:
             raise ValueError(f"{type(self).__name__} is a statistic of the whole batch and "
                              "takes no `sample_weight`. Received a sample_weight.")
-        if y_true is None:
-            # The base class needs a tensor; `call` ignores it.
-            y_true = tf.zeros([1])
         value = super().__call__(y_true, y_pred)
         ctx = _cross_replica.replica_context()
         return value if ctx is None else value / ctx.num_replicas_in_sync

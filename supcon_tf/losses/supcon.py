@@ -16,6 +16,7 @@ from supcon_tf.losses._checks import (CONTRAST_MODES, DENOMINATORS, VARIANTS,  #
 from supcon_tf.losses._masks import (IDS, _positive_mask, checked_labels,  # noqa: F401
                                      class_ids, is_class_ids, label_kind, positive_mask,
                                      validate_labels)
+from supcon_tf.losses.base import ContrastiveLoss
 
 def _fused_applies(y_true, mask, contrast_mode, variant, denominator, positives_cap):
     """Whether the options are those the fused paths (`_fused`) implement."""
@@ -252,19 +253,8 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     return per_sample + poison
 
 
-def call_with_queue(loss, y_true, y_pred, sample_weight, queue, queue_labels):
-    """`keras.losses.Loss.__call__` of `loss` (sample weights, reduction,
-    distribution scaling) with the queue handed to its `call` through
-    `loss._queue`, which Keras's signature `call(y_true, y_pred)` has no room for."""
-    loss._queue = (queue, queue_labels)
-    try:
-        return keras.losses.Loss.__call__(loss, y_true, y_pred, sample_weight=sample_weight)
-    finally:
-        loss._queue = (None, None)
-
-
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class SupConLoss(keras.losses.Loss):
+class SupConLoss(ContrastiveLoss):
     """Supervised contrastive loss as a Keras loss.
 
     Plug it into any model whose output is `[batch, views, dim]`
@@ -319,7 +309,6 @@ class SupConLoss(keras.losses.Loss):
         self.positives_cap = None if positives_cap is None else int(positives_cap)
         self.normalize = normalize
         self.block_size = None if block_size is None else int(block_size)
-        self._queue = (None, None)
 
     def __call__(self, y_true, y_pred, sample_weight=None, queue=None, queue_labels=None):
         """As `keras.losses.Loss.__call__`, plus the optional `queue` and
@@ -342,10 +331,10 @@ class SupConLoss(keras.losses.Loss):
                 queue_labels = -1 - tf.range(tf.shape(tf.convert_to_tensor(queue))[0])
         else:
             y_true = validate_labels(y_true)
-        return call_with_queue(self, y_true, y_pred, sample_weight, queue, queue_labels)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight, queue=queue,
+                                queue_labels=queue_labels)
 
-    def call(self, y_true, y_pred):
-        queue, queue_labels = self._queue
+    def call(self, y_true, y_pred, queue=None, queue_labels=None):
         return supcon_loss(
             y_true, y_pred, temperature=self.temperature,
             base_temperature=self.base_temperature,

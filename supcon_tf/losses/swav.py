@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from supcon_tf.losses._checks import _positive_number
+from supcon_tf.losses.base import ContrastiveLoss
 
 
 def swav_loss(codes, scores, temperature=0.1):
@@ -48,7 +49,7 @@ def swav_loss(codes, scores, temperature=0.1):
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class SwAVLoss(keras.losses.Loss):
+class SwAVLoss(ContrastiveLoss):
     """SwAV's swapped prediction loss as a Keras loss (`swav_loss` per sample).
 
     `y_true` holds the codes `[batch, A, K]` of the first `A` views (from

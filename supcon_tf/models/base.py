@@ -96,23 +96,6 @@ class _FunctionLoss(keras.losses.Loss):
         return self.fn(y_true, y_pred)
 
 
-class OwnLoss:
-    """For a `ContrastiveModel` that computes its loss itself (in
-    `contrastive_loss`): `compile` takes no `loss`. `own_loss_options` names
-    the constructor arguments that set it, for the error message."""
-
-    own_loss_options = "the constructor's arguments"
-
-    def default_loss(self):
-        return None
-
-    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None:
-            raise ValueError(f"{type(self).__name__} computes its own loss "
-                             f"({self.own_loss_options}). Received: loss={loss!r}")
-        keras.Model.compile(self, optimizer=optimizer, **kwargs)
-
-
 class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
     """The base of the contrastive family: views, one encoder pass, the one
     `train_step`, replica-correct logs and the online linear probe.

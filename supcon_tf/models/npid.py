@@ -8,11 +8,11 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf.layers import ProjectionHead
+from supcon_tf.losses.npid import KINDS as LOSSES, NPIDLoss, nce_normalizer
 from supcon_tf.memory import MemoryBank
-from supcon_tf.models.base import (ContrastiveModel, OwnLoss, build_if_known, check_int,
+from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_int,
                                    feature_shape)
 
-LOSSES = ("nce", "softmax")
 
 
 def _split(x, name):
@@ -53,7 +53,7 @@ class IndexedInputs:
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
+class NPIDModel(IndexedInputs, ContrastiveModel):
     """Instance discrimination against a memory bank of the whole dataset.
 
     Each image (one augmented view) is embedded and L2-normalised, `f`; the
@@ -112,7 +112,6 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
     """
 
     supports_imix = False
-    own_loss_options = "`loss=` in the constructor"
 
     method_name = "npid"
     method_title = "Non-parametric instance discrimination (NPID)"
@@ -144,11 +143,7 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
             raise ValueError("`num_negatives=None` (every slot) is for loss='softmax'; NCE "
                              "needs a number of noise samples.")
         self.num_negatives = check_int(num_negatives, "num_negatives", 1, allow_none=True)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not 0 < temperature < float("inf"):
-            raise ValueError(f"`temperature` must be a finite number > 0. "
-                             f"Received: temperature={temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = NPIDLoss(temperature, loss).temperature      # checked there
         self.npid_loss = loss
         self.bank_momentum = bank_momentum
         self.bank = None
@@ -178,45 +173,51 @@ class NPIDModel(OwnLoss, IndexedInputs, ContrastiveModel):
         return tf.random.stateless_uniform([self.num_negatives], seed, 0, self.bank_size,
                                            dtype=tf.int64)
 
+    def default_loss(self):
+        """`NPIDLoss(temperature, loss)`: a compiled `NPIDLoss` replaces it."""
+        return NPIDLoss(self.temperature, self.npid_loss)
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        if loss is not None and not isinstance(loss, NPIDLoss):
+            raise ValueError("NPIDModel reads its memory bank for its loss: compile it with "
+                             f"an NPIDLoss or none (the default). Received: loss={loss!r}")
+        if (isinstance(loss, NPIDLoss) and loss.kind == "nce"
+                and self.num_negatives is None):
+            raise ValueError("NCE needs a number of noise samples: `num_negatives=None` "
+                             "(every slot) is for kind='softmax'.")
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras's own loss path (its symbolic build under a strategy calls it
+        on `model(x)`): the layers' regularisation losses only. The loss reads
+        the memory bank, in `contrastive_loss`, which the step calls."""
+        return self.additional_losses()
+
     def contrastive_loss(self, x, y, out, sample_weight, training):
+        """The compiled `NPIDLoss` on the similarities of each embedding to
+        its own slot and the step's negative slots (or every slot)."""
         _, index = _split(x, type(self).__name__)
         index = self.bank.check_index(index)
         out["index"] = index
+        loss = self.loss if isinstance(self.loss, NPIDLoss) else self.default_loss()
         f = tf.cast(out["projections"][:, 0], tf.float32)
-        positive = tf.reduce_sum(self.bank.read(index) * f, axis=1) / self.temperature
-        if self.npid_loss == "softmax" and self.num_negatives is None:
-            logits = tf.matmul(f, self.bank.read(), transpose_b=True) / self.temperature
-            per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(index, logits)
-            out["own_first"] = tf.equal(tf.argmax(logits, axis=1), index)
-        else:
-            negatives = tf.matmul(f, self.bank.read(self._negatives()),
-                                  transpose_b=True) / self.temperature
-            out["own_first"] = positive >= tf.reduce_max(negatives, axis=1)
-            if self.npid_loss == "softmax":
-                logits = tf.concat([positive[:, None], negatives], axis=1)
-                per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    tf.zeros_like(index), logits)
-            else:
-                per_sample = self._nce(positive, negatives, training)
-        if sample_weight is not None:             # Keras's "sum over batch size"
-            per_sample *= tf.reshape(tf.cast(sample_weight, per_sample.dtype), [-1])
-        return tf.reduce_mean(per_sample) / _cross_replica.num_replicas()
-
-    def _nce(self, positive, negatives, training):
-        n, m = float(self.bank_size), float(self.num_negatives)
-        scores = tf.concat([positive[:, None], negatives], axis=1)
-        # Z from the first batch (global mean over replicas), then fixed.
-        local = tf.reshape(tf.reduce_mean(tf.exp(tf.stop_gradient(scores))), [1])
-        estimate = tf.reduce_mean(_cross_replica.all_gather(local)) * n
-        z = tf.where(self.nce_z > 0, tf.convert_to_tensor(self.nce_z), estimate)
+        if self.num_negatives is None:                     # every slot: softmax only
+            similarities = tf.matmul(f, self.bank.read(), transpose_b=True)
+            out["own_first"] = tf.equal(tf.argmax(similarities, axis=1), index)
+            return loss(index, similarities, sample_weight=sample_weight)
+        own = tf.reduce_sum(self.bank.read(index) * f, axis=1)
+        negatives = tf.matmul(f, self.bank.read(self._negatives()), transpose_b=True)
+        out["own_first"] = own >= tf.reduce_max(negatives, axis=1)
+        similarities = tf.concat([own[:, None], negatives], axis=1)
+        if loss.kind == "softmax":
+            return loss(None, similarities, sample_weight=sample_weight)
+        # Z from the first batch (over the global batch), then fixed.
+        z = tf.where(self.nce_z > 0, tf.convert_to_tensor(self.nce_z),
+                     nce_normalizer(similarities, loss.temperature, self.bank_size))
         if training:
             _cross_replica.assign([(self.nce_z, z)])
-        # log P = s - log Z;  h = P / (P + m / n);  log h = -softplus(log(m / n) - log P).
-        log_p = scores - tf.math.log(z)
-        log_noise = tf.math.log(m / n)
-        log_h_pos = -tf.nn.softplus(log_noise - log_p[:, 0])
-        log_1m_h_neg = -tf.nn.softplus(log_p[:, 1:] - log_noise)
-        return -(log_h_pos + tf.reduce_sum(log_1m_h_neg, axis=1))
+        return loss(None, similarities, sample_weight=sample_weight,
+                    noise_ratio=self.num_negatives / self.bank_size, z=z)
 
     def update_metrics(self, y, out):
         """`contrastive_accuracy`: how often a sample's own slot is the most

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf.clustering import concentration, kmeans
-from supcon_tf.losses.proto import proto_nce
+from supcon_tf.losses.proto import ProtoNCELoss
 from supcon_tf.models.base import build_if_known, check_int
 from supcon_tf.models.moco import MoCoModel
 from supcon_tf.models.npid import IndexedInputs, _split
@@ -101,6 +101,7 @@ class PCLModel(IndexedInputs, MoCoModel):
         self.warmup_epochs = check_int(warmup_epochs, "warmup_epochs", 0)
         self.num_prototype_negatives = check_int(num_prototype_negatives,
                                                  "num_prototype_negatives", 1)
+        self.proto_nce = ProtoNCELoss(self.num_prototype_negatives)
         self.prototypes = None
         # Before MoCoModel's constructor, which builds the model when it can.
         self.proto_loss_tracker = keras.metrics.Mean(name="proto_loss")
@@ -131,17 +132,16 @@ class PCLModel(IndexedInputs, MoCoModel):
             index = tf.identity(index)
         queries = tf.cast(out["projections"][:, 0], tf.float32)
         step = tf.cast(self.optimizer.iterations, tf.int64)
-        terms = [proto_nce(queries, c, phi, tf.gather(ids, index),
-                           num_negatives=self.num_prototype_negatives,
-                           seed=tf.stack([step, tf.constant(m, tf.int64)]))
+        # Each term as Keras scales a compiled loss (for the replicas' sum).
+        terms = [self.proto_nce(tf.gather(ids, index), queries, sample_weight=sample_weight,
+                                centroids=c, phi=phi,
+                                seed=tf.stack([step, tf.constant(m, tf.int64)]))
                  for m, (c, phi, ids) in enumerate(zip(self.prototypes, self.phi,
                                                        self.cluster_ids))]
-        w = (1.0 if sample_weight is None       # Keras's sum over batch size, as InfoNCE
-             else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
-        proto = tf.add_n([tf.reduce_mean(t * w) for t in terms]) / len(terms)
+        proto = tf.add_n(terms) / len(terms)
         proto *= tf.cast(self.clustered, tf.float32)            # 0 until the first clustering
-        self.proto_loss_tracker.update_state(proto)
-        return info_nce + proto / _cross_replica.num_replicas()
+        self.proto_loss_tracker.update_state(proto * _cross_replica.num_replicas())
+        return info_nce + proto
 
     def _own_metrics(self):
         return super()._own_metrics() + [self.proto_loss_tracker]
@@ -176,7 +176,9 @@ class PCLModel(IndexedInputs, MoCoModel):
         for k, c_var, phi_var, ids_var in zip(self.num_clusters, self.prototypes, self.phi,
                                               self.cluster_ids):
             centroids, ids, _ = kmeans(x, k, restarts=restarts, seed=seed)
-            phi = concentration(x, ids, centroids, temperature=self.temperature)
+            # phi's scale: the temperature of the compiled InfoNCE.
+            phi = concentration(x, ids, centroids, temperature=getattr(
+                self.loss_object(), "temperature", self.temperature))
             centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1,
                                                               keepdims=True), 1e-12)
             c_var.assign(centroids.astype(np.float32))

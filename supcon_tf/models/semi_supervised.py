@@ -9,6 +9,7 @@ import tensorflow as tf
 from supcon_tf import _cross_replica
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.layers import ProjectionHead
+from supcon_tf.losses.distillation import DistillationLoss
 from supcon_tf.models.base import build_if_known, check_int, feature_shape
 from supcon_tf.models.classifiers import _Classifier
 from supcon_tf.models.fitting import quiet_dataset_shuffle
@@ -184,16 +185,13 @@ class DistillationModel(keras.Model):
         for name, model in (("teacher", teacher), ("student", student)):
             if not callable(model):
                 raise TypeError(f"`{name}` must be a Keras model. Received: {type(model).__name__}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not 0 < temperature < float("inf"):
-            raise ValueError(f"`temperature` must be a finite number > 0. "
-                             f"Received: temperature={temperature!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"`alpha` must be a number in [0, 1]. Received: alpha={alpha!r}")
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
-        self.temperature = float(temperature)
+        self.distillation = DistillationLoss(temperature)
+        self.temperature = self.distillation.temperature
         self.alpha = float(alpha)
         self.augmenter = augmenter
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -228,8 +226,7 @@ class DistillationModel(keras.Model):
             raise ValueError("DistillationModel needs logits [batch, classes] from both "
                              f"models. Received: teacher {teacher.shape}, student {student.shape}")
         _check_same_classes(teacher.shape[-1], student.shape[-1])
-        t = self.temperature
-        distill = -tf.reduce_sum(tf.nn.softmax(teacher / t) * tf.nn.log_softmax(student / t), -1)
+        distill = self.distillation.call(teacher, student)
         w = (tf.ones_like(distill) if sample_weight is None
              else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
         distill = tf.reduce_mean(distill * w)

@@ -11,7 +11,7 @@ from supcon_tf.clustering import sinkhorn
 from supcon_tf.losses import SwAVLoss
 from supcon_tf.losses._checks import _positive_number
 from supcon_tf.memory import FeatureQueue
-from supcon_tf.models.base import (ContrastiveModel, OwnLoss, build_if_known, check_int,
+from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_int,
                                    check_two_views, feature_shape)
 from supcon_tf.layers import Prototypes, swav_projector
 from supcon_tf._serialization import from_config_with_objects, serialize
@@ -21,7 +21,7 @@ CODED_VIEWS = 2
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class SwAVModel(OwnLoss, ContrastiveModel):
+class SwAVModel(ContrastiveModel):
     """SwAV: swapped prediction of Sinkhorn codes over learnable prototypes.
 
     Every view is embedded (encoder, `head`, L2-normalised) and scored against
@@ -88,7 +88,6 @@ class SwAVModel(OwnLoss, ContrastiveModel):
     """
 
     supports_imix = False          # the codes are a statistic of the whole batch
-    own_loss_options = "`temperature=` and the Sinkhorn options in the constructor"
     method_name = "swav"
     method_title = "Swapping assignments between views (SwAV)"
     labels = "probe"
@@ -145,11 +144,26 @@ class SwAVModel(OwnLoss, ContrastiveModel):
         self.small_augmenter = small_augmenter
         self.small_multi_view = (MultiView(small_augmenter, self.small_views, name="small_crops")
                                  if self.small_views else None)
-        self.swav_loss = SwAVLoss(self.temperature)
         self.queues = None
         self.queue_start_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
                                                 trainable=False, name="queue_start_step")
         build_if_known(self)
+
+    def default_loss(self):
+        """`SwAVLoss(temperature)`; a compiled `SwAVLoss` replaces it."""
+        return SwAVLoss(self.temperature)
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        if loss is not None and not isinstance(loss, SwAVLoss):
+            raise ValueError("SwAVModel's loss is the swapped prediction of its Sinkhorn "
+                             "codes: compile it with a SwAVLoss or none (the default, "
+                             f"SwAVLoss(temperature)). Received: loss={loss!r}")
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras's own loss path (its symbolic build under a strategy): the
+        regularisation losses only; the step's loss needs the codes."""
+        return self.additional_losses()
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -239,7 +253,8 @@ class SwAVModel(OwnLoss, ContrastiveModel):
         codes = [self._codes(everyone[:, v], offset, b, v) for v in range(CODED_VIEWS)]
         out["batch_codes"] = codes[0][1]                       # for code_entropy
         codes = tf.stack([local for local, _ in codes], axis=1)
-        return self.swav_loss(codes, scores, sample_weight=sample_weight)
+        loss = self.loss if isinstance(self.loss, SwAVLoss) else self.default_loss()
+        return loss(codes, scores, sample_weight=sample_weight)
 
     def update_metrics(self, y, out):
         super().update_metrics(y, out)
