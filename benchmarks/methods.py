@@ -70,7 +70,7 @@ def time_fits(models, ds, batch, steps, rounds, base):
 
 
 def methods(width):
-    L = sct.layers
+    L = sct.heads
 
     def make(name):
         keras.utils.set_random_seed(0)
@@ -101,7 +101,7 @@ def methods(width):
 
 def negatives(width):
     """SimCLR and MoCo with the options of the better-negatives issue."""
-    L = sct.layers
+    L = sct.heads
 
     def make(name):
         keras.utils.set_random_seed(0)
@@ -127,7 +127,7 @@ def negatives(width):
 
 def memory(width, batch, steps):
     """SimCLR, NPID, PCL and SwAV, with each model's inputs."""
-    L = sct.layers
+    L = sct.heads
     views = premade_views(batch, steps)
     n = batch * steps
     index = tf.data.Dataset.range(n).batch(batch, drop_remainder=True).repeat()

@@ -38,7 +38,7 @@ def time_steps(args):
     def model(kind, **kwargs):
         keras.utils.set_random_seed(0)
         encoder = sct.encoders.resnet18((28, 28, 1), width=args.width)
-        head = sct.layers.ProjectionHead(128)
+        head = sct.heads.ProjectionHead(128)
         if kind == "supcon":
             m = sct.models.SupConModel(encoder, head=head)
             loss = sct.losses.SupConLoss(temperature=0.2)

@@ -42,7 +42,7 @@ def main():
     images = train.map(lambda image, label: image)
     model = sct.models.PCLModel(
         sct.encoders.resnet18((28, 28, 1), width=0.125), n, num_clusters=clusters,
-        warmup_epochs=0, head=sct.layers.ProjectionHead(128),
+        warmup_epochs=0, head=sct.heads.ProjectionHead(128),
         augmenter=sct.augment.supcon((28, 28, 1), seed=0), queue_size=4096, temperature=0.2)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3))
     callback = sct.models.PCLClustering(images)

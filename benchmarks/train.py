@@ -79,7 +79,7 @@ def build_variants(args):
 
     def supcon(jit, augment=False):
         model = sct.models.SupConModel(
-            _encoder(args.width, args.seed), head=sct.layers.ProjectionHead(128),
+            _encoder(args.width, args.seed), head=sct.heads.ProjectionHead(128),
             augmenter=(sct.augment.supcon((28, 28, 1), seed=args.seed)
                        if augment else None),
             views=args.views, probe_classes=10)

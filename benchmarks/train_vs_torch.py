@@ -42,7 +42,7 @@ interleaved, median reported):
                   fused kernel (tf.compat.v1.nn.fused_batch_norm; same values);
                   tf-fusedbn-xla adds jit_compile=True
     tf-kerasconv  ... with keras.layers.Conv2D instead of the encoders' own
-                  supcon_tf.layers.Conv2D (same values; Keras's input gradient,
+                  supcon_tf.encoders.Conv2D (same values; Keras's input gradient,
                   TensorFlow's Conv2DBackpropInput, for every convolution);
                   tf-kerasconv-xla adds jit_compile=True
     tf-nobn       ... with no BatchNormalization at all: not the same model, only
@@ -211,7 +211,7 @@ def run_tf(args, variant):
     keras.utils.set_random_seed(0)
     with scope:
         encoder = sct.encoders.resnet18((28, 28, 1), width=args.width)
-        head = sct.layers.ProjectionHead(128, batch_norm=False)
+        head = sct.heads.ProjectionHead(128, batch_norm=False)
         cls = sct.models.SupConModel
         if variant.endswith("nometrics"):
             class NoAccuracy(sct.models.SupConModel):

@@ -257,8 +257,8 @@ def main(argv):
         return
     if not FLAGS.name:
         raise app.UsageError("--name is required (or use --savedmodel_only).")
-    name = sct.zoo._check_name(FLAGS.name)
-    registry_path = FLAGS.registry or sct.zoo._REGISTRY_PATH
+    name = sct.zoo.check_name(FLAGS.name)
+    registry_path = FLAGS.registry or sct.zoo.REGISTRY_PATH
     registry = {}
     if os.path.exists(registry_path):
         with open(registry_path) as f:

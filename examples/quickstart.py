@@ -58,7 +58,7 @@ def main(argv):
     # Stage 1: contrastive pretraining of encoder + projection head.
     encoder = sct.encoders.resnet18((28, 28, 1), width=FLAGS.width)
     model = sct.models.SupConModel(
-        encoder, head=sct.layers.ProjectionHead(128),
+        encoder, head=sct.heads.ProjectionHead(128),
         augmenter=sct.augment.supcon((28, 28, 1), crop_scale=(0.5, 1.0), seed=FLAGS.seed),
         views=2)
     model.compile(

@@ -168,7 +168,7 @@ def main(argv):
         # The student: the teacher's architecture (encoder and kept head layers), from scratch.
         encoder, head = load_pretrained()
         if head is not None:
-            head = sct.layers.ProjectionHead.from_config(head.get_config())
+            head = sct.heads.ProjectionHead.from_config(head.get_config())
             head.build((None, encoder.output_shape[-1]))
         student = sct.models.FineTuneClassifier(keras.models.clone_model(encoder), classes,
                                                 head=head, head_layers=FLAGS.head_layers)

@@ -3,7 +3,7 @@
 `resnet18`, `resnet34` and `resnet50` are the ResNets of He et al. (CVPR 2016)
 with the CIFAR stem used by SimCLR and SupCon for small images: one 3x3 conv,
 stride 1, no max-pool. A `width` multiplier scales every layer's channels.
-Their convolutions are `supcon_tf.layers.Conv2D` (Keras's Conv2D with a
+Their convolutions are `supcon_tf.encoders.Conv2D` (Keras's Conv2D with a
 faster input gradient; same values), so load a saved one after `import
 supcon_tf`.
 Any Keras model whose output is `[batch, features]` works as an encoder too
@@ -12,8 +12,9 @@ include_top=False, pooling="avg")`).
 """
 
 import keras
+import tensorflow as tf
 
-from supcon_tf import layers as _layers
+_PACKAGE = "supcon_tf"
 
 _BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
            50: ("bottleneck", (3, 4, 6, 3))}
@@ -25,9 +26,9 @@ def _bn(name, synchronized):
 
 
 def _conv(filters, kernel, stride, name):
-    # supcon_tf.layers.Conv2D: Keras's Conv2D with a faster input gradient for the 3x3
-    # stride-1 convolutions (supcon_tf.layers).
-    return _layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+    # supcon_tf.encoders.Conv2D: Keras's Conv2D with a faster input gradient for the 3x3
+    # stride-1 convolutions (Conv2D, below).
+    return Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                           kernel_initializer="he_normal", name=name)
 
 
@@ -159,3 +160,51 @@ def as_encoder(model):
             "applications pass pooling='avg'). "
             f"Received: output shape {shape}")
     return model
+
+
+@tf.custom_gradient
+def _same_conv_stride_1(inputs, kernel):
+    """`conv2d(inputs, kernel, 1, "SAME")` (NHWC, odd kernel) whose input gradient
+    is the forward convolution of the output gradient with the kernel flipped in
+    space and transposed in channels: the same values as TensorFlow's
+    `Conv2DBackpropInput`, which is the slow kernel on CPUs at few channels."""
+
+    def grad(upstream):
+        flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+        d_inputs = tf.nn.conv2d(upstream, flipped, 1, "SAME")
+        d_kernel = tf.compat.v1.nn.conv2d_backprop_filter(
+            inputs, tf.shape(kernel), upstream, [1, 1, 1, 1], "SAME")
+        return d_inputs, d_kernel
+
+    return tf.nn.conv2d(inputs, kernel, 1, "SAME"), grad
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (same arguments, weights and values) whose input
+    gradient is computed as a forward convolution where that is exact.
+
+    For stride 1, no dilation, `padding="same"`, one group, channels-last data
+    and odd kernel sizes, the gradient with respect to the input of a
+    convolution is a convolution of the output gradient with the kernel
+    flipped in space and its two channel axes swapped. TensorFlow computes it
+    with `Conv2DBackpropInput`, which on CPUs is much slower than its forward
+    convolution for the narrow layers of small encoders (docs/BENCHMARKS.md,
+    "The training step again", measures what it saves: 1.11x per SupCon step
+    of `resnet18(width=0.125)` on an AVX2 CPU). Every other configuration uses Keras's own convolution.
+    `supcon_tf.encoders` builds its ResNets from it; a saved encoder then needs
+    `import supcon_tf` before `keras.models.load_model`, as every supcon_tf
+    model does (the zoo's SavedModels need nothing).
+    """
+
+    def _forward_input_gradient(self):
+        return (self.rank == 2 and tuple(self.strides) == (1, 1)
+                and tuple(self.dilation_rate) == (1, 1) and self.padding == "same"
+                and self.groups == 1 and self.data_format == "channels_last"
+                and all(k % 2 == 1 for k in self.kernel_size))
+
+    def convolution_op(self, inputs, kernel):
+        if not self._forward_input_gradient():
+            return super().convolution_op(inputs, kernel)
+        inputs = tf.convert_to_tensor(inputs)
+        return _same_conv_stride_1(inputs, tf.cast(tf.convert_to_tensor(kernel), inputs.dtype))

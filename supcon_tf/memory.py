@@ -1,5 +1,5 @@
-"""Stateful memories of embeddings: MoCo's `FeatureQueue` and NPID's
-`MemoryBank` (one slot per training sample).
+"""What the methods remember: MoCo's `FeatureQueue`, NPID's `MemoryBank`
+(one slot per training sample) and SwAV's learnable `Prototypes`.
 
 The state lives in non-trainable Keras variables, so a `.keras` file and
 `keras.callbacks.BackupAndRestore` keep it: a resumed run continues with the
@@ -196,3 +196,76 @@ class MemoryBank(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "size": self.size, "dim": self.dim,
                 "momentum": self.momentum, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class Prototypes(keras.layers.Layer):
+    """SwAV's prototypes: `num_prototypes` learnable vectors `c_k` (the
+    columns of `kernel [dim, K]`) and the scores `z . c_k` of embeddings `z`
+    against them, a Dense layer without bias.
+
+    The prototypes start as unit vectors; `unit_kernel()` gives the kernel
+    with every column rescaled to unit norm, which
+    `supcon_tf.models.SwAVModel` writes back after every optimizer step (SwAV
+    normalises its prototypes before each forward pass), so that for
+    L2-normalised `z` the scores are cosine similarities.
+
+    `call(z, gradient=1.0)`: with `gradient=0.0` the scores are the same but
+    no gradient reaches the prototypes (SwAV freezes them for the first
+    iterations); a tensor works too.
+
+    Args:
+        num_prototypes: `K`, >= 2. Defaults to 3000 (SwAV's).
+        seed: Seed of the initial prototypes, or None. Defaults to None.
+
+    Example:
+
+    >>> layer = Prototypes(10, seed=0)
+    >>> layer(keras.ops.ones((4, 2, 16))).shape
+    (4, 2, 10)
+
+    Reference:
+        Caron et al., "Unsupervised Learning of Visual Features by Contrasting
+        Cluster Assignments", NeurIPS 2020.
+    """
+
+    def __init__(self, num_prototypes=3000, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_prototypes, bool) or not isinstance(num_prototypes, int) \
+                or num_prototypes < 2:
+            raise ValueError("`num_prototypes` must be an integer >= 2. "
+                             f"Received: num_prototypes={num_prototypes!r}")
+        self.num_prototypes = num_prototypes
+        self.seed = seed
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim is None:
+            raise ValueError("Prototypes needs the embedding size (the last axis) to be "
+                             f"known. Received: input_shape={input_shape}")
+
+        def unit_columns(shape, dtype=None):
+            w = keras.random.normal(shape, seed=self.seed, dtype=dtype)
+            return keras.ops.normalize(w, axis=0)
+
+        self.kernel = self.add_weight(shape=(dim, self.num_prototypes),
+                                      initializer=unit_columns, name="kernel")
+
+    def unit_kernel(self):
+        """The kernel with unit-norm columns (the normalised prototypes)."""
+        return keras.ops.normalize(keras.ops.convert_to_tensor(self.kernel), axis=0)
+
+    def call(self, inputs, gradient=1.0):
+        kernel = keras.ops.convert_to_tensor(self.kernel)
+        if not (isinstance(gradient, (int, float)) and gradient == 1.0):
+            # Same value; the gradient reaching the kernel is scaled by `gradient`.
+            frozen = keras.ops.stop_gradient(kernel)
+            kernel = frozen + keras.ops.cast(gradient, kernel.dtype) * (kernel - frozen)
+        return keras.ops.matmul(keras.ops.cast(inputs, kernel.dtype), kernel)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_prototypes,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_prototypes": self.num_prototypes,
+                "seed": self.seed}

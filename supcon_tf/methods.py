@@ -30,7 +30,7 @@ import os
 import keras
 
 from supcon_tf import augment, data, encoders, losses, models, optimizers
-from supcon_tf.layers import ProjectionHead
+from supcon_tf.heads import ProjectionHead
 
 _REGISTRY = {}
 

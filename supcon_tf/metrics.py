@@ -4,7 +4,7 @@ is a positive, and whether the outputs collapsed."""
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
-from supcon_tf.losses._masks import _positive_mask
+from supcon_tf.losses._masks import pair_positive_mask
 
 
 def contrastive_accuracy(y_true, projections):
@@ -33,7 +33,7 @@ def contrastive_accuracy(y_true, projections):
     sim = tf.where(own, -float("inf"), sim)
     nearest = tf.argmax(sim, axis=1, output_type=tf.int32) // views
     sample = tf.range(batch * views) // views
-    pos = _positive_mask(y_true, yg, None, batch, n_global, offset)
+    pos = pair_positive_mask(y_true, yg, None, batch, n_global, offset)
     hit = tf.gather_nd(pos, tf.stack([sample, nearest], axis=1))
     return tf.reduce_mean(hit)
 
@@ -56,7 +56,7 @@ def query_key_accuracy(y_true, queries, keys):
     nearest = tf.argmax(tf.matmul(q, kg, transpose_b=True), axis=1, output_type=tf.int32)
     batch = tf.shape(q)[0]
     yg = None if y_true is None else _cross_replica.all_gather(y_true)
-    pos = _positive_mask(y_true, yg, None, batch, tf.shape(kg)[0], offset)
+    pos = pair_positive_mask(y_true, yg, None, batch, tf.shape(kg)[0], offset)
     return tf.reduce_mean(tf.gather_nd(pos, tf.stack([tf.range(batch), nearest], axis=1)))
 
 

@@ -47,7 +47,7 @@ def main(out_path):
             keras.layers.ReLU(),
             keras.layers.GlobalAveragePooling2D(),
         ])
-        model = sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(
+        model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(
             16, hidden_dims=(16,), synchronized_bn=True))
         model.compile(optimizer=keras.optimizers.SGD(0.01))
     history = model.fit(ds, epochs=2, verbose=0).history

@@ -307,7 +307,7 @@ def test_moco_loss_with_extra_negatives_matches_the_reference(labelled):
 def _moco(**kwargs):
     keras.utils.set_random_seed(0)
     return sct.models.MoCoModel(sct.encoders.resnet18(SHAPE, width=0.0625),
-                                head=sct.layers.ProjectionHead(16), queue_size=32,
+                                head=sct.heads.ProjectionHead(16), queue_size=32,
                                 bn_groups=1, **kwargs)
 
 
@@ -362,11 +362,11 @@ def _imix_model(cls, **kwargs):
     if cls is sct.models.MoCoModel:
         kwargs.setdefault("queue_size", 32)
         kwargs.setdefault("bn_groups", 1)
-        return cls(encoder, head=sct.layers.ProjectionHead(16), **kwargs)
+        return cls(encoder, head=sct.heads.ProjectionHead(16), **kwargs)
     if cls is sct.models.BYOLModel:
-        return cls(encoder, head=sct.layers.byol_projector(16, 32),
-                   predictor=sct.layers.byol_predictor(16, 32), **kwargs)
-    return cls(encoder, head=sct.layers.ProjectionHead(16), **kwargs)
+        return cls(encoder, head=sct.heads.byol_projector(16, 32),
+                   predictor=sct.heads.byol_predictor(16, 32), **kwargs)
+    return cls(encoder, head=sct.heads.ProjectionHead(16), **kwargs)
 
 
 def test_imix_mixes_view_0_as_keras_mixup_and_cutmix_do():

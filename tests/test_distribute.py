@@ -201,7 +201,7 @@ def test_check_dataset(strategy):
 
 def test_fit_rejects_uneven_dataset(strategy):
     with strategy.scope():
-        model = sct.models.SupConModel(_plain_encoder(), head=sct.layers.ProjectionHead(
+        model = sct.models.SupConModel(_plain_encoder(), head=sct.heads.ProjectionHead(
             8, batch_norm=False))
         model.compile(optimizer="sgd")
     views = np.zeros((6, VIEWS, 8, 8, 1), "float32")
@@ -258,7 +258,7 @@ def _fit_losses(make_encoder, strategy, sync_head, cls=sct.models.SupConModel,
     for scope in (None, strategy):
         keras.utils.set_random_seed(0)
         with (scope.scope() if scope else tf.device("/cpu:0")):
-            model = cls(make_encoder(), head=sct.layers.ProjectionHead(
+            model = cls(make_encoder(), head=sct.heads.ProjectionHead(
                 16, hidden_dims=(16,), synchronized_bn=sync_head,
                 normalize=cls is sct.models.SupConModel), probe_classes=4,
                 augmenter=augmenter)
@@ -319,7 +319,7 @@ def test_moco_and_pcl_with_in_model_views_fit_under_mirrored(strategy):
     images = rng.uniform(0, 255, size=(32, 8, 8, 1)).astype("float32")
 
     def parts():
-        return dict(head=sct.layers.ProjectionHead(8, hidden_dims=(8,), batch_norm=False),
+        return dict(head=sct.heads.ProjectionHead(8, hidden_dims=(8,), batch_norm=False),
                     augmenter=keras.layers.Rescaling(1 / 255), queue_size=16)
 
     with strategy.scope():

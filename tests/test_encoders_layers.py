@@ -209,3 +209,15 @@ def test_weights_saved_with_keras_conv2d_load_into_the_encoders(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 1)).astype("float32")
     np.testing.assert_allclose(new(x, training=False).numpy(), old(x, training=False).numpy(),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_the_layers_module_keeps_every_name_it_had():
+    """Code and `.keras` files that name `supcon_tf.layers` keep working."""
+    import supcon_tf as sct
+    assert sct.layers.ProjectionHead is sct.heads.ProjectionHead
+    assert sct.layers.Prototypes is sct.memory.Prototypes
+    assert sct.layers.Conv2D is sct.encoders.Conv2D
+    for name in ("L2Normalize", "byol_predictor", "byol_projector", "simsiam_predictor",
+                 "simsiam_projector", "barlow_twins_projector", "vicreg_expander",
+                 "swav_projector", "HEAD_KINDS"):
+        assert getattr(sct.layers, name) is getattr(sct.heads, name)

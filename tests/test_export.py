@@ -19,7 +19,7 @@ SHAPE = (12, 12, 1)
 def trained():
     keras.utils.set_random_seed(0)
     encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
-    model = sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(16),
+    model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(16),
                                    augmenter=sct.augment.supcon(SHAPE, seed=0),
                                    probe_classes=3)
     model.compile(optimizer="adam")

@@ -139,7 +139,7 @@ def _small_model():
     encoder = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
                                 keras.layers.BatchNormalization(),
                                 keras.layers.GlobalAveragePooling2D()])
-    return sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(8, hidden_dims=(8,)))
+    return sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(8, hidden_dims=(8,)))
 
 
 def test_uneven_numpy_batches_under_mirrored(strategy):
@@ -376,7 +376,7 @@ def test_layer_regularisation_is_added_once_and_not_to_the_logged_loss():
     dense = keras.layers.Dense(8, kernel_regularizer=keras.regularizers.L2(10.0),
                                kernel_initializer="ones")
     encoder = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
-    model = sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(4, batch_norm=False))
+    model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(4, batch_norm=False))
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     x = np.random.default_rng(0).normal(size=(8, 2, 4, 4, 1)).astype("float32")
     logged = model.fit(x, batch_size=8, epochs=1, verbose=0).history["loss"][0]

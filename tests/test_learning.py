@@ -40,7 +40,7 @@ def test_supcon_pretraining_beats_random_encoder_by_10_points():
     augmenter = keras.Sequential([
         sct.augment.RandomResizedCrop(28, 28, scale=(0.5, 1.0), seed=0),
         keras.layers.RandomFlip("horizontal", seed=1)])
-    model = sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(64),
+    model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(64),
                                    augmenter=augmenter)
     steps = 4 * int(train.cardinality())
     model.compile(optimizer=keras.optimizers.AdamW(

@@ -113,7 +113,7 @@ def test_pcl_reads_its_temperature_from_the_compiled_loss():
     enc = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                             keras.layers.Dense(8)])
     model = sct.models.PCLModel(enc, 32, num_clusters=(2,), warmup_epochs=0, queue_size=16,
-                                head=sct.layers.ProjectionHead(4, kind="linear"),
+                                head=sct.heads.ProjectionHead(4, kind="linear"),
                                 temperature=0.2, bn_groups=1)
     emb = tf.math.l2_normalize(tf.constant(RNG.normal(size=(32, 4)), tf.float32), -1)
     phis = []

@@ -26,7 +26,7 @@ def test_trains_under_mixed_precision(policy):
     base = np.where(y[:, None, None, None] == 0, 60.0, 190.0)
     views = (base[:, None] + rng.normal(0, 40, size=(64, 2, 8, 8, 1))).clip(0, 255)
     encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
-    model = sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(16))
+    model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(16))
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     assert model.dtype_policy.name == policy
     assert model.compute_dtype == policy.split("_")[1]

@@ -84,7 +84,7 @@ def _moco(**kwargs):
     kwargs.setdefault("augmenter", sct.augment.simclr(SHAPE, seed=0))
     kwargs.setdefault("queue_size", 40)
     return sct.models.MoCoModel(sct.encoders.resnet18(SHAPE, width=0.0625),
-                                head=sct.layers.ProjectionHead(16), **kwargs)
+                                head=sct.heads.ProjectionHead(16), **kwargs)
 
 
 def test_moco_fit_reads_queue_before_enqueue_and_updates_the_target():
@@ -243,7 +243,7 @@ def test_two_replicas_equal_one_device_queue_and_weights(strategy):
     for scope, groups in ((None, 2), (strategy, 1)):
         keras.utils.set_random_seed(0)
         with (scope.scope() if scope else tf.device("/cpu:0")):
-            model = sct.models.MoCoModel(encoder(), head=sct.layers.ProjectionHead(
+            model = sct.models.MoCoModel(encoder(), head=sct.heads.ProjectionHead(
                 8, hidden_dims=(8,), batch_norm=False), queue_size=20, momentum=0.5,
                 bn_groups=groups)
             model.compile(optimizer=keras.optimizers.SGD(0.1))

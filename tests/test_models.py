@@ -22,7 +22,7 @@ def _model(**kwargs):
     keras.utils.set_random_seed(0)
     encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
     kwargs.setdefault("augmenter", sct.augment.supcon(SHAPE, seed=0))
-    return sct.models.SupConModel(encoder, head=sct.layers.ProjectionHead(16), **kwargs)
+    return sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(16), **kwargs)
 
 
 def test_contrastive_accuracy_by_hand():

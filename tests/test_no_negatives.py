@@ -135,10 +135,10 @@ def test_loss_bad_input():
 
 def _model(cls, **kwargs):
     keras.utils.set_random_seed(0)
-    heads = {sct.models.BYOLModel: lambda: sct.layers.byol_projector(16, 32),
-             sct.models.SimSiamModel: lambda: sct.layers.simsiam_projector(16, 32),
-             sct.models.BarlowTwinsModel: lambda: sct.layers.barlow_twins_projector(16, 32),
-             sct.models.VICRegModel: lambda: sct.layers.vicreg_expander(16, 32)}
+    heads = {sct.models.BYOLModel: lambda: sct.heads.byol_projector(16, 32),
+             sct.models.SimSiamModel: lambda: sct.heads.simsiam_projector(16, 32),
+             sct.models.BarlowTwinsModel: lambda: sct.heads.barlow_twins_projector(16, 32),
+             sct.models.VICRegModel: lambda: sct.heads.vicreg_expander(16, 32)}
     kwargs.setdefault("augmenter", sct.augment.simclr(SHAPE, seed=0))
     return cls(sct.encoders.resnet18(SHAPE, width=0.0625), head=heads[cls](), **kwargs)
 
@@ -214,7 +214,7 @@ def test_collapse_monitor_reads_zero_for_a_collapsed_model():
     for stop_gradient in (True, False):
         keras.utils.set_random_seed(0)
         model = sct.models.SimSiamModel(
-            sct.encoders.resnet18(SHAPE, width=0.0625), head=sct.layers.byol_projector(16, 32),
+            sct.encoders.resnet18(SHAPE, width=0.0625), head=sct.heads.byol_projector(16, 32),
             augmenter=sct.augment.simclr(SHAPE, seed=0), stop_gradient=stop_gradient)
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         history = model.fit(x, batch_size=16, epochs=5, verbose=0).history

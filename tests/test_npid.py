@@ -59,7 +59,7 @@ def test_memory_bank_update_matches_numpy_and_checks_indices():
 def _model(loss="nce", num_negatives=5, n=12, **kwargs):
     keras.utils.set_random_seed(0)
     enc = sct.encoders.resnet18((8, 8, 1), width=0.0625)
-    return sct.models.NPIDModel(enc, n, head=sct.layers.ProjectionHead(4, kind="linear"),
+    return sct.models.NPIDModel(enc, n, head=sct.heads.ProjectionHead(4, kind="linear"),
                                 loss=loss, num_negatives=num_negatives, temperature=0.5,
                                 **kwargs)
 
@@ -198,7 +198,7 @@ def test_two_replicas_equal_one_device_bank_z_and_weights(strategy):
             enc = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255),
                                     keras.layers.Conv2D(4, 3, activation="relu"),
                                     keras.layers.GlobalAveragePooling2D()])
-            model = sct.models.NPIDModel(enc, 24, head=sct.layers.ProjectionHead(
+            model = sct.models.NPIDModel(enc, 24, head=sct.heads.ProjectionHead(
                 4, kind="linear"), num_negatives=10, temperature=0.5)
             model.compile(optimizer=keras.optimizers.SGD(0.5))
             if not results:

@@ -20,7 +20,7 @@ def _model(n=48, **kwargs):
     enc = sct.encoders.resnet18((8, 8, 1), width=0.0625)
     return sct.models.PCLModel(enc, n, **{**dict(
         num_clusters=(3, 6), warmup_epochs=1, num_prototype_negatives=4,
-        head=sct.layers.ProjectionHead(8), queue_size=32,
+        head=sct.heads.ProjectionHead(8), queue_size=32,
         augmenter=sct.augment.simclr((8, 8, 1), seed=0)), **kwargs})
 
 

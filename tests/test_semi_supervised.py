@@ -16,7 +16,7 @@ def _encoder(seed=0):
 
 
 def _head():
-    head = sct.layers.ProjectionHead(4, hidden_dims=(7, 5))
+    head = sct.heads.ProjectionHead(4, hidden_dims=(7, 5))
     head.build((None, 8))
     return head
 
@@ -75,9 +75,9 @@ def test_fine_tune_bad_arguments():
     with pytest.raises(TypeError, match="ProjectionHead"):
         FineTuneClassifier(_encoder(), 3, head=keras.layers.Dense(3), head_layers=1)
     with pytest.raises(ValueError, match="must be built"):
-        FineTuneClassifier(_encoder(), 3, head=sct.layers.ProjectionHead(4), head_layers=1)
+        FineTuneClassifier(_encoder(), 3, head=sct.heads.ProjectionHead(4), head_layers=1)
     with pytest.raises(ValueError, match="no hidden layers"):
-        FineTuneClassifier(_encoder(), 3, head=sct.layers.ProjectionHead(4, kind="linear"),
+        FineTuneClassifier(_encoder(), 3, head=sct.heads.ProjectionHead(4, kind="linear"),
                            head_layers=1)
 
 

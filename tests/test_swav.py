@@ -28,7 +28,7 @@ def _views(n=16, size=8, seed=0):
 
 
 def _model(**kwargs):
-    options = dict(head=sct.layers.ProjectionHead(6, kind="linear"), num_prototypes=5,
+    options = dict(head=sct.heads.ProjectionHead(6, kind="linear"), num_prototypes=5,
                    freeze_prototypes_steps=0, prototype_seed=0)
     options.update(kwargs)
     return sct.models.SwAVModel(_encoder(), **options)
@@ -164,7 +164,7 @@ def test_multi_crop_trains_saves_and_resumes_after_kill(tmp_path):
     def model():
         keras.utils.set_random_seed(0)
         m = sct.models.SwAVModel(
-            _encoder(None), head=sct.layers.ProjectionHead(6, hidden_dims=(8,)),
+            _encoder(None), head=sct.heads.ProjectionHead(6, hidden_dims=(8,)),
             augmenter=sct.augment.RandomResizedCrop(10, 10, scale=(0.5, 1.0), seed=0),
             small_augmenter=sct.augment.RandomResizedCrop(5, 5, scale=(0.1, 0.3), seed=1),
             small_views=2, num_prototypes=5, queue_size=16, freeze_prototypes_steps=1,
@@ -218,13 +218,13 @@ def test_swav_bad_input():
 def test_loss_and_prototypes_configs_round_trip():
     loss = SwAVLoss(temperature=0.2)
     assert SwAVLoss.from_config(loss.get_config()).temperature == 0.2
-    layer = sct.layers.Prototypes(7, seed=3)
+    layer = sct.memory.Prototypes(7, seed=3)
     scores = layer(tf.ones((2, 3, 4)))
     assert scores.shape == (2, 3, 7)
     np.testing.assert_allclose(np.linalg.norm(layer.kernel.numpy(), axis=0), 1.0, rtol=1e-6)
-    again = sct.layers.Prototypes.from_config(layer.get_config())
+    again = sct.memory.Prototypes.from_config(layer.get_config())
     assert (again.num_prototypes, again.seed) == (7, 3)
     with pytest.raises(ValueError, match="num_prototypes"):
-        sct.layers.Prototypes(1)
+        sct.memory.Prototypes(1)
     with pytest.raises(ValueError, match="input_shape"):
         sct.encoders.resnet18((None, None, None))

@@ -31,14 +31,14 @@ def _views(n, seed=0):
 # -- a head without hidden layers -----------------------------------------------------
 
 def test_head_without_hidden_layers_round_trips_and_builds_momentum_methods(tmp_path):
-    head = sct.layers.ProjectionHead(8, hidden_dims=())
+    head = sct.heads.ProjectionHead(8, hidden_dims=())
     head.build((None, 12))
     assert head.blocks == []
-    again = sct.layers.ProjectionHead.from_config(head.get_config())
+    again = sct.heads.ProjectionHead.from_config(head.get_config())
     again.build((None, 12))
     assert again.blocks == [] and again.hidden_dims == ()
     x, y = _views(8)
-    model = sct.models.SupConModel(_encoder(), head=sct.layers.ProjectionHead(8, hidden_dims=()))
+    model = sct.models.SupConModel(_encoder(), head=sct.heads.ProjectionHead(8, hidden_dims=()))
     model.compile(optimizer="sgd")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
@@ -48,7 +48,7 @@ def test_head_without_hidden_layers_round_trips_and_builds_momentum_methods(tmp_
                                model.predict(x[:4, 0], verbose=0), atol=1e-5)
     for cls, kwargs in ((sct.models.MoCoModel, dict(queue_size=16, bn_groups=1)),
                         (sct.models.BYOLModel, {})):
-        built = cls(_encoder(), head=sct.layers.ProjectionHead(8, hidden_dims=(),
+        built = cls(_encoder(), head=sct.heads.ProjectionHead(8, hidden_dims=(),
                                                                normalize=False), **kwargs)
         assert built.head.hidden_dims == ()
 
@@ -56,8 +56,8 @@ def test_head_without_hidden_layers_round_trips_and_builds_momentum_methods(tmp_
 # -- momentum schedules across fit calls and resumes ------------------------------------
 
 def _byol():
-    return sct.models.BYOLModel(_encoder(), head=sct.layers.byol_projector(8, 16),
-                                predictor=sct.layers.byol_predictor(8, 16))
+    return sct.models.BYOLModel(_encoder(), head=sct.heads.byol_projector(8, 16),
+                                predictor=sct.heads.byol_predictor(8, 16))
 
 
 class _Momenta(keras.callbacks.Callback):
@@ -123,7 +123,7 @@ def _npid_data(n, batch_size=8, known_length=True):
 
 
 def _npid(n):
-    model = sct.models.NPIDModel(_encoder(), n, head=sct.layers.ProjectionHead(8, kind="linear"),
+    model = sct.models.NPIDModel(_encoder(), n, head=sct.heads.ProjectionHead(8, kind="linear"),
                                  num_negatives=8)
     model.compile(optimizer="sgd")
     return model
@@ -196,7 +196,7 @@ def test_pcl_warns_when_a_fit_would_be_moco_alone():
     ds = sct.data.with_index(tf.data.Dataset.from_tensor_slices(x)).batch(8)
     model = sct.models.PCLModel(_encoder(), 16, num_clusters=(2,), warmup_epochs=1,
                                 num_prototype_negatives=1, queue_size=16, bn_groups=1,
-                                head=sct.layers.ProjectionHead(8),
+                                head=sct.heads.ProjectionHead(8),
                                 augmenter=sct.augment.simclr(SHAPE, seed=0))
     model.compile(optimizer="sgd")
     with pytest.warns(UserWarning, match="without a PCLClustering callback.*trains MoCo"):
@@ -309,8 +309,8 @@ def _imix_method(cls, **kwargs):
     if cls is sct.models.MoCoModel:
         kwargs.update(queue_size=16, bn_groups=1)
     if cls is sct.models.BYOLModel or cls is sct.models.SimSiamModel:
-        kwargs.update(predictor=sct.layers.byol_predictor(8, 16))
-    return cls(_encoder(), head=sct.layers.ProjectionHead(8), imix="mixup", **kwargs)
+        kwargs.update(predictor=sct.heads.byol_predictor(8, 16))
+    return cls(_encoder(), head=sct.heads.ProjectionHead(8), imix="mixup", **kwargs)
 
 
 @pytest.mark.parametrize("cls", [sct.models.SupConModel, sct.models.MoCoModel,
@@ -334,7 +334,7 @@ def test_odd_and_single_sample_last_batches_train(name):
     import warnings
     x, _ = _views(17)                               # a last batch of 1 at batch_size 8
     kwargs = dict(queue_size=16) if name == "MoCoModel" else {}   # bn_groups=2 (default)
-    model = getattr(sct.models, name)(_encoder(), head=sct.layers.ProjectionHead(
+    model = getattr(sct.models, name)(_encoder(), head=sct.heads.ProjectionHead(
         8, normalize=name == "MoCoModel"), **kwargs)
     model.compile(optimizer="sgd")
     with warnings.catch_warnings(record=True) as caught:
@@ -369,7 +369,7 @@ def test_no_shuffle_warning_from_fit_on_a_dataset():
 
 def test_labels_of_another_rank_in_a_second_fit():
     x, y = _views(16)
-    model = sct.models.SupConModel(_encoder(), head=sct.layers.ProjectionHead(8),
+    model = sct.models.SupConModel(_encoder(), head=sct.heads.ProjectionHead(8),
                                    probe_classes=3)
     model.compile(optimizer="sgd")
     first = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history["loss"][0]

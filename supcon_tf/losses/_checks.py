@@ -1,11 +1,11 @@
 """Argument checks shared by the contrastive losses: options, embeddings,
 the queue, and the marker that turns non-finite inputs into a NaN loss."""
 
-import math
 import numbers
 
 import tensorflow as tf
 
+from supcon_tf._checks import check_positive
 from supcon_tf.losses._masks import checked_labels, label_kind
 
 CONTRAST_MODES = ("all", "one")
@@ -13,14 +13,8 @@ VARIANTS = ("out", "in")
 DENOMINATORS = ("all", "one_positive", "only_negatives")
 
 
-def _positive_number(value, name, alternative=""):
-    """`value` as a Python float; a `TypeError` / `ValueError` naming `name`
-    unless it is a finite real number > 0 (numpy scalars are fine)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number{alternative}. Received: {name}={value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value}")
-    return float(value)
+# The losses' name for the shared check.
+_positive_number = check_positive
 
 
 def _check_options(temperature, base_temperature, contrast_mode, variant,

@@ -24,7 +24,7 @@ def positive_mask(y_true, mask, batch):
     """The `[batch, batch]` float32 sample-level positive mask of `supcon_loss`:
     from class ids, one-hot / multi-hot labels, None (identity) or an explicit
     `mask`; raises `ValueError` for bad shapes (see `supcon_loss`)."""
-    return _positive_mask(y_true, y_true, mask, batch, batch, 0)
+    return pair_positive_mask(y_true, y_true, mask, batch, batch, 0)
 
 
 def _self_mask(n_anchor, n_contrast, offset):
@@ -93,8 +93,8 @@ def same_class(y_anchor, y_contrast, kind, name="y_true"):
     return tf.cond(tf.equal(tf.shape(y_anchor)[1], 1), by_ids, by_hot)
 
 
-def _positive_mask(y_anchor, y_contrast, mask, n_anchor, n_contrast, offset,
-                   dtype=tf.float32):
+def pair_positive_mask(y_anchor, y_contrast, mask, n_anchor, n_contrast, offset,
+                       dtype=tf.float32):
     """`[n_anchor, n_contrast]` positive mask between the anchors' samples
     (labels `y_anchor`) and the contrast samples (labels `y_contrast`), where
     anchor sample i is contrast sample `offset + i`. On one device both are
@@ -188,3 +188,6 @@ def _masked_logsumexp(x, mask):
         tf.exp(tf.where(mask, x - row_max, neg_inf)), axis=-1, keepdims=True)
     safe = tf.where(nonempty, total, tf.ones_like(total))
     return row_max + tf.math.log(safe), nonempty
+
+# The name other modules used.
+_positive_mask = pair_positive_mask

@@ -13,7 +13,7 @@ from supcon_tf.losses import _fused, _general
 from supcon_tf.losses._checks import (CONTRAST_MODES, DENOMINATORS, VARIANTS,  # noqa: F401
                                       _as_views, _check_options, _check_queue,
                                       _positive_number, nonfinite_marker)
-from supcon_tf.losses._masks import (IDS, _positive_mask, checked_labels,  # noqa: F401
+from supcon_tf.losses._masks import (IDS, checked_labels, pair_positive_mask,  # noqa: F401
                                      class_ids, is_class_ids, label_kind, positive_mask,
                                      validate_labels)
 from supcon_tf.losses.base import ContrastiveLoss
@@ -213,7 +213,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     n_queue = 0 if queue is None else tf.shape(queue)[0]
     if mask is not None:
         # Checks the mask's shape (and that labels were not given as well).
-        mask = _positive_mask(y_true, None, mask, batch, n_contrast, offset, dtype=tf.bool)
+        mask = pair_positive_mask(y_true, None, mask, batch, n_contrast, offset, dtype=tf.bool)
         y_contrast = check = None
     elif y_true is not None:
         y_true, check = checked_labels(y_true, batch)

@@ -15,17 +15,18 @@ The base owns making views, the one `train_step` / `test_step`, the online
 linear probe, replica-correct logs and the Keras 3 workarounds.
 """
 
-import numbers
+import functools
 
 import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
+from supcon_tf._checks import check_int, check_views  # noqa: F401  (models import them here)
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.augment import MultiView
 from supcon_tf.distribute import is_multi_worker
 from supcon_tf.encoders import as_encoder
-from supcon_tf.layers import ProjectionHead
+from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses._masks import HOT, IDS, class_ids, label_kind
 from supcon_tf.metrics import contrastive_accuracy, output_std
 from supcon_tf.models.fitting import FitChecks
@@ -56,21 +57,9 @@ def build_if_known(model, network=None):
         model.build(shape)
 
 
-def check_int(value, name, minimum, allow_none=False):
-    """`value` as a Python int >= `minimum` (numpy integers are fine), or a
-    `ValueError` naming `name` and the value received."""
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be {'None or ' if allow_none else ''}an integer "
-                         f">= {minimum}. Received: {name}={value!r}")
-    return int(value)
-
-
 def check_two_views(name, views):
     """A `ValueError` unless `views` is 2 (methods built on pairs of views)."""
-    if views != 2:
-        raise ValueError(f"{name} needs `views=2`. Received: views={views!r}")
+    check_views(name, views, 2)
 
 
 def _probe_targets(y):
@@ -94,6 +83,27 @@ class _FunctionLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return self.fn(y_true, y_pred)
+
+
+def _build_when_constructed(init):
+    """`init` of a `ContrastiveModel` subclass, followed by `build_if_known`
+    once the outermost constructor has finished (subclasses set their own
+    attributes after `super().__init__`, so the build waits for all of them)."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        # Written to __dict__ directly: Keras's attribute tracking starts only
+        # in keras.Model's constructor.
+        depth = self.__dict__.get("_constructors_running", 0)
+        self.__dict__["_constructors_running"] = depth + 1
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            self.__dict__["_constructors_running"] = depth
+        if depth == 0:
+            build_if_known(self)
+
+    return __init__
 
 
 class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
@@ -146,6 +156,13 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
 
     # Whether the method's loss has per-sample values that i-Mix can weight.
     supports_imix = True
+
+    def __init_subclass__(cls, **kwargs):
+        # Every method is built where it is constructed (when its encoder
+        # declares its input shape), in one place: here.
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _build_when_constructed(cls.__dict__["__init__"])
 
     # -- the family's registry (supcon_tf.methods) -----------------------------------
     #: The name `supcon_tf.methods.get` knows the method by (None: not a method).

@@ -7,10 +7,10 @@ import keras
 import tensorflow as tf
 
 from supcon_tf._serialization import from_config_with_objects, serialize
-from supcon_tf.layers import (byol_predictor, byol_projector, simsiam_predictor,
+from supcon_tf.heads import (byol_predictor, byol_projector, simsiam_predictor,
                               simsiam_projector)
 from supcon_tf.losses import BYOLLoss
-from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_two_views,
+from supcon_tf.models.base import (ContrastiveModel, check_two_views,
                                    feature_shape)
 from supcon_tf.models.target import MomentumModel
 from supcon_tf.optimizers import with_learning_rate
@@ -174,7 +174,7 @@ class BYOLModel(_Predicting, MomentumModel):
 
     >>> import supcon_tf as sct
     >>> enc = sct.encoders.resnet18((28, 28, 1), width=0.125)
-    >>> model = BYOLModel(enc, head=sct.layers.byol_projector(128, 512),
+    >>> model = BYOLModel(enc, head=sct.heads.byol_projector(128, 512),
     ...                   augmenter=sct.augment.simclr((28, 28, 1)))
     >>> model.compile(optimizer="adam")   # BYOLLoss()
 
@@ -200,7 +200,6 @@ class BYOLModel(_Predicting, MomentumModel):
                          probe_classes=probe_classes, **kwargs)
         self.predictor = (predictor if predictor is not None
                           else _predictor_for(self.head, byol_predictor))
-        build_if_known(self)
 
     def default_loss(self):
         return BYOLLoss()
@@ -265,7 +264,6 @@ class SimSiamModel(_Predicting, ContrastiveModel):
         self.predictor = (predictor if predictor is not None
                           else _predictor_for(self.head, simsiam_predictor))
         self.stop_gradient = bool(stop_gradient)
-        build_if_known(self)
 
     def default_loss(self):
         return keras.losses.CosineSimilarity(axis=-1)

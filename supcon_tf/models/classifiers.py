@@ -13,7 +13,7 @@ from supcon_tf.models.fitting import quiet_dataset_shuffle
 _PACKAGE = "supcon_tf"
 
 
-class _Classifier(keras.Model):
+class EncoderClassifier(keras.Model):
     """Optional augmentation, the encoder, and one Dense layer of logits."""
 
     _frozen = False
@@ -83,7 +83,7 @@ class _Classifier(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class LinearClassifier(_Classifier):
+class LinearClassifier(EncoderClassifier):
     """Stage 2: a linear classifier on a frozen encoder.
 
     Sets `encoder.trainable = False` (the encoder object is shared, so it stays
@@ -112,7 +112,7 @@ class LinearClassifier(_Classifier):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class CrossEntropyClassifier(_Classifier):
+class CrossEntropyClassifier(EncoderClassifier):
     """The cross-entropy baseline: the same encoder and a linear layer, trained
     end to end. Outputs logits.
 
@@ -123,3 +123,7 @@ class CrossEntropyClassifier(_Classifier):
         normalize_features: Standardise features before the linear layer.
             Defaults to None (False).
     """
+
+
+# The base's name in other modules of earlier versions.
+_Classifier = EncoderClassifier

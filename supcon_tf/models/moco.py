@@ -6,11 +6,11 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf.losses import MoCoLoss
-from supcon_tf.losses._checks import _positive_number
+from supcon_tf._checks import check_positive
 from supcon_tf.memory import FeatureQueue
 from supcon_tf.mixing import check_mochi, mochi_negatives
 from supcon_tf.metrics import query_key_accuracy
-from supcon_tf.models.base import build_if_known, check_int, check_two_views, feature_shape
+from supcon_tf.models.base import check_int, check_two_views, feature_shape
 from supcon_tf.models.target import MomentumModel
 
 
@@ -112,7 +112,7 @@ class MoCoModel(MomentumModel):
                          momentum=momentum, momentum_schedule=momentum_schedule,
                          probe_classes=probe_classes, **kwargs)
         self.queue_size = check_int(queue_size, "queue_size", 1)
-        self.temperature = _positive_number(temperature, "temperature")
+        self.temperature = check_positive(temperature, "temperature")
         self.symmetric = bool(symmetric)
         self.bn_groups = check_int(bn_groups, "bn_groups", 1)
         self.mochi_n, self.mochi_s, self.mochi_s_prime, self.mochi_start_epoch = (
@@ -122,7 +122,6 @@ class MoCoModel(MomentumModel):
                 shape=(), dtype="int64", initializer="zeros", trainable=False,
                 name="mochi_start_step")
         self.queue = None
-        build_if_known(self)
 
     def build(self, input_shape):
         super().build(input_shape)

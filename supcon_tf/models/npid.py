@@ -7,15 +7,15 @@ import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
-from supcon_tf.layers import ProjectionHead
+from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses.npid import KINDS as LOSSES, NPIDLoss, nce_normalizer
 from supcon_tf.memory import MemoryBank
-from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_int,
+from supcon_tf.models.base import (ContrastiveModel, check_int,
                                    feature_shape)
 
 
 
-def _split(x, name):
+def split_indexed(x, name):
     """`{"image", "index"}` -> (images, index); anything else is an error."""
     if not isinstance(x, dict) or set(x) != {"image", "index"}:
         raise ValueError(f"{name} needs each sample's dataset index: feed "
@@ -43,7 +43,7 @@ class IndexedInputs:
         raise NotImplementedError
 
     def make_views(self, x):
-        images, _ = _split(x, type(self).__name__)
+        images, _ = split_indexed(x, type(self).__name__)
         return super().make_views(images)
 
     def call(self, inputs, training=False):
@@ -148,7 +148,6 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
         self.bank_momentum = bank_momentum
         self.bank = None
         self.nce_z = None
-        build_if_known(self)
 
     def build_memory(self, dim):
         if self.bank is None:
@@ -162,7 +161,7 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
                                         dtype="int32", trainable=False, name="seen")
 
     def make_views(self, x):
-        images = tf.convert_to_tensor(_split(x, type(self).__name__)[0])
+        images = tf.convert_to_tensor(split_indexed(x, type(self).__name__)[0])
         if images.shape.rank == 4 and self.multi_view is None:
             return images[:, None]           # one view: the images as they come
         return super().make_views(x)
@@ -196,7 +195,7 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
     def contrastive_loss(self, x, y, out, sample_weight, training):
         """The compiled `NPIDLoss` on the similarities of each embedding to
         its own slot and the step's negative slots (or every slot)."""
-        _, index = _split(x, type(self).__name__)
+        _, index = split_indexed(x, type(self).__name__)
         index = self.bank.check_index(index)
         out["index"] = index
         loss = self.loss if isinstance(self.loss, NPIDLoss) else self.default_loss()

@@ -12,9 +12,9 @@ import tensorflow as tf
 from supcon_tf import _cross_replica
 from supcon_tf.clustering import concentration, kmeans
 from supcon_tf.losses.proto import ProtoNCELoss
-from supcon_tf.models.base import build_if_known, check_int
+from supcon_tf.models.base import check_int
 from supcon_tf.models.moco import MoCoModel
-from supcon_tf.models.npid import IndexedInputs, _split
+from supcon_tf.models.npid import IndexedInputs, split_indexed
 
 
 def _check_clusters(num_clusters, num_samples):
@@ -106,7 +106,6 @@ class PCLModel(IndexedInputs, MoCoModel):
         # Before MoCoModel's constructor, which builds the model when it can.
         self.proto_loss_tracker = keras.metrics.Mean(name="proto_loss")
         super().__init__(encoder, **kwargs)
-        build_if_known(self)
 
     def build_memory(self, dim):
         if self.prototypes is None:
@@ -124,7 +123,7 @@ class PCLModel(IndexedInputs, MoCoModel):
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         info_nce = super().contrastive_loss(x, y, out, sample_weight, training)
-        _, index = _split(x, type(self).__name__)
+        _, index = split_indexed(x, type(self).__name__)
         index = tf.reshape(tf.cast(index, tf.int32), [-1])
         with tf.control_dependencies([tf.debugging.assert_less(
                 index, self.num_samples, message="PCLModel: a sample index >= num_samples: "

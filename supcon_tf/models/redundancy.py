@@ -3,9 +3,9 @@ the (global) batch's statistics instead of negatives."""
 
 import keras
 
-from supcon_tf.layers import barlow_twins_projector, vicreg_expander
+from supcon_tf.heads import barlow_twins_projector, vicreg_expander
 from supcon_tf.losses import BarlowTwinsLoss, VICRegLoss
-from supcon_tf.models.base import ContrastiveModel, build_if_known, check_two_views
+from supcon_tf.models.base import ContrastiveModel, check_two_views
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
@@ -49,7 +49,6 @@ class BarlowTwinsModel(ContrastiveModel):
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          probe_classes=probe_classes, **kwargs)
         self.lambda_ = BarlowTwinsLoss(lambda_).lambda_          # checked there
-        build_if_known(self)
 
     def default_loss(self):
         return BarlowTwinsLoss(self.lambda_)
@@ -101,7 +100,6 @@ class VICRegModel(ContrastiveModel):
         checked = VICRegLoss(sim_coeff, std_coeff, cov_coeff)
         self.sim_coeff, self.std_coeff, self.cov_coeff = (
             checked.sim_coeff, checked.std_coeff, checked.cov_coeff)
-        build_if_known(self)
 
     def default_loss(self):
         return VICRegLoss(self.sim_coeff, self.std_coeff, self.cov_coeff)

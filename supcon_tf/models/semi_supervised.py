@@ -8,17 +8,17 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf._serialization import from_config_with_objects, serialize
-from supcon_tf.layers import ProjectionHead
+from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses.distillation import DistillationLoss
 from supcon_tf.models.base import build_if_known, check_int, feature_shape
-from supcon_tf.models.classifiers import _Classifier
+from supcon_tf.models.classifiers import EncoderClassifier
 from supcon_tf.models.fitting import quiet_dataset_shuffle
 
 _PACKAGE = "supcon_tf"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FineTuneClassifier(_Classifier):
+class FineTuneClassifier(EncoderClassifier):
     """Fine-tunes an encoder end to end from a layer of its projection head.
 
     SimCLR v2 pretrains with a deeper head (e.g. `ProjectionHead(128,
@@ -73,7 +73,7 @@ class FineTuneClassifier(_Classifier):
             raise ValueError("`head_layers` > 0 needs the pretrained `head`. "
                              f"Received: head=None, head_layers={head_layers}")
         if not isinstance(head, ProjectionHead):
-            raise TypeError("`head` must be a supcon_tf.layers.ProjectionHead. "
+            raise TypeError("`head` must be a supcon_tf.heads.ProjectionHead. "
                             f"Received: {type(head).__name__}")
         if head.kind != "mlp":
             raise ValueError(f"A {head.kind!r} head has no hidden layers to keep. "

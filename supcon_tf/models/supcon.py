@@ -3,7 +3,7 @@
 import keras
 
 from supcon_tf.losses import SupConLoss
-from supcon_tf.models.base import ContrastiveModel, build_if_known
+from supcon_tf.models.base import ContrastiveModel
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
@@ -57,7 +57,6 @@ class SupConModel(ContrastiveModel):
                  probe_classes=None, **kwargs):
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          probe_classes=probe_classes, **kwargs)
-        build_if_known(self)
 
     def default_loss(self):
         return SupConLoss()

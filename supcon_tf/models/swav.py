@@ -9,11 +9,12 @@ from supcon_tf import _cross_replica, augment
 from supcon_tf.augment import MultiView
 from supcon_tf.clustering import sinkhorn
 from supcon_tf.losses import SwAVLoss
-from supcon_tf.losses._checks import _positive_number
+from supcon_tf._checks import check_positive
 from supcon_tf.memory import FeatureQueue
-from supcon_tf.models.base import (ContrastiveModel, build_if_known, check_int,
+from supcon_tf.models.base import (ContrastiveModel, check_int,
                                    check_two_views, feature_shape)
-from supcon_tf.layers import Prototypes, swav_projector
+from supcon_tf.heads import swav_projector
+from supcon_tf.memory import Prototypes
 from supcon_tf._serialization import from_config_with_objects, serialize
 
 # The views whose codes are predicted (SwAV's `crops_for_assign`): the two large ones.
@@ -134,8 +135,8 @@ class SwAVModel(ContrastiveModel):
         self.prototypes = Prototypes(num_prototypes, seed=prototype_seed, name="prototypes")
         self.num_prototypes = self.prototypes.num_prototypes
         self.prototype_seed = prototype_seed
-        self.temperature = _positive_number(temperature, "temperature")
-        self.epsilon = _positive_number(epsilon, "epsilon")
+        self.temperature = check_positive(temperature, "temperature")
+        self.epsilon = check_positive(epsilon, "epsilon")
         self.sinkhorn_iterations = check_int(sinkhorn_iterations, "sinkhorn_iterations", 1)
         self.queue_size = check_int(queue_size, "queue_size", 0)
         self.queue_start_epoch = check_int(queue_start_epoch, "queue_start_epoch", 0)
@@ -147,7 +148,6 @@ class SwAVModel(ContrastiveModel):
         self.queues = None
         self.queue_start_step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
                                                 trainable=False, name="queue_start_step")
-        build_if_known(self)
 
     def default_loss(self):
         """`SwAVLoss(temperature)`; a compiled `SwAVLoss` replaces it."""

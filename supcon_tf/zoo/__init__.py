@@ -35,7 +35,7 @@ import numpy as np
 from supcon_tf import data as _data
 from supcon_tf import evaluation as _evaluation
 
-_REGISTRY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
+REGISTRY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
 _REPO_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "zoo")
 _NAME = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
@@ -49,7 +49,7 @@ _registered = {}
 
 
 def _read_registry():
-    with open(_REGISTRY_PATH) as f:
+    with open(REGISTRY_PATH) as f:
         return json.load(f)
 
 
@@ -59,7 +59,7 @@ def _entries():
     return entries
 
 
-def _check_name(name):
+def check_name(name):
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError("A zoo model name is lowercase letters, digits and single "
                          "underscores (e.g. 'fashion_mnist_resnet18_supcon'). "
@@ -75,7 +75,7 @@ def list():  # noqa: A001 - the issue's name for it
 
 def get(name):
     """The registry entry (model card facts) of `name`, as a dict."""
-    _check_name(name)
+    check_name(name)
     entries = _entries()
     if name not in entries:
         raise ValueError(f"Unknown zoo model. Available: {sorted(entries)}. "
@@ -86,7 +86,7 @@ def get(name):
 def register(name, **entry):
     """Adds (or replaces) an entry for this process, e.g. your own encoder
     hosted at a URL. Needs the keys in `REQUIRED`; `url` is optional."""
-    _check_name(name)
+    check_name(name)
     missing = [key for key in REQUIRED if key not in entry]
     if missing:
         raise ValueError(f"A zoo entry needs {REQUIRED}. Missing: {missing}")
@@ -101,7 +101,7 @@ def register(name, **entry):
 
 def unregister(name):
     """Removes an entry added with `register`."""
-    _registered.pop(_check_name(name), None)
+    _registered.pop(check_name(name), None)
 
 
 def cache_dir():
@@ -340,3 +340,8 @@ def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
             "ari": clusters["ari"],
             "train_size": len(y_train), "test_size": len(y_test),
             "test_embeddings": z_test, "test_labels": y_test}
+
+
+# Earlier private names of the two above.
+_check_name = check_name
+_REGISTRY_PATH = REGISTRY_PATH
