@@ -1,0 +1,184 @@
+"""The family's contract, for every registered method (`supcon_tf.methods`):
+fit on images with an augmenter and on pre-made views, with and without
+labels, with an odd last batch; each option either fits or is refused at
+construction with a message naming it; `.keras` round trip; resume after a
+kill; two replicas equal to one device.
+
+Each method is built by its own `from_recipe` (what `examples/pretrain.py`
+runs) on a small BatchNorm-free encoder, so one device and two replicas can
+be compared exactly."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import supcon_tf as sct
+from tests.resume import killed_then_resumed
+
+METHODS = sct.methods.names()
+SHAPE = (28, 28, 1)
+N = 26                    # batches of 8: three whole ones and an odd last batch of 2
+# Small settings of each method (what the full recipes set larger).
+SMALL = {"moco": {"queue_size": 16}, "supcon_queue": {"queue_size": 16},
+         "pcl": {"queue_size": 16, "num_clusters": (2, 3), "warmup_epochs": 0,
+                 "num_prototype_negatives": 2},
+         "npid": {"num_negatives": 8}, "swav": {"num_prototypes": 6, "queue_size": 8,
+                                                "freeze_prototypes_steps": 0}}
+# The options a model of the family may take; each either fits or is refused.
+OPTIONS = {"imix": {"imix": "mixup"}, "clae": {"adversarial_eps": 0.03},
+           "mochi": {"mochi_n": 8, "mochi_s": 4, "mochi_s_prime": 2},
+           "multi_crop": {"small_views": 2, "small_crop_size": 14}}
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = next(iter(sct.data.load("fashion_mnist", f"train[:{N}]").batch(N)))
+    return images.numpy(), labels.numpy()
+
+
+def _encoder(seed=0, shape=SHAPE):
+    """Small and BatchNorm-free; for images of any size (multi-crop) it pools."""
+    keras.utils.set_random_seed(seed)
+    any_size = shape[0] is None
+    return keras.Sequential([keras.Input(shape), keras.layers.Rescaling(1 / 255),
+                             keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                             keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                             keras.layers.GlobalAveragePooling2D() if any_size
+                             else keras.layers.Flatten(), keras.layers.Dense(8)])
+
+
+def make(name, augmenter=True, probe=True, seed=0, synchronized_bn=False, **options):
+    """A compiled model of method `name` from its class's `from_recipe`."""
+    cls = sct.methods.get(name)
+    encoder = _encoder(seed, cls.encoder_shape(SHAPE, options))
+    head = sct.heads.ProjectionHead(8, hidden_dims=(8,), batch_norm=False,
+                                    synchronized_bn=synchronized_bn, **cls.head_options)
+    recipe = sct.methods.resolve({"method": name, "epochs": 3,
+                                  "augment": {"recipe": "simclr"}})
+    context = {"recipe": recipe, "image_shape": SHAPE, "num_examples": N,
+               "synchronized_bn": synchronized_bn}
+    aug = sct.augment.simclr(SHAPE, seed=seed) if augmenter else None
+    model = cls.from_recipe(encoder, head=head, augmenter=aug,
+                            probe_classes=10 if probe and cls.labels != "drop" else None,
+                            context=context, **{**SMALL.get(name, {}), **options})
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    return model
+
+
+def dataset(name, data, labels=True, views=None, batch=8, whole=False):
+    """The method's input as its class declares it (index, labels), batched
+    without dropping the odd last batch; `views` pre-made by the pipeline."""
+    images, y = data
+    ds = tf.data.Dataset.from_tensor_slices((images, y) if labels else images)
+    cls = sct.methods.get(name)
+    if cls.indexed:
+        ds = sct.data.with_index(ds)
+    ds = ds.batch(batch, drop_remainder=whole)
+    if views:
+        make_views = sct.augment.MultiView(sct.augment.simclr(SHAPE, seed=3), views)
+
+        def premade(x, *y):
+            if isinstance(x, dict):
+                x = {**x, "image": make_views(tf.cast(x["image"], tf.float32), training=True)}
+            else:
+                x = make_views(tf.cast(x, tf.float32), training=True)
+            return (x, *y)
+
+        ds = ds.map(premade)
+    return ds
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_fits_images_and_views_with_and_without_labels(name, data):
+    model = make(name)
+    with_labels = sct.methods.get(name).labels != "drop"
+    history = model.fit(dataset(name, data, labels=with_labels), epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and "output_std" in history
+    if with_labels:
+        assert "probe_accuracy" in history
+    # Without labels (every method trains label-free; SupCon is then SimCLR).
+    history = model.fit(dataset(name, data, labels=False), epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and "probe_accuracy" not in history
+    # Views made by the input pipeline, [batch, views, H, W, C].
+    views_model = make(name, augmenter=False)
+    views = 1 if name == "npid" else 2
+    steps = []
+    count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: steps.append(b))
+    history = views_model.fit(dataset(name, data, views=views), epochs=1, verbose=0,
+                              callbacks=[count]).history
+    assert np.isfinite(history["loss"][0])
+    # Every batch trained: the odd last one too, or it is left out (with a
+    # warning) where the method needs whole batches (shuffle-BN groups).
+    assert len(steps) == (3 if getattr(views_model, "full_batches_only", False) else 4)
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("name", METHODS)
+def test_each_option_fits_or_is_refused_by_name(name, option, data):
+    args = OPTIONS[option]
+    try:
+        model = make(name, probe=False, **args)
+    except (TypeError, ValueError) as err:
+        words = {"imix": "imix", "clae": "adversarial", "mochi": "mochi",
+                 "multi_crop": "small_views"}[option]
+        assert words in str(err).lower() or "unexpected keyword" in str(err), str(err)
+        return
+    history = model.fit(dataset(name, data), epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_keras_round_trip_keeps_config_weights_and_outputs(name, data, tmp_path):
+    model = make(name)
+    model.fit(dataset(name, data), epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    # (Tuples come back as lists.)
+    assert json.dumps(loaded.get_config(), sort_keys=True, default=str) == json.dumps(
+        model.get_config(), sort_keys=True, default=str)
+    assert len(loaded.weights) == len(model.weights)
+    for a, b in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    images = tf.cast(data[0][:4], tf.float32)
+    np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
+    # It trains on from where it was (optimizer state included).
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+    loaded.fit(dataset(name, data), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_resumes_after_a_kill_from_its_backup(name, data, tmp_path):
+    callbacks = ()
+    if name == "pcl":
+        callbacks = (sct.models.PCLClustering(data[0]),)
+    killed_then_resumed(lambda: make(name), dataset(name, data), str(tmp_path / "backup"),
+                        epochs=3, kill_after=1, callbacks=callbacks)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_two_replicas_equal_one_device(name, data, strategy):
+    """The same model and global batches (views pre-made, so nothing random
+    differs) on one device and on two replicas: the same losses and every
+    weight (queues, banks, targets, prototypes) equal after two steps."""
+    ds = dataset(name, data, views=1 if name == "npid" else 2, whole=True).take(2).cache()
+    list(ds)                                       # the same views for both runs
+    results = []
+    for scope in (None, strategy):
+        with (scope.scope() if scope else tf.device("/cpu:0")):
+            # (SimSiam's projector and BYOL's and SimSiam's predictors hold
+            # BatchNorm: synchronised, it normalises over the global batch as
+            # one device does.)
+            model = make(name, augmenter=False, synchronized_bn=True)
+        history = model.fit(ds, epochs=1, verbose=0).history
+        results.append((history, model))
+    (one, m1), (two, m2) = results
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-3, atol=1e-6)
+    for a, b in zip(m2.weights, m1.weights):
+        np.testing.assert_allclose(np.asarray(a.numpy(), "float64"),
+                                   np.asarray(b.numpy(), "float64"), rtol=1e-3, atol=1e-4,
+                                   err_msg=a.path)
