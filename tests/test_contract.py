@@ -141,6 +141,8 @@ def test_keras_round_trip_keeps_config_weights_and_outputs(name, data, tmp_path)
     # (Tuples come back as lists.)
     assert json.dumps(loaded.get_config(), sort_keys=True, default=str) == json.dumps(
         model.get_config(), sort_keys=True, default=str)
+    assert json.dumps(keras.losses.serialize(loaded.loss), sort_keys=True, default=str) == \
+        json.dumps(keras.losses.serialize(model.loss), sort_keys=True, default=str)
     assert len(loaded.weights) == len(model.weights)
     for a, b in zip(loaded.weights, model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -113,20 +113,6 @@ def test_clear_errors():
         sct.models.LinearClassifier(sct.encoders.resnet18(SHAPE, width=0.0625), 1)
 
 
-def test_supcon_model_saves_and_loads(tmp_path):
-    x, y = _images(16)
-    model = _model(probe_classes=4)
-    model.compile(optimizer="adam", loss=sct.losses.SupConLoss(temperature=0.3))
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    path = str(tmp_path / "supcon.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    assert isinstance(loaded, sct.models.SupConModel) and loaded.views == 2
-    np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
-    assert loaded.loss.get_config()["temperature"] == 0.3
-    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
-
-
 def test_linear_classifier_freezes_weights_and_batchnorm_statistics(tmp_path):
     x, y = _images(64)
     encoder = sct.encoders.resnet18(SHAPE, width=0.0625)

@@ -223,34 +223,6 @@ def test_collapse_monitor_reads_zero_for_a_collapsed_model():
     assert 0.5 / np.sqrt(16) < stds[True] < 1.5 / np.sqrt(16)
 
 
-@pytest.mark.parametrize("cls", [sct.models.BYOLModel, sct.models.SimSiamModel,
-                                 sct.models.BarlowTwinsModel, sct.models.VICRegModel])
-def test_models_train_save_and_resume(tmp_path, cls):
-    x, y = _images(32)
-    backup = str(tmp_path / "backup")
-
-    def model():
-        m = _model(cls, probe_classes=4)
-        m.compile(optimizer="adam")
-        return m
-
-    resumed, history = killed_then_resumed(model, x, backup, y=y, batch_size=16)
-    assert set(history) == {"loss", "contrastive_accuracy", "output_std", "probe_loss",
-                            "probe_accuracy"}
-    assert all(np.isfinite(history["loss"]))
-    path = str(tmp_path / "model.keras")
-    resumed.save(path)
-    loaded = keras.models.load_model(path)
-    plain = lambda m: {k: v for k, v in m.get_config().items()
-                       if not isinstance(v, dict) and k != "name"}
-    assert type(loaded) is cls and plain(loaded) == plain(resumed)
-    for a, b in zip(loaded.weights, resumed.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    np.testing.assert_allclose(loaded.predict(x[:4], verbose=0),
-                               resumed.predict(x[:4], verbose=0), atol=1e-6)
-    loaded.fit(x, batch_size=16, epochs=1, verbose=0)             # trains on, no labels
-
-
 def test_predictor_learning_rate_is_constant_and_resumes(tmp_path):
     """SimSiam's fixed predictor rate: one SGD step moves the predictor by
     its own constant rate and the rest by the schedule's; the predictor's

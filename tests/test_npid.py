@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 import supcon_tf as sct
-from tests.resume import killed_then_resumed
 from supcon_tf.memory import MemoryBank
 
 
@@ -143,22 +142,6 @@ def test_npid_trains_updates_the_bank_and_round_trips(tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_npid_resumes_after_kill_with_its_bank_z_and_step_count(tmp_path):
-    images, labels = _data(n=24)
-    ds = sct.data.batches(sct.data.with_index(
-        tf.data.Dataset.from_tensor_slices((images, labels))), 8, training=True, seed=0)
-
-    def model():
-        m = _model("nce", num_negatives=8, n=24)
-        m.compile(optimizer=keras.optimizers.Adam(1e-3))
-        return m
-
-    resumed, history = killed_then_resumed(model, ds, str(tmp_path / "backup"), epochs=3,
-                                           kill_after=2)
-    assert int(resumed.steps_seen) == 9 and float(resumed.nce_z) > 0
-    assert all(np.isfinite(history["loss"]))
-
-
 def test_npid_bad_input():
     images, labels = _data(n=24)
     plain = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
@@ -185,34 +168,3 @@ def test_npid_bad_input():
         _model(n=1)
     with pytest.raises(ValueError, match="compile it with an NPIDLoss"):
         _model().compile(optimizer="adam", loss="mse")
-
-
-def test_two_replicas_equal_one_device_bank_z_and_weights(strategy):
-    """Without BatchNorm in the encoder, NPID on two replicas is NPID on one
-    device: the same loss, Z, bank and weights after three steps."""
-    images, labels = _data(n=24, seed=4)
-    results = []
-    for scope in (None, strategy):
-        keras.utils.set_random_seed(0)
-        with (scope.scope() if scope else tf.device("/cpu:0")):
-            enc = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255),
-                                    keras.layers.Conv2D(4, 3, activation="relu"),
-                                    keras.layers.GlobalAveragePooling2D()])
-            model = sct.models.NPIDModel(enc, 24, head=sct.heads.ProjectionHead(
-                4, kind="linear"), num_negatives=10, temperature=0.5)
-            model.compile(optimizer=keras.optimizers.SGD(0.5))
-            if not results:
-                weights = model.get_weights()
-            else:
-                model.set_weights(weights)
-        ds = sct.data.with_index(tf.data.Dataset.from_tensor_slices(
-            (images, labels))).batch(8, drop_remainder=True)
-        history = model.fit(ds, epochs=1, verbose=0).history
-        results.append((history, model))
-    (h1, one), (h2, two) = results
-    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-5)
-    assert float(two.nce_z.numpy()) == pytest.approx(float(one.nce_z.numpy()), rel=1e-5)
-    np.testing.assert_allclose(two.bank.read().numpy(), one.bank.read().numpy(), atol=1e-5)
-    for a, b in zip(two.trainable_weights, one.trainable_weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
-    assert not np.allclose(one.trainable_weights[0].numpy(), weights[0])   # it trained

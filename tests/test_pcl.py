@@ -7,7 +7,6 @@ import tensorflow as tf
 
 import supcon_tf as sct
 from supcon_tf.losses import proto_nce
-from tests.resume import killed_then_resumed
 
 
 def _data(n=48):
@@ -47,24 +46,6 @@ def test_pcl_warms_up_then_clusters_every_epoch_and_keeps_its_state(tmp_path):
     for a, b in zip(again.prototypes + again.phi + again.cluster_ids,
                     model.prototypes + model.phi + model.cluster_ids):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
-def test_pcl_resumes_after_kill_with_its_prototypes_and_queue(tmp_path):
-    images, labels = _data()
-    ds = sct.data.batches(sct.data.with_index(
-        tf.data.Dataset.from_tensor_slices((images, labels))), 16, training=True, seed=0)
-
-    def model():
-        m = _model()
-        m.compile(optimizer="adam")
-        return m
-
-    # Killed after epoch 2 (clustered once, at the start of epoch 2): the resumed
-    # run starts from those prototypes, phi, cluster ids and queue.
-    resumed, history = killed_then_resumed(model, ds, str(tmp_path / "backup"), epochs=3,
-                                           kill_after=2,
-                                           callbacks=[sct.models.PCLClustering(images)])
-    assert float(resumed.clustered.numpy()) == 1.0 and history["proto_loss"][0] > 0
 
 
 def test_pcl_loss_is_info_nce_plus_the_mean_proto_term():

@@ -111,34 +111,6 @@ def test_codes_come_from_the_batch_then_from_queue_and_batch():
     assert loss == pytest.approx(_reference_loss(model, out, None, 0.2, 0.1), rel=1e-5)
 
 
-def test_two_replicas_equal_one_device_codes_queue_and_weights(strategy):
-    """Without BatchNorm, SwAV on two replicas is SwAV on one device: the
-    same losses, queues, prototypes and weights after three steps (the queue
-    joins from the second step; the prototypes are frozen for the first)."""
-    views, _ = _views(24, seed=4)
-    results = []
-    for scope in (None, strategy):
-        keras.utils.set_random_seed(0)
-        with (scope.scope() if scope else tf.device("/cpu:0")):
-            model = _model(queue_size=8, freeze_prototypes_steps=1)
-            model.compile(optimizer=keras.optimizers.SGD(0.5))
-            if not results:
-                weights = model.get_weights()
-            else:
-                model.set_weights(weights)
-        ds = tf.data.Dataset.from_tensor_slices(views).batch(8, drop_remainder=True)
-        history = model.fit(ds, epochs=1, verbose=0).history
-        results.append((history, model))
-    (h1, one), (h2, two) = results
-    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-5)
-    np.testing.assert_allclose(h2["code_entropy"], h1["code_entropy"], rtol=1e-5)
-    for a, b in zip(two.queues, one.queues):
-        np.testing.assert_allclose(a.values.numpy(), b.values.numpy(), atol=1e-5)
-    for a, b in zip(two.weights, one.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
-    assert not np.allclose(one.prototypes.kernel.numpy(), weights[-1])     # it trained
-
-
 def test_prototypes_stay_frozen_then_learn_and_keep_unit_norm():
     views, _ = _views(16)
     model = _model(freeze_prototypes_steps=2)
