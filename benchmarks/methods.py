@@ -14,7 +14,7 @@ docs/RESULTS.md (64 encoder features at w0.125):
 - simsiam: projector 512-512-512 (output BatchNorm), predictor 128 -> 512;
 - barlow, vicreg: projector 1024-1024-1024.
 
-`--set negatives` times the options of the better-negatives issue instead,
+`--set negatives` times the better-negatives options instead,
 each against its base: SimCLR with HardNegativeLoss (HCL), with i-Mix
 (mixup), with CLAE (eps 0.03), and MoCo with MoCHi (N 1024, s 1024, s' 256).
 `--set memory` times the methods with a memory of the dataset or prototypes
@@ -100,7 +100,7 @@ def methods(width):
 
 
 def negatives(width):
-    """SimCLR and MoCo with the options of the better-negatives issue."""
+    """SimCLR and MoCo with the better-negatives options."""
     L = sct.heads
 
     def make(name):

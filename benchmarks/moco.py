@@ -10,7 +10,7 @@
   MoCo variants: the default (one query view, key encoder forward only,
   `bn_groups=2`), `bn_groups=1`, and `symmetric=True`. Each is timed --rounds
   times interleaved (the machine is shared and noisy), median reported.
-  Target of the MoCo issue: MoCo / SupCon step time <= 1.4.
+  Target: MoCo / SupCon step time <= 1.4.
 - loss: the loss and its gradient with a queue of --queue x --dim against the
   matrix products it cannot avoid, timed in the same run: for MoCo's loss
   (--loss_batch queries) the logits `q @ queue.T` and the queries' gradient

@@ -12,7 +12,8 @@ import supcon_tf as sct
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.relpath(p, ROOT)
-                 for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
+                 for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+                 if "def get_config" in open(p).read())
 REGISTRY = json.load(open(os.path.join(ROOT, "supcon_tf", "zoo", "registry.json")))
 
 # A value examples/pretrain.py recorded under its older flags -> where the

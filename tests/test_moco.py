@@ -119,63 +119,6 @@ def test_moco_fit_reads_queue_before_enqueue_and_updates_the_target():
     assert int(model.queue.count) == 8                   # evaluate does not enqueue
 
 
-def test_moco_supervised_queue_labels_and_probe_and_save(tmp_path):
-    x, y = _images(32)
-    model = _moco(probe_classes=4, symmetric=True)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
-    assert set(logs) == {"loss", "contrastive_accuracy", "output_std", "probe_loss",
-                          "probe_accuracy"}
-    # Symmetric: both views' keys, with their labels, 2 x 32 > 40 slots.
-    assert int(model.queue.count) == 40
-    assert set(model.queue.read()[1].numpy()) <= set(range(4))
-    logs = model.fit(x, batch_size=16, epochs=1, verbose=0).history
-    assert set(logs) == {"loss", "contrastive_accuracy", "output_std"}   # no labels: no probe logs
-    path = str(tmp_path / "moco.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    assert isinstance(loaded, sct.models.MoCoModel) and loaded.symmetric
-    for a, b in zip(loaded.weights, model.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    np.testing.assert_array_equal(loaded.queue.read()[0], model.queue.read()[0])
-    assert not loaded.target_encoder.trainable_weights and loaded.trainable_weights
-    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
-
-
-def test_moco_resume_after_kill_keeps_queue_and_target(tmp_path):
-    x, _ = _images(32)
-    backup = str(tmp_path / "backup")
-
-    class Kill(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                self.model.saved = ([w.numpy().copy() for w in self.model.queue.weights],
-                                    [w.numpy().copy() for w in self.model.target_encoder.weights])
-                raise KeyboardInterrupt
-
-    model = _moco()
-    model.compile(optimizer="adam")
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(x, batch_size=16, epochs=4, verbose=0,
-                  callbacks=[keras.callbacks.BackupAndRestore(backup), Kill()])
-    queue_state, target_state = model.saved
-
-    class Check(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            for a, b in zip(self.model.queue.weights, queue_state):
-                np.testing.assert_array_equal(a.numpy(), b)
-            for a, b in zip(self.model.target_encoder.weights, target_state):
-                np.testing.assert_array_equal(a.numpy(), b)
-            self.checked = True
-
-    resumed, check = _moco(), Check()
-    resumed.compile(optimizer="adam")
-    assert int(resumed.queue.count) == 0
-    history = resumed.fit(x, batch_size=16, epochs=4, verbose=0,
-                          callbacks=[keras.callbacks.BackupAndRestore(backup), check])
-    assert check.checked and len(history.history["loss"]) == 2   # epochs 3 and 4
-
-
 def test_shuffle_bn_keys_depend_only_on_their_group():
     """With bn_groups=2 the key of a sample is normalised with the samples of
     its (shuffled) group only: changing a sample of the other group leaves it."""

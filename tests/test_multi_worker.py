@@ -83,16 +83,17 @@ def test_two_workers_match_one_process(tmp_path):
 
 def test_pretrain_script_multi_worker(tmp_path):
     model_dir = tmp_path / "run"
-    args = ["examples/pretrain.py", "--distribute=multi_worker", "--train_size=256",
-            "--batch_size=64", "--width=0.0625", "--epochs=1", "--verbose=2",
-            f"--model_dir={model_dir}"]
+    args = ["examples/pretrain.py", "--config=configs/fashion_mnist/supcon.py",
+            "--config.distribute=multi_worker", "--config.data.train_size=256",
+            "--config.batch_size=64", "--config.encoder.width=0.0625", "--config.epochs=1",
+            "--verbose=2", f"--model_dir={model_dir}"]
     results, tmpdirs = run_workers(args, tmp_path)
     for code, out in results:
         assert code == 0, out[-3000:]
     assert "on 2 replica(s)" in results[0][1]
     assert "pretrained" not in results[1][1]  # worker 1 is not the chief
     record = json.loads((model_dir / "pretrain.json").read_text())
-    assert record["replicas"] == 2 and record["flags"]["distribute"] == "multi_worker"
+    assert record["replicas"] == 2 and record["config"]["distribute"] == "multi_worker"
     assert (model_dir / "encoder.keras").is_file() and (model_dir / "logs").is_dir()
     # Only the chief wrote: the worker's temporary outputs are gone.
     assert _worker_dirs(tmpdirs[1]) == []

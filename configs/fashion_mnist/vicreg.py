@@ -6,8 +6,14 @@ Override any value on the command line, e.g. `--config.optimizer.lr=4e-3`.
 The recipe's keys: docs/methods.md (supcon_tf.methods.DEFAULTS).
 """
 
+import os
+import runpy
+
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+# The budget shared by these configs (a file beside this one).
+with_budget = runpy.run_path(os.path.join(os.path.dirname(__file__), "budget.py"))["with_budget"]
 
 
 def get_config():
@@ -16,15 +22,4 @@ def get_config():
     c.augment = dict(recipe="simclr", crop_min_scale=0.3, color_strength=placeholder(float))
     c.head = dict(dim=1024, hidden_dims=(1024, 1024))
     c.model = dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
-    # The recipe budget of docs/RESULTS.md.
-    c.encoder = dict(name="resnet18", width=0.125, synchronized_bn=placeholder(bool))
-    c.optimizer = dict(name="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5)
-    c.epochs = 42
-    c.batch_size = 128
-    c.data = dict(dataset="fashion_mnist", train_size=placeholder(int),
-                  long_tailed_ratio=placeholder(float), long_tailed_profile="exponential")
-    c.seed = 0
-    c.jit_compile = "auto"
-    c.mixed_precision = "none"
-    c.distribute = "none"
-    return c
+    return with_budget(c)

@@ -1,7 +1,7 @@
 """Models of the contrastive family and the classifiers of the second stage.
 
 `ContrastiveModel` (models/base.py) holds what every method shares and
-`MomentumModel` (models/target.py) adds a momentum target network; each
+`MomentumModel` (models/momentum_model.py) adds a momentum target network; each
 method is a short subclass: `SupConModel` (SupCon; SimCLR without labels), `SimCLRModel` (SimCLR, labels for the probe only), `MoCoModel`
 (MoCo v2, and SupCon with a labelled queue: `SupConQueueModel`), `BYOLModel`, `SimSiamModel`,
 `BarlowTwinsModel`, `VICRegModel`, `NPIDModel` (a memory bank of the
@@ -23,7 +23,7 @@ from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
 from supcon_tf.models.semi_supervised import DistillationModel, FineTuneClassifier
 from supcon_tf.models.supcon import SimCLRModel, SupConModel
 from supcon_tf.models.swav import SwAVModel
-from supcon_tf.models.target import MomentumModel
+from supcon_tf.models.momentum_model import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel",

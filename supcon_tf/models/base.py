@@ -15,13 +15,11 @@ The base owns making views, the one `train_step` / `test_step`, the online
 linear probe, replica-correct logs and the Keras 3 workarounds.
 """
 
-import functools
-
 import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
-from supcon_tf._checks import check_int, check_views  # noqa: F401  (models import them here)
+from supcon_tf._checks import check_int  # noqa: F401  (models import it here)
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.augment import MultiView
 from supcon_tf.distribute import is_multi_worker
@@ -29,37 +27,13 @@ from supcon_tf.encoders import as_encoder
 from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses._masks import HOT, IDS, class_ids, label_kind
 from supcon_tf.metrics import contrastive_accuracy, output_std
-from supcon_tf.models.fitting import FitChecks
+from supcon_tf.models.building import (build_when_constructed, build_if_known,  # noqa: F401
+                                       check_two_views, feature_shape)
+from supcon_tf.models.fit_checks import FitChecks
 from supcon_tf.models.view_changes import (ViewChanges, check_adversarial, check_value_range,
                                            imix_layer)
 
 _PACKAGE = "supcon_tf"
-
-
-def feature_shape(encoder, input_shape):
-    """The encoder's output shape `(None, features)` for images of `input_shape`."""
-    if not encoder.built:
-        encoder.build(tuple(input_shape))
-    return (None, encoder.compute_output_shape(tuple(input_shape))[-1])
-
-
-def build_if_known(model, network=None):
-    """Builds `model` at construction when `network` (default: its encoder)
-    declares its input shape (functional models do; the image size may be
-    None, the channels must be known), so `fit` callbacks such as
-    BackupAndRestore that need a built model work from the first call, and a
-    `.keras` file keeps the optimizer's state."""
-    try:
-        shape = (model.encoder if network is None else network).input_shape
-    except (AttributeError, ValueError):
-        return
-    if isinstance(shape, tuple) and len(shape) > 1 and shape[-1] is not None:
-        model.build(shape)
-
-
-def check_two_views(name, views):
-    """A `ValueError` unless `views` is 2 (methods built on pairs of views)."""
-    check_views(name, views, 2)
 
 
 def _probe_targets(y):
@@ -83,27 +57,6 @@ class _FunctionLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return self.fn(y_true, y_pred)
-
-
-def _build_when_constructed(init):
-    """`init` of a `ContrastiveModel` subclass, followed by `build_if_known`
-    once the outermost constructor has finished (subclasses set their own
-    attributes after `super().__init__`, so the build waits for all of them)."""
-
-    @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
-        # Written to __dict__ directly: Keras's attribute tracking starts only
-        # in keras.Model's constructor.
-        depth = self.__dict__.get("_constructors_running", 0)
-        self.__dict__["_constructors_running"] = depth + 1
-        try:
-            init(self, *args, **kwargs)
-        finally:
-            self.__dict__["_constructors_running"] = depth
-        if depth == 0:
-            build_if_known(self)
-
-    return __init__
 
 
 class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
@@ -162,7 +115,7 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
         # declares its input shape), in one place: here.
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
-            cls.__init__ = _build_when_constructed(cls.__dict__["__init__"])
+            cls.__init__ = build_when_constructed(cls.__dict__["__init__"])
 
     # -- the family's registry (supcon_tf.methods) -----------------------------------
     #: The name `supcon_tf.methods.get` knows the method by (None: not a method).

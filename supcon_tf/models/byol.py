@@ -12,7 +12,7 @@ from supcon_tf.heads import (byol_predictor, byol_projector, simsiam_predictor,
 from supcon_tf.losses import BYOLLoss
 from supcon_tf.models.base import (ContrastiveModel, check_two_views,
                                    feature_shape)
-from supcon_tf.models.target import MomentumModel
+from supcon_tf.models.momentum_model import MomentumModel
 from supcon_tf.optimizers import with_learning_rate
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.encoders import as_encoder
 from supcon_tf.models.base import build_if_known, check_int, feature_shape
-from supcon_tf.models.fitting import quiet_dataset_shuffle
+from supcon_tf.models.fit_checks import quiet_dataset_shuffle
 
 _PACKAGE = "supcon_tf"
 

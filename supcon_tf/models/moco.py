@@ -11,7 +11,7 @@ from supcon_tf.memory import FeatureQueue
 from supcon_tf.mixing import check_mochi, mochi_negatives
 from supcon_tf.metrics import query_key_accuracy
 from supcon_tf.models.base import check_int, check_two_views, feature_shape
-from supcon_tf.models.target import MomentumModel
+from supcon_tf.models.momentum_model import MomentumModel
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")

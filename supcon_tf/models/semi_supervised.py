@@ -12,7 +12,7 @@ from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses.distillation import DistillationLoss
 from supcon_tf.models.base import build_if_known, check_int, feature_shape
 from supcon_tf.models.classifiers import EncoderClassifier
-from supcon_tf.models.fitting import quiet_dataset_shuffle
+from supcon_tf.models.fit_checks import quiet_dataset_shuffle
 
 _PACKAGE = "supcon_tf"
 

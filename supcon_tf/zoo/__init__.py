@@ -67,7 +67,7 @@ def check_name(name):
     return name
 
 
-def list():  # noqa: A001 - the issue's name for it
+def list():  # noqa: A001 - the zoo's public name for it
     """The zoo's entries: a list of dicts, each with its `name`, sorted by name."""
     return [dict(copy.deepcopy(entry), name=name)
             for name, entry in sorted(_entries().items())]
