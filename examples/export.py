@@ -1,11 +1,10 @@
 """Turn a finished training run into a zoo entry (or just a SavedModel).
 
-    python examples/export.py --run_dir runs/supcon --name fashion_mnist_resnet18_supcon \
-        --command "python examples/pretrain.py ..."
+    python examples/export.py --run_dir runs/supcon --name fashion_mnist_resnet18_supcon
 
 Reads the run's `model.keras` (encoder + projection head, from
 examples/pretrain.py) or `encoder.keras` (examples/train_ce.py) and its
-`pretrain.json` / `train_ce.json`, then:
+`pretrain.json` (the recipe and its config file) / `train_ce.json`, then:
 
 1. exports the encoder (with its projection head's output unless
    `--noprojection`) as a SavedModel (`supcon_tf.export.export_encoder`) and
@@ -15,7 +14,9 @@ examples/pretrain.py) or `encoder.keras` (examples/train_ce.py) and its
    and measures linear-probe and kNN top-1 on the test set exactly as
    `python -m supcon_tf.zoo eval <name>` does;
 3. writes the embedding plot `zoo/<name>/embeddings.png`, the model card
-   `zoo/<name>/README.md`, and the entry in `supcon_tf/zoo/registry.json`.
+   `zoo/<name>/README.md` (with the recipe and the command that reproduces
+   it: the config file and each value the run overrode), and the entry in
+   `supcon_tf/zoo/registry.json`.
 
 With `--savedmodel_only=PATH` it only writes the SavedModel to PATH.
 """
