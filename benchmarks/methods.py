@@ -1,18 +1,17 @@
-"""Step time of each method's `fit` against `SupConModel.fit`, in one run.
+"""Step time of each method's `fit` against SimCLR's, in one run.
 
     python benchmarks/methods.py [--batch 128] [--width 0.125] [--steps 20] [--rounds 3]
                                  [--set methods|negatives|memory]
 
 Same batch of 2 pre-made views of real Fashion-MNIST images (augmentation
-costs nothing), CIFAR-stem ResNet-18 at --width, AdamW, `jit_compile=False`
-as examples/pretrain.py, and each method's heads as in the recipe of
-docs/RESULTS.md (64 encoder features at w0.125):
-
-- supcon (simclr): ProjectionHead(128, hidden 512), SupConLoss;
-- moco: the same head, queue 4096, key encoder on one view;
-- byol: projector 512 -> 128, predictor 512 -> 128, target network on both views;
-- simsiam: projector 512-512-512 (output BatchNorm), predictor 128 -> 512;
-- barlow, vicreg: projector 1024-1024-1024.
+costs nothing), CIFAR-stem ResNet-18 at --width, AdamW, `jit_compile=False`,
+and each method as its config under configs/fashion_mnist builds it
+(`supcon_tf.methods.build`: the heads, loss and options of the zoo's recipe,
+the encoder at --width; 64 encoder features at w0.125), so a registered
+method with a config joins the table (e.g. simclr: ProjectionHead(128, hidden
+512), SupConLoss; moco: the same head, queue 4096; barlow, vicreg: projector
+1024-1024-1024). The views carry no labels, so supcon's row trains as SimCLR
+does (its own heads and temperature).
 
 `--set negatives` times the better-negatives options instead,
 each against its base: SimCLR with HardNegativeLoss (HCL), with i-Mix
@@ -69,34 +68,29 @@ def time_fits(models, ds, batch, steps, rounds, base):
         print(f"| {name} | {np.median(r):.1f} | {reference / np.median(r):.2f} |", flush=True)
 
 
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                       "fashion_mnist")
+
+
 def methods(width):
-    L = sct.heads
-
-    def make(name):
+    """Each method as its config under configs/fashion_mnist trains it (heads,
+    loss, options; the encoder at `width`), fed pre-made views: every
+    registered method whose recipe takes images alone, without an index."""
+    models = {}
+    for path in sorted(os.listdir(CONFIGS)):
+        text = open(os.path.join(CONFIGS, path)).read()
+        if "def get_config" not in text:
+            continue
+        recipe = sct.methods.resolve(sct.methods.recipe_from_file(os.path.join(CONFIGS, path)))
+        cls = sct.methods.get(recipe["method"])
+        if cls.indexed or recipe["loss"].get("name") == "HardNegativeLoss":
+            continue                           # --set memory / --set negatives time these
+        recipe["encoder"]["width"] = width
         keras.utils.set_random_seed(0)
-        encoder = sct.encoders.resnet18((28, 28, 1), width=width)
-        loss = None
-        if name == "supcon (simclr)":
-            m = sct.models.SupConModel(encoder, head=L.ProjectionHead(128, (512,)))
-            loss = sct.losses.SupConLoss(temperature=0.2)
-        elif name == "moco":
-            m = sct.models.MoCoModel(encoder, head=L.ProjectionHead(128, (512,)),
-                                     queue_size=4096)
-        elif name == "byol":
-            m = sct.models.BYOLModel(encoder, head=L.byol_projector(128, 512),
-                                     predictor=L.byol_predictor(128, 512))
-        elif name == "simsiam":
-            m = sct.models.SimSiamModel(encoder, head=L.simsiam_projector(512, 512),
-                                        predictor=L.simsiam_predictor(512, 128))
-        elif name == "barlow":
-            m = sct.models.BarlowTwinsModel(encoder, head=L.barlow_twins_projector(1024, 1024))
-        else:
-            m = sct.models.VICRegModel(encoder, head=L.vicreg_expander(1024, 1024))
-        m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=loss, jit_compile=False)
-        return m
-
-    names = ["supcon (simclr)", "moco", "byol", "simsiam", "barlow", "vicreg"]
-    return {name: make(name) for name in names}
+        model, loss = sct.methods.build(recipe, (28, 28, 1))
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=loss, jit_compile=False)
+        models[path[:-3]] = model
+    return models
 
 
 def negatives(width):
@@ -188,7 +182,7 @@ def main():
     if args.set == "negatives":
         models, base = negatives(args.width), "simclr"
     else:
-        models, base = methods(args.width), "supcon (simclr)"
+        models, base = methods(args.width), "simclr"
     time_fits(models, premade_views(args.batch, args.steps), args.batch, args.steps,
               args.rounds, base)
 
