@@ -79,11 +79,12 @@ def describe(entry):
     return sct.methods.describe(entry["recipe"])
 
 
-def training_command(config_file, recipe, run_dir):
-    """The pretrain.py command of `recipe`: its config file and an override
-    for every value that differs from the file's."""
-    overrides = sct.methods.overrides(sct.methods.recipe_from_file(config_file), recipe)
-    return " ".join(["python examples/pretrain.py", f"--config {config_file}", *overrides,
+def training_command(config_file, recipe, run_dir, script="pretrain.py"):
+    """The command of `recipe`: its config file and an override for every
+    value that differs from the file's."""
+    base = sct.methods.recipe_from_file(config_file)
+    overrides = sct.methods.overrides(base, recipe, resolved=script == "pretrain.py")
+    return " ".join([f"python examples/{script}", f"--config {config_file}", *overrides,
                      f"--model_dir {run_dir}"])
 
 
@@ -98,10 +99,10 @@ def load_run(run_dir):
             break
     else:
         raise FileNotFoundError(f"No pretrain.json or train_ce.json in {run_dir}")
+    if "config" not in record:
+        raise ValueError(f"{path} has no recipe (`config`): a run of an older script; "
+                         "train it again with --config.")
     if method is None:
-        if "config" not in record:
-            raise ValueError(f"{path} has no recipe (`config`): a run of an older "
-                             "pretrain.py; train it again with --config.")
         method = record["config"]["method"]
         model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
         return model.encoder, model.head, record, method
@@ -249,8 +250,7 @@ def main(argv):
     encoder, head, record, method = load_run(FLAGS.run_dir)
     if not FLAGS.projection:
         head = None
-    recipe = record.get("config") or {"data": {"dataset": record["flags"]["dataset"]}}
-    image_shape = served_shape(encoder, recipe["data"]["dataset"], FLAGS.data_dir)
+    image_shape = served_shape(encoder, record["config"]["data"]["dataset"], FLAGS.data_dir)
     if FLAGS.savedmodel_only:
         path = sct.export.export_encoder(encoder, FLAGS.savedmodel_only, head=head,
                                          overwrite=FLAGS.overwrite, image_shape=image_shape)
@@ -280,23 +280,20 @@ def main(argv):
                                            "encoder alone" if head is not None else "")
             + ". Nothing was written.")
     write_atomic(archive, packed)
-    if method == "ce":
-        flags_ = record["flags"]
-        described = {"dataset": flags_["dataset"], "encoder": flags_["encoder"],
-                     "width": flags_["width"], "epochs": flags_["epochs"],
-                     "batch_size": flags_["batch_size"], "command": FLAGS.command,
-                     "training_flags": flags_}
-    else:
-        recipe = record["config"]
-        described = {"dataset": recipe["data"]["dataset"], "encoder": recipe["encoder"]["name"],
-                     "width": recipe["encoder"]["width"], "epochs": recipe["epochs"],
-                     "batch_size": recipe["batch_size"], "config": record["config_file"],
-                     "recipe": recipe,
-                     "command": FLAGS.command or training_command(record["config_file"],
-                                                                  recipe, FLAGS.run_dir)}
+    recipe = record["config"]
+    command = FLAGS.command or training_command(
+        record["config_file"], recipe, FLAGS.run_dir,
+        "train_ce.py" if method == "ce" else "pretrain.py")
     entry = {
         "method": method,
-        **described,
+        "dataset": recipe["data"]["dataset"],
+        "encoder": recipe["encoder"]["name"],
+        "width": recipe["encoder"]["width"],
+        "epochs": recipe["epochs"],
+        "batch_size": recipe["batch_size"],
+        "config": record["config_file"],
+        "recipe": recipe,
+        "command": command,
         "parameters": int(encoder.count_params()),
         "input_shape": list(image_shape),
         "preprocessing": PREPROCESSING,

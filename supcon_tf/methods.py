@@ -236,10 +236,14 @@ def _flag_value(value):
     return str(value)
 
 
-def overrides(base, recipe):
+def overrides(base, recipe, resolved=True):
     """The `--config.<key>=<value>` flags that turn recipe `base` (a config
-    file's) into `recipe`, in key order: what a run's command line added."""
-    old, new = _flat(resolve(base)), _flat(resolve(recipe))
+    file's) into `recipe`, in key order: what a run's command line added.
+    `resolved=False` compares the dicts as they are (a recipe of another
+    script, e.g. examples/train_ce.py's)."""
+    if resolved:
+        base, recipe = resolve(base), resolve(recipe)
+    old, new = _flat(base), _flat(recipe)
     return [f"--config.{key}={_flag_value(new[key])}" for key in sorted(new)
             if old.get(key, object()) != new[key]]
 

@@ -20,7 +20,6 @@ def _config(name, train_size=512, batch_size=128):
 
 
 TINY = _config("supcon")
-CE_TINY = ["--train_size", "512", "--batch_size", "128", "--width", "0.0625", "--verbose", "2"]
 
 
 def _env():
@@ -109,7 +108,7 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
 
 
 @pytest.mark.parametrize("script,extra", [
-    ("train_ce.py", [*CE_TINY, "--long_tailed_ratio", "10", "--batch_size", "64"]),
+    ("train_ce.py", [*_config("ce", batch_size=64), "--config.data.long_tailed_ratio=10"]),
     ("pretrain.py", [*_config("hcl"), "--config.mixed_precision=mixed_bfloat16",
                      "--config.jit_compile=true", "--config.loss.tau_plus=0.05",
                      "--config.augment.color_strength=1.25",
@@ -120,11 +119,13 @@ def test_pretrain_resumes_after_being_killed_then_linear_eval(tmp_path):
                      "--config.model.mochi_s_prime=8"]),
 ])
 def test_other_entry_points_run(tmp_path, script, extra):
-    out = _run(script, *extra, "--epochs" if script == "train_ce.py" else "--config.epochs=1",
-               *(["1"] if script == "train_ce.py" else []), "--model_dir", str(tmp_path))
+    out = _run(script, *extra, "--model_dir", str(tmp_path))
     assert os.path.exists(os.path.join(tmp_path, "encoder.keras")), out[-2000:]
     if script == "train_ce.py":
         assert "cross-entropy: test top-1" in out and "many/medium/few-shot" in out
+        record = json.loads(open(os.path.join(tmp_path, "train_ce.json")).read())
+        assert record["config"]["data"]["long_tailed_ratio"] == 10
+        assert record["config_file"] == "configs/fashion_mnist/ce.py"
         return
     import keras
     import supcon_tf
