@@ -121,3 +121,12 @@ def test_each_config_builds_its_model_and_trains_a_step(path, images):
                         callbacks=model.recipe_callbacks(images.map(lambda x, y: x)))
     assert np.isfinite(history.history["loss"][0])
     assert model.optimizer.iterations.numpy() == 2
+
+
+def test_a_pcl_recipe_shorter_than_its_warm_up_is_refused():
+    """It would train MoCo alone (pretrain.py turns this into a usage error)."""
+    recipe = sct.methods.recipe_from_file(os.path.join(ROOT, "configs/fashion_mnist/pcl.py"))
+    recipe.update(epochs=4)
+    recipe["encoder"]["width"] = 0.0625
+    with pytest.raises(ValueError, match="would train MoCo alone"):
+        sct.methods.build(recipe, (28, 28, 1), num_examples=64, num_classes=10)
