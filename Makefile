@@ -11,8 +11,9 @@ quickstart: setup
 	$(PYTHON) examples/quickstart.py
 
 # Two test processes: most of a test's time is single-threaded (Python, tracing,
-# process start-up), so two overlap well even on two cores.
+# process start-up), so two overlap well even on two cores (more thrash there).
+# `loadgroup`: tests marked `xdist_group` run on one worker (sharing a fixture).
 TEST_WORKERS ?= 2
 
 test: setup
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests

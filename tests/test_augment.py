@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -181,3 +183,12 @@ def test_random_resized_crop_compiles_with_xla():
     out = tf.function(lambda x: layer(x, training=True), jit_compile=True)(images)
     assert out.shape == (4, 20, 20, 1)
     assert np.all(np.isfinite(out.numpy())) and out.numpy().max() <= 255.0 + 1e-3
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"recipe": "supcon", "color_strength": 1.0}, "`color_strength` needs the 'simclr' recipe"),
+    ({"recipe": "byol"}, "Received: recipe='byol'"),
+])
+def test_recipe_spec_bad_values(spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        augment.from_spec(spec, (28, 28, 1))
