@@ -208,3 +208,96 @@ class Conv2D(keras.layers.Conv2D):
             return super().convolution_op(inputs, kernel)
         inputs = tf.convert_to_tensor(inputs)
         return _same_conv_stride_1(inputs, tf.cast(tf.convert_to_tensor(kernel), inputs.dtype))
+
+
+# -- CMC: one backbone per signal of the image --------------------------------------
+
+SIGNALS = ("image", "gradient", "laplacian")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ViewSignal(keras.layers.Layer):
+    """A fixed signal derived from images `[batch, H, W, C]` in the library's
+    0-255 pixel range, in the same range and shape: the views of Contrastive
+    Multiview Coding (`supcon_tf.models.CMCModel`) for images without colour
+    channels to split.
+
+    - `"image"`: the image itself (intensity).
+    - `"gradient"`: the Sobel gradient magnitude of each channel,
+      `sqrt(dx^2 + dy^2) / (4 sqrt 2)` (edges: where intensity changes,
+      not what it is).
+    - `"laplacian"`: `|Laplacian| / 4` of each channel (the 4-neighbour
+      kernel; second-order structure: lines and corners).
+
+    Each is at most 255 for inputs in [0, 255]. Reflect-padded, so borders
+    give no false edges.
+
+    Args:
+        kind: One of `SIGNALS`.
+    """
+
+    def __init__(self, kind="image", **kwargs):
+        super().__init__(**kwargs)
+        if kind not in SIGNALS:
+            raise ValueError(f"`kind` must be one of {SIGNALS}. Received: kind={kind!r}")
+        self.kind = kind
+
+    def call(self, images):
+        x = tf.cast(images, self.compute_dtype)
+        if self.kind == "image":
+            return x
+        if self.kind == "gradient":
+            edges = tf.image.sobel_edges(tf.cast(x, tf.float32))       # [B, H, W, C, 2]
+            magnitude = tf.sqrt(tf.reduce_sum(tf.square(edges), -1) + 1e-12)
+            return tf.cast(magnitude / (4.0 * 2.0 ** 0.5), self.compute_dtype)
+        channels = x.shape[-1]
+        kernel = tf.constant([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
+        padded = tf.pad(tf.cast(x, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], "REFLECT")
+        lap = tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+        return tf.cast(tf.abs(lap) / 4.0, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+def multi_view(backbone, signals=("image", "gradient"), name="multi_view_encoder"):
+    """An encoder of one backbone per signal (CMC's "one network per view"):
+    `images -> concat_m backbone_m(ViewSignal(signals[m])(images))`.
+
+    Each backbone is a fresh copy of `backbone`'s architecture
+    (`keras.models.clone_model`, new weights), so the features are
+    `[batch, len(signals) * F]`, the signals' features side by side in
+    `signals` order.
+
+    Args:
+        backbone: An encoder (`as_encoder`) with a known input shape.
+        signals: Names from `SIGNALS`, at least 2, all different.
+        name: The model's name.
+    """
+    backbone = as_encoder(backbone)
+    signals = tuple(signals)
+    if len(signals) < 2 or len(set(signals)) != len(signals):
+        raise ValueError("`signals` must name at least 2 different signals. "
+                         f"Received: signals={signals!r}")
+    for kind in signals:
+        if kind not in SIGNALS:
+            raise ValueError(f"`signals` must be names from {SIGNALS}. Received: {kind!r}")
+    shape = tuple(backbone.input_shape[1:])
+    images = keras.Input(shape, name="images")
+    features = []
+    for kind in signals:
+        copy = keras.models.clone_model(backbone)
+        copy.name = f"{kind}_{backbone.name}"
+        features.append(copy(ViewSignal(kind, name=f"{kind}_signal")(images)))
+    return keras.Model(images, keras.layers.Concatenate(name="features")(features), name=name)
+
+
+def view_signals(encoder):
+    """The signals of a `multi_view` encoder, in feature order (empty for
+    any other encoder)."""
+    return tuple(layer.kind for layer in getattr(encoder, "layers", ())
+                 if isinstance(layer, ViewSignal))

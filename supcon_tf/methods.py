@@ -273,6 +273,6 @@ def describe(recipe):
 for _cls in (models.SupConModel, models.SimCLRModel, models.MoCoModel,
              models.SupConQueueModel, models.BYOLModel, models.SimSiamModel,
              models.BarlowTwinsModel, models.VICRegModel, models.NPIDModel, models.PCLModel,
-             models.SwAVModel):
+             models.SwAVModel, models.CMCModel):
     register(_cls)
 del _cls

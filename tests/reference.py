@@ -311,3 +311,22 @@ def swav_reference(codes, scores, temperature=0.1):
             total += sub / (views - 1)
         out[i] = total / coded
     return out
+
+
+def cmc_reference(z, temperature=0.07, graph="core"):
+    """CMC's objective per sample, in float64 loops (Tian et al., eqs. 2, 6,
+    7): for each pair of the graph, both directions, the cross-entropy of
+    sample s's view a against view b of every sample, s's own the positive."""
+    z = np.asarray(z, np.float64)
+    z = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    n, m = z.shape[:2]
+    pairs = ([(0, j) for j in range(1, m)] if graph == "core"
+             else [(i, j) for i in range(m) for j in range(i + 1, m)])
+    out = np.zeros(n)
+    for s in range(n):
+        for i, j in pairs:
+            for a, b in ((i, j), (j, i)):
+                logits = [float(z[s, a] @ z[t, b]) / temperature for t in range(n)]
+                top = max(logits)
+                out[s] += top + math.log(sum(math.exp(v - top) for v in logits)) - logits[s]
+    return out

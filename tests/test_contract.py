@@ -27,6 +27,8 @@ SMALL = {"moco": {"queue_size": 16}, "supcon_queue": {"queue_size": 16},
                  "num_prototype_negatives": 2},
          "npid": {"num_negatives": 8}, "swav": {"num_prototypes": 6, "queue_size": 8,
                                                 "freeze_prototypes_steps": 0}}
+# Views per image the pipeline makes, where a method reads one crop.
+VIEWS = {"npid": 1, "cmc": 1}
 # The options a model of the family may take; each either fits or is refused.
 OPTIONS = {"imix": {"imix": "mixup"}, "clae": {"adversarial_eps": 0.03},
            "mochi": {"mochi_n": 8, "mochi_s": 4, "mochi_s_prime": 2},
@@ -104,7 +106,7 @@ def test_fits_images_and_views_with_and_without_labels(name, data):
     # which pass the model's augmenter by.
     steps = []
     count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: steps.append(b))
-    views = dataset(name, data, labels=False, views=1 if name == "npid" else 2)
+    views = dataset(name, data, labels=False, views=VIEWS.get(name, 2))
     history = model.fit(views, epochs=1, verbose=0, callbacks=[count]).history
     assert np.isfinite(history["loss"][0]) and "probe_accuracy" not in history
     # Every batch trained: the odd last one too, or it is left out (with a
@@ -164,7 +166,7 @@ def test_two_replicas_equal_one_device(name, data, strategy):
     """The same model and global batches (views pre-made, so nothing random
     differs) on one device and on two replicas: the same losses and every
     weight (queues, banks, targets, prototypes) equal after two steps."""
-    ds = dataset(name, data, views=1 if name == "npid" else 2, whole=True).take(2).cache()
+    ds = dataset(name, data, views=VIEWS.get(name, 2), whole=True).take(2).cache()
     list(ds)                                       # the same views for both runs
     results = []
     for scope in (None, strategy):

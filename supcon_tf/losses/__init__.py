@@ -6,7 +6,8 @@ normalised distance, from Keras's own cosine similarity.
 `HardNegativeLoss` is HCL's reweighted negatives (with `beta=0` the debiased
 loss). `ProtoNCELoss` is PCL's prototype term for one clustering; `SwAVLoss`
 SwAV's swapped prediction of Sinkhorn codes; `NPIDLoss` NPID's NCE / softmax
-against a memory bank; `DistillationLoss` SimCLR v2's distillation.
+against a memory bank; `DistillationLoss` SimCLR v2's distillation;
+`CMCLoss` Contrastive Multiview Coding's pairwise InfoNCE over M views.
 
 One contract (`ContrastiveLoss`, losses/base.py): `loss(y_true, y_pred,
 sample_weight=None, **inputs)`, where `inputs` are what the loss reads beyond
@@ -15,6 +16,7 @@ the embeddings (`queue=`, `queue_labels=`, `extra_negatives=`, `centroids=`,
 
 from supcon_tf.losses.base import ContrastiveLoss
 from supcon_tf.losses.byol import BYOLLoss
+from supcon_tf.losses.cmc import CMCLoss, cmc_loss
 from supcon_tf.losses.distillation import DistillationLoss, distillation_loss
 from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
                                             hard_negative_terms)
@@ -26,8 +28,8 @@ from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twi
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
-__all__ = ["BYOLLoss", "BarlowTwinsLoss", "ContrastiveLoss", "DistillationLoss",
+__all__ = ["BYOLLoss", "BarlowTwinsLoss", "CMCLoss", "ContrastiveLoss", "DistillationLoss",
            "HardNegativeLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "distillation_loss",
+           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "cmc_loss", "distillation_loss",
            "hard_negative_loss", "hard_negative_terms", "moco_loss", "npid_loss", "proto_nce",
            "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

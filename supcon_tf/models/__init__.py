@@ -6,7 +6,8 @@ method is a short subclass: `SupConModel` (SupCon; SimCLR without labels), `SimC
 (MoCo v2, and SupCon with a labelled queue: `SupConQueueModel`), `BYOLModel`, `SimSiamModel`,
 `BarlowTwinsModel`, `VICRegModel`, `NPIDModel` (a memory bank of the
 dataset), `PCLModel` (MoCo with ProtoNCE; `PCLClustering` re-clusters), `SwAVModel`
-(swapped prediction of Sinkhorn codes over prototypes). `LinearClassifier` and
+(swapped prediction of Sinkhorn codes over prototypes), `CMCModel` (Contrastive
+Multiview Coding: a network per signal of the image). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -15,6 +16,7 @@ projection head) and `DistillationModel` (models/semi_supervised.py).
 from supcon_tf.metrics import contrastive_accuracy
 from supcon_tf.models.base import ContrastiveModel
 from supcon_tf.models.byol import BYOLModel, SimSiamModel
+from supcon_tf.models.cmc import CMCModel, MultiViewHead
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel, SupConQueueModel
 from supcon_tf.models.npid import NPIDModel
@@ -25,7 +27,7 @@ from supcon_tf.models.supcon import SimCLRModel, SupConModel
 from supcon_tf.models.swav import SwAVModel
 from supcon_tf.models.momentum_model import MomentumModel
 
-__all__ = ["BYOLModel", "BarlowTwinsModel", "ContrastiveModel", "CrossEntropyClassifier",
+__all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "LinearClassifier", "MoCoModel",
            "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimCLRModel",
            "SimSiamModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",

@@ -20,8 +20,8 @@ def imix_layer(imix, alpha, views, name, supports_imix):
                          f"whole batch, with no per-sample values to weight. "
                          f"Received: imix={imix!r}")
     if views != 2:
-        raise ValueError(f"i-Mix mixes view 0 and pairs it with view 1: it needs views=2. "
-                         f"Received: views={views!r}")
+        raise ValueError(f"i-Mix mixes view 0 and pairs it with view 1: {name} with "
+                         f"`imix` needs views=2. Received: views={views!r}, imix={imix!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
         raise ValueError(f"`imix_alpha` must be a number > 0. Received: imix_alpha={alpha!r}")
     if imix == "mixup":
