@@ -301,3 +301,15 @@ def view_signals(encoder):
     any other encoder)."""
     return tuple(layer.kind for layer in getattr(encoder, "layers", ())
                  if isinstance(layer, ViewSignal))
+
+
+def signal_branches(encoder):
+    """`[(ViewSignal layer, backbone), ...]` of a `multi_view` encoder, in
+    feature order: each signal's own path, to run on its own input."""
+    signals = [layer for layer in encoder.layers if isinstance(layer, ViewSignal)]
+    backbones = [layer for layer in encoder.layers if isinstance(layer, keras.Model)]
+    pairs = list(zip(signals, backbones))
+    if len(signals) != len(backbones) or any(
+            not backbone.name.startswith(f"{signal.kind}_") for signal, backbone in pairs):
+        raise ValueError(f"{encoder.name} is not an encoder of `multi_view`.")
+    return pairs

@@ -95,17 +95,44 @@ def test_multi_view_encoder_is_one_fresh_backbone_per_signal():
             sct.encoders.multi_view(backbone, signals)
 
 
-def test_model_refuses_several_crops_and_reads_one():
+def test_model_reads_one_crop_or_one_per_signal():
     backbone = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                                  keras.layers.Dense(4)])
-    with pytest.raises(ValueError, match="needs views=1.*Received: views=2"):
+    with pytest.raises(ValueError, match=r"crops='shared' reads 1 crop.*Received: views=2"):
         sct.models.CMCModel(backbone, views=2)
+    with pytest.raises(ValueError, match="Received: crops='random'"):
+        sct.models.CMCModel(backbone, crops="random")
+    for option in ({"imix": "mixup"}, {"adversarial_eps": 0.03}):
+        with pytest.raises(ValueError, match="neither i-Mix nor adversarial views"):
+            sct.models.CMCModel(backbone, crops="independent", **option)
     model = sct.models.CMCModel(backbone, head=sct.heads.ProjectionHead(6, kind="linear"),
                                 signals=("image", "gradient", "laplacian"))
     assert [h.name for h in model.head.heads] == ["image_head", "gradient_head",
                                                   "laplacian_head"]
-    x = np.zeros((2, 8, 8, 1), "float32")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype("float32")
     assert tuple(model(x).shape) == (2, 18)               # the signals' embeddings
     assert tuple(model.encoder(x).shape) == (2, 12)       # the features, side by side
-    with pytest.raises(ValueError, match=r"one crop per image.*Received: views.shape"):
+    assert tuple(model(x[:, None]).shape) == (2, 3, 6)    # each signal's, for the loss
+    with pytest.raises(ValueError, match=r"reads 1 crop.*Received: views.shape"):
         model.forward(tf.zeros((2, 2, 8, 8, 1)), training=False)
+    # Independent crops: signal m of crop m through its own backbone.
+    model = sct.models.CMCModel(backbone, signals=("image", "gradient"), crops="independent")
+    assert model.views == 2
+    crops = np.random.default_rng(1).uniform(0, 255, (2, 2, 8, 8, 1)).astype("float32")
+    (image, image_net), (gradient, gradient_net) = sct.encoders.signal_branches(model.encoder)
+    expected = np.concatenate([image_net(crops[:, 0]), gradient_net(gradient(crops[:, 1]))], 1)
+    out = model.forward(tf.constant(crops), training=False)
+    np.testing.assert_allclose(out["features"][:, 0], expected, rtol=1e-5)
+    assert tuple(out["projections"].shape) == (2, 2, 128)
+    loaded = sct.models.CMCModel.from_config(model.get_config())
+    assert loaded.crops == "independent" and loaded.views == 2
+
+
+def test_accuracy_is_cross_view_retrieval():
+    backbone = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(4)])
+    model = sct.models.CMCModel(backbone)
+    a = np.eye(4, 3 * 4, dtype="float32")[:, :4]                      # 4 orthogonal rows
+    b = a[[0, 1, 3, 2]]                                                 # 2 and 3 swapped
+    model.update_metrics(None, {"projections": tf.constant(np.stack([a, b], 1))})
+    assert float(model.contrastive_accuracy_tracker.result()) == pytest.approx(0.5)

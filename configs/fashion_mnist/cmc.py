@@ -2,11 +2,13 @@
 
     python examples/pretrain.py --config configs/fashion_mnist/cmc.py --model_dir runs/cmc
 
-Two views of each crop: the image and its Sobel gradient magnitude, each with
-its own ResNet-18 at half the budget's width (the paper halves each view's
-network, so the concatenated features are as wide as one network's), a linear
-head to 128 each, the core-view graph at temperature 0.07 (CMC's) with the
-global batch as negatives. `--config.model.signals="('image', 'gradient',
+Two views: the image and its Sobel gradient magnitude, each of its own
+augmented crop (`crops="independent"`: on one shared crop the gradient is a
+function of the image and the views are matched by pixel positions alone;
+docs/results/views.md), each with its own ResNet-18 at half the budget's
+width (the paper halves each view's network, so the concatenated features
+are as wide as one network's), a linear head to 128 each, the core-view
+graph at temperature 0.07 (CMC's) with the global batch as negatives. `--config.model.signals="('image', 'gradient',
 'laplacian')"` adds a third view; `--config.loss.graph=full` contrasts every pair.
 The recipe's keys: docs/methods.md (supcon_tf.methods.DEFAULTS).
 """
@@ -26,7 +28,7 @@ def get_config():
     c.method = "cmc"
     c.augment = dict(recipe="simclr", crop_min_scale=0.3, color_strength=placeholder(float))
     c.head = dict(dim=128, hidden_dims=placeholder(tuple))
-    c.model = dict(signals=("image", "gradient"))
+    c.model = dict(signals=("image", "gradient"), crops="independent")
     c.loss = dict(name="CMCLoss", temperature=0.07, graph="core")
     c = with_budget(c)
     c.encoder.width = 0.0625

@@ -4,15 +4,17 @@ embeddings contrasted pair by pair."""
 import keras
 import tensorflow as tf
 
+from supcon_tf import _cross_replica
 from supcon_tf._checks import check_choice
 from supcon_tf._serialization import from_config_with_objects, serialize
-from supcon_tf.encoders import multi_view, view_signals
+from supcon_tf.encoders import multi_view, signal_branches, view_signals
 from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses import CMCLoss
 from supcon_tf.losses.cmc import GRAPHS
 from supcon_tf.models.base import ContrastiveModel
 
 _PACKAGE = "supcon_tf"
+CROPS = ("shared", "independent")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -76,9 +78,12 @@ class CMCModel(ContrastiveModel):
     what the probe, linear evaluation and export read) is the views'
     features side by side, as the paper concatenates L and ab.
 
-    One augmented crop per image (`views=1`, the paper's: the signals of a
-    view are of the same crop); the signals are the views. Labels reach
-    only the online probe.
+    `crops="shared"` (the paper's): one augmented crop per image, every
+    signal of that crop. A signal derived from the image (its gradient) is
+    a function of it, so on one crop the views can be matched by where the
+    pixels are alone; `crops="independent"` gives each signal its own
+    augmented crop (`views` = the number of signals), so that what the views
+    share is the object, not the crop. Labels reach only the online probe.
 
     Args:
         encoder: A backbone for one signal (it is copied per signal, fresh
@@ -91,7 +96,9 @@ class CMCModel(ContrastiveModel):
         graph: `"core"` or `"full"` (`CMCLoss`'s default when `compile`
             gets no loss). Defaults to `"core"`.
         temperature: `CMCLoss`'s default temperature. Defaults to 0.07.
-        augmenter, probe_classes: As `ContrastiveModel`. `views` must be 1.
+        crops: `"shared"` or `"independent"`. Defaults to `"shared"`.
+        augmenter, probe_classes: As `ContrastiveModel`. `views` follows
+            `crops` (1, or one per signal); another value is an error.
 
     Reference:
         Tian, Krishnan, Isola, "Contrastive Multiview Coding", ECCV 2020.
@@ -102,17 +109,25 @@ class CMCModel(ContrastiveModel):
     labels = "probe"
     head_options = {"kind": "linear"}
 
-    def __init__(self, encoder, head=None, augmenter=None, views=1, probe_classes=None,
-                 signals=("image", "gradient"), graph="core", temperature=0.07, **kwargs):
-        if views != 1:
-            raise ValueError("CMCModel contrasts signals of one crop: it needs views=1 "
-                             f"(`signals` are its views). Received: views={views!r}")
+    def __init__(self, encoder, head=None, augmenter=None, views=None, probe_classes=None,
+                 signals=("image", "gradient"), graph="core", temperature=0.07,
+                 crops="shared", **kwargs):
         built_signals = view_signals(encoder)
         if built_signals:
             signals = built_signals
         else:
             encoder = multi_view(encoder, signals)
         signals = tuple(signals)
+        crops = check_choice(crops, "crops", CROPS)
+        if kwargs.get("imix") is not None or kwargs.get("adversarial_eps", 0.0):
+            raise ValueError("CMCModel supports neither i-Mix nor adversarial views (both "
+                             "pair two crops through one encoder). Received: "
+                             f"imix={kwargs.get('imix')!r}, "
+                             f"adversarial_eps={kwargs.get('adversarial_eps', 0.0)!r}")
+        expected = 1 if crops == "shared" else len(signals)
+        if views is not None and views != expected:
+            raise ValueError(f"CMCModel with crops={crops!r} reads {expected} crop(s) per image "
+                             f"(views={expected}). Received: views={views!r}")
         graph = check_choice(graph, "graph", GRAPHS)
         CMCLoss(temperature)             # checks the temperature now
         if not isinstance(head, MultiViewHead):
@@ -123,9 +138,10 @@ class CMCModel(ContrastiveModel):
         elif len(head.heads) != len(signals):
             raise ValueError(f"`head` has {len(head.heads)} heads for {len(signals)} "
                              f"signals {signals}.")
-        super().__init__(encoder, head=head, augmenter=augmenter, views=1,
+        super().__init__(encoder, head=head, augmenter=augmenter, views=expected,
                          probe_classes=probe_classes, **kwargs)
         self.signals, self.graph, self.temperature = signals, graph, float(temperature)
+        self.crops = crops
 
     def default_loss(self):
         return CMCLoss(temperature=self.temperature, graph=self.graph)
@@ -133,10 +149,16 @@ class CMCModel(ContrastiveModel):
     def forward(self, views, training):
         """The view's features `[batch, 1, M * F]` (what the probe reads) and
         each signal's embedding `[batch, M, D]`."""
-        if views.shape[1] is not None and views.shape[1] != 1:
-            raise ValueError("CMCModel reads one crop per image ([batch, 1, H, W, C]); its "
-                             f"signals are its views. Received: views.shape={views.shape}")
-        features = self.encoder(views[:, 0], training=training)
+        if views.shape[1] is not None and views.shape[1] != self.views:
+            raise ValueError(f"CMCModel with crops={self.crops!r} reads {self.views} crop(s) "
+                             f"per image ([batch, {self.views}, H, W, C]). "
+                             f"Received: views.shape={views.shape}")
+        if self.crops == "shared":
+            features = self.encoder(views[:, 0], training=training)
+        else:                               # signal m of crop m, through its own backbone
+            features = tf.concat([backbone(signal(views[:, m]), training=training)
+                                  for m, (signal, backbone)
+                                  in enumerate(signal_branches(self.encoder))], axis=-1)
         return {"features": features[:, None], "projections": self.head(features,
                                                                         training=training)}
 
@@ -154,12 +176,25 @@ class CMCModel(ContrastiveModel):
         return self.loss_object()(None, out["projections"], sample_weight=sample_weight)
 
     def update_metrics(self, y, out):
-        super().update_metrics(None, out)
+        """`contrastive_accuracy`: how often a sample's view 0 embedding is
+        nearest (cosine, over the global batch) to its own view 1 embedding
+        among every sample's, and the same from view 1 to view 0: the
+        retrieval the loss trains (the signals' heads embed in spaces of
+        their own, so the family's nearest-other-view metric does not apply)."""
+        z = tf.math.l2_normalize(tf.cast(out["projections"], tf.float32), axis=-1)
+        everyone, offset = _cross_replica.global_batch(z)
+        own = offset + tf.range(tf.shape(z)[0])
+        hits = []
+        for a, b in ((0, 1), (1, 0)):
+            nearest = tf.argmax(tf.matmul(z[:, a], everyone[:, b], transpose_b=True), axis=1,
+                                output_type=tf.int32)
+            hits.append(tf.cast(tf.equal(nearest, own), tf.float32))
+        self.contrastive_accuracy_tracker.update_state(tf.concat(hits, 0))
 
     def get_config(self):
         config = super().get_config()
         config.update({"signals": list(self.signals), "graph": self.graph,
-                       "temperature": self.temperature})
+                       "temperature": self.temperature, "crops": self.crops})
         return config
 
     @classmethod
