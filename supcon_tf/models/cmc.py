@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from supcon_tf import _cross_replica
-from supcon_tf._checks import check_choice
+from supcon_tf._checks import check_choice, check_positive
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.encoders import multi_view, signal_branches, view_signals
 from supcon_tf.heads import ProjectionHead
@@ -129,7 +129,7 @@ class CMCModel(ContrastiveModel):
             raise ValueError(f"CMCModel with crops={crops!r} reads {expected} crop(s) per image "
                              f"(views={expected}). Received: views={views!r}")
         graph = check_choice(graph, "graph", GRAPHS)
-        CMCLoss(temperature)             # checks the temperature now
+        temperature = check_positive(temperature, "temperature")
         if not isinstance(head, MultiViewHead):
             template = head if head is not None else ProjectionHead(128, kind="linear")
             config = template.get_config()
