@@ -25,3 +25,14 @@ def strategy():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:REPLICAS]
     assert len(devices) == REPLICAS, devices
     return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.fixture(scope="session")
+def exported_encoder(tmp_path_factory):
+    """`(encoder, SavedModel folder)`: a small encoder exported once per test
+    process for the tests that pack, register and load zoo archives (each
+    copies it; none changes it)."""
+    import supcon_tf as sct
+    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    saved = sct.export.export_encoder(encoder, tmp_path_factory.mktemp("export") / "savedmodel")
+    return encoder, saved

@@ -456,6 +456,8 @@ def test_imix_trains_saves_and_rejects_what_it_cannot_do(tmp_path):
         _imix_model(sct.models.BarlowTwinsModel, imix="mixup")
     with pytest.raises(ValueError, match="symmetric=True"):
         _imix_model(sct.models.MoCoModel, imix="mixup", symmetric=True)
+    with pytest.raises(ValueError, match="probe would learn from mixed images"):
+        _imix_model(sct.models.MoCoModel, imix="mixup", probe_classes=3)
 
 
 # -- adversarial views (CLAE) ----------------------------------------------------------

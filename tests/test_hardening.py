@@ -219,9 +219,8 @@ def test_tfds_path_with_a_prepared_local_dataset(tmp_path):
 # -- 8, 13. the zoo verifies what it loads -------------------------------------------
 
 @pytest.fixture
-def registered(tmp_path):
-    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
-    saved = sct.export.export_encoder(encoder, tmp_path / "export" / "savedmodel")
+def registered(tmp_path, exported_encoder):
+    encoder, saved = exported_encoder
     archive = tmp_path / "cache" / "tiny_model" / "tiny_model.tar.gz"
     archive.parent.mkdir(parents=True)
     with tarfile.open(archive, "w:gz") as tar:
@@ -239,8 +238,9 @@ def test_zoo_replaced_extraction_is_not_loaded(registered, tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, size=(2, 8, 8, 1)).astype("float32")
     want = zoo.load("tiny_model", cache=cache)(x).numpy()
     # Someone replaces the extracted SavedModel with another model.
-    other = sct.export.export_encoder(sct.encoders.resnet18((8, 8, 1), width=0.0625),
-                                      tmp_path / "other")
+    other = sct.export.export_encoder(keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(32)]),
+        tmp_path / "other")
     extracted = zoo.saved_model_path("tiny_model", cache=cache)
     shutil.rmtree(extracted)
     shutil.copytree(other, extracted)

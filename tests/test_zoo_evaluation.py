@@ -136,11 +136,10 @@ def test_load_every_zoo_model(name, tmp_path):
 
 
 @pytest.fixture
-def small_archive(tmp_path):
-    """A fresh exported encoder packed like the zoo's archives, registered
-    under a temporary name."""
-    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
-    saved = sct.export.export_encoder(encoder, tmp_path / "export" / "savedmodel")
+def small_archive(tmp_path, exported_encoder):
+    """An exported encoder packed like the zoo's archives, registered under a
+    temporary name."""
+    encoder, saved = exported_encoder
     archive = tmp_path / "tiny_model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(saved, arcname="savedmodel")
