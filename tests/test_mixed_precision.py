@@ -1,5 +1,6 @@
 """SupConModel under Keras mixed-precision policies: the loss is computed in
-float32 and float16 uses loss scaling."""
+float32 and float16 uses loss scaling; bfloat16 also under XLA (a recipe's
+`mixed_precision` and `jit_compile`, as examples/pretrain.py compiles it)."""
 
 import keras
 import numpy as np
@@ -27,7 +28,9 @@ def test_trains_under_mixed_precision(policy):
     views = (base[:, None] + rng.normal(0, 40, size=(64, 2, 8, 8, 1))).clip(0, 255)
     encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
     model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(16))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  jit_compile=policy == "mixed_bfloat16")
+    assert model.jit_compile is (policy == "mixed_bfloat16")
     assert model.dtype_policy.name == policy
     assert model.compute_dtype == policy.split("_")[1]
     if policy == "mixed_float16":
