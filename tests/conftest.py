@@ -33,6 +33,7 @@ def exported_encoder(tmp_path_factory):
     process for the tests that pack, register and load zoo archives (each
     copies it; none changes it)."""
     import supcon_tf as sct
-    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    from tests import tiny
+    encoder = tiny.encoder((8, 8, 1))
     saved = sct.export.export_encoder(encoder, tmp_path_factory.mktemp("export") / "savedmodel")
     return encoder, saved

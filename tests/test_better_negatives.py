@@ -15,6 +15,7 @@ from supcon_tf.mixing import mix_hardest, mochi_negatives
 from tests.reference import finite_differences, hard_negative_reference, moco_reference
 from tests.test_distribute import replicated, single_device
 from tests.test_models import _images
+from tests import tiny
 
 SHAPE = (28, 28, 1)
 
@@ -306,7 +307,7 @@ def test_moco_loss_with_extra_negatives_matches_the_reference(labelled):
 
 def _moco(**kwargs):
     keras.utils.set_random_seed(0)
-    return sct.models.MoCoModel(sct.encoders.resnet18(SHAPE, width=0.0625),
+    return sct.models.MoCoModel(tiny.encoder(SHAPE),
                                 head=sct.heads.ProjectionHead(16), queue_size=32,
                                 bn_groups=1, **kwargs)
 
@@ -358,7 +359,7 @@ def test_mochi_bad_input():
 
 def _imix_model(cls, **kwargs):
     keras.utils.set_random_seed(0)
-    encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
+    encoder = tiny.encoder(SHAPE)
     if cls is sct.models.MoCoModel:
         kwargs.setdefault("queue_size", 32)
         kwargs.setdefault("bn_groups", 1)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import supcon_tf as sct
+from tests import tiny
 
 SHAPE = (12, 12, 1)
 
@@ -18,7 +19,7 @@ SHAPE = (12, 12, 1)
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(0)
-    encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
+    encoder = tiny.encoder(SHAPE)
     model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(16),
                                    augmenter=sct.augment.supcon(SHAPE, seed=0),
                                    probe_classes=3)
@@ -65,7 +66,7 @@ def test_encoder_of_any_image_size_exports_at_the_given_shape(trained, tmp_path)
     """Multi-crop SwAV trains an encoder on `(None, None, C)`: the SavedModel
     serves the shape given; without one, or with one that disagrees, clear errors."""
     model, x, _ = trained
-    any_size = sct.encoders.resnet18((None, None, 1), width=0.0625)
+    any_size = tiny.encoder((None, None, 1))
     any_size.set_weights(model.encoder.get_weights())
     with pytest.raises(ValueError, match="image_shape"):
         sct.export.export_encoder(any_size, tmp_path / "none")

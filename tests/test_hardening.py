@@ -17,6 +17,7 @@ import supcon_tf as sct
 from supcon_tf import data, zoo
 from supcon_tf.losses import SupConLoss, supcon_loss
 from tests.reference import supcon_reference
+from tests import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Y = np.array([0, 0, 1, 1])
@@ -127,7 +128,7 @@ def test_bad_labels_dims_and_numbers():
     assert loss.get_config()["temperature"] == pytest.approx(0.1)
     assert type(loss.get_config()["positives_cap"]) is int
     assert np.isfinite(loss(Y, z))
-    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    encoder = tiny.encoder((8, 8, 1))
     clf = sct.models.LinearClassifier(encoder, num_classes=np.int64(10))
     assert clf.num_classes == 10 and type(clf.get_config()["num_classes"]) is int
 
@@ -225,7 +226,7 @@ def registered(tmp_path, exported_encoder):
     archive.parent.mkdir(parents=True)
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(saved, arcname="savedmodel")
-    entry = dict(method="supcon", dataset="fashion_mnist", encoder="resnet18",
+    entry = dict(method="supcon", dataset="fashion_mnist", encoder="tiny_encoder",
                  input_shape=[8, 8, 1], embedding_dim=32, archive=archive.name,
                  sha256=zoo.sha256(archive))
     zoo.register("tiny_model", **entry)
@@ -276,7 +277,7 @@ def test_zoo_model_keras_file_needs_unsafe_mode_and_the_alternative(registered, 
 # -- 9. export -----------------------------------------------------------------------
 
 def test_export_overwrite_is_safe(tmp_path):
-    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    encoder = tiny.encoder((8, 8, 1))
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import supcon_tf as sct
+from tests import tiny
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_trains_under_mixed_precision(policy):
     y = rng.integers(0, 2, size=64).astype("int32")
     base = np.where(y[:, None, None, None] == 0, 60.0, 190.0)
     views = (base[:, None] + rng.normal(0, 40, size=(64, 2, 8, 8, 1))).clip(0, 255)
-    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    encoder = tiny.encoder((8, 8, 1))
     model = sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(16))
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   jit_compile=policy == "mixed_bfloat16")

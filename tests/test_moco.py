@@ -10,6 +10,7 @@ from supcon_tf.memory import FeatureQueue
 from supcon_tf.momentum import ema_update, momentum_at, weight_pairs
 from tests.reference import moco_reference
 from tests.test_models import _images
+from tests import tiny
 
 SHAPE = (28, 28, 1)
 
@@ -83,7 +84,7 @@ def _moco(**kwargs):
     keras.utils.set_random_seed(0)
     kwargs.setdefault("augmenter", sct.augment.simclr(SHAPE, seed=0))
     kwargs.setdefault("queue_size", 40)
-    return sct.models.MoCoModel(sct.encoders.resnet18(SHAPE, width=0.0625),
+    return sct.models.MoCoModel(tiny.encoder(SHAPE),
                                 head=sct.heads.ProjectionHead(16), **kwargs)
 
 

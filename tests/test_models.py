@@ -6,6 +6,7 @@ import tensorflow as tf
 import supcon_tf as sct
 from supcon_tf.models import contrastive_accuracy
 from tests.reference import supcon_reference
+from tests import tiny
 
 SHAPE = (28, 28, 1)
 
@@ -20,7 +21,7 @@ def _images(n=32, seed=0):
 
 def _model(**kwargs):
     keras.utils.set_random_seed(0)
-    encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
+    encoder = tiny.encoder(SHAPE)
     kwargs.setdefault("augmenter", sct.augment.supcon(SHAPE, seed=0))
     return sct.models.SupConModel(encoder, head=sct.heads.ProjectionHead(16), **kwargs)
 
@@ -59,7 +60,7 @@ def test_all_views_go_through_the_encoder_as_one_batch():
     class Recorder(keras.Model):
         def __init__(self):
             super().__init__()
-            self.inner = sct.encoders.resnet18(SHAPE, width=0.0625)
+            self.inner = tiny.encoder(SHAPE)
 
         def call(self, x, training=False):
             seen.append(tuple(x.shape))
@@ -110,12 +111,12 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="probe_classes=1"):
         _model(probe_classes=1)
     with pytest.raises(ValueError, match="num_classes=1"):
-        sct.models.LinearClassifier(sct.encoders.resnet18(SHAPE, width=0.0625), 1)
+        sct.models.LinearClassifier(tiny.encoder(SHAPE), 1)
 
 
 def test_linear_classifier_freezes_weights_and_batchnorm_statistics(tmp_path):
     x, y = _images(64)
-    encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
+    encoder = tiny.encoder(SHAPE)
     before = [w.numpy().copy() for w in encoder.weights]   # includes BN moving stats
     clf = sct.models.LinearClassifier(encoder, num_classes=4,
                                       augmenter=keras.layers.RandomFlip("horizontal"))
@@ -136,13 +137,13 @@ def test_linear_classifier_freezes_weights_and_batchnorm_statistics(tmp_path):
 
 def test_cross_entropy_baseline_trains_the_encoder():
     x, y = _images(32)
-    encoder = sct.encoders.resnet18(SHAPE, width=0.0625)
-    before = encoder.get_layer("stem_conv").kernel.numpy().copy()
+    encoder = tiny.encoder(SHAPE)
+    before = encoder.layers[2].kernel.numpy().copy()
     model = sct.models.CrossEntropyClassifier(encoder, 4)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert not np.allclose(encoder.get_layer("stem_conv").kernel.numpy(), before)
+    assert not np.allclose(encoder.layers[2].kernel.numpy(), before)
     assert model.predict(x[:3], verbose=0).shape == (3, 4)
 
 

@@ -15,6 +15,7 @@ from tests.reference import barlow_twins_reference, finite_differences, vicreg_r
 from tests.resume import killed_then_resumed
 from tests.test_distribute import replicated, single_device
 from tests.test_models import _images
+from tests import tiny
 
 SHAPE = (28, 28, 1)
 
@@ -140,7 +141,7 @@ def _model(cls, **kwargs):
              sct.models.BarlowTwinsModel: lambda: sct.heads.barlow_twins_projector(16, 32),
              sct.models.VICRegModel: lambda: sct.heads.vicreg_expander(16, 32)}
     kwargs.setdefault("augmenter", sct.augment.simclr(SHAPE, seed=0))
-    return cls(sct.encoders.resnet18(SHAPE, width=0.0625), head=heads[cls](), **kwargs)
+    return cls(tiny.encoder(SHAPE), head=heads[cls](), **kwargs)
 
 
 def _views(n):
@@ -214,7 +215,7 @@ def test_collapse_monitor_reads_zero_for_a_collapsed_model():
     for stop_gradient in (True, False):
         keras.utils.set_random_seed(0)
         model = sct.models.SimSiamModel(
-            sct.encoders.resnet18(SHAPE, width=0.0625), head=sct.heads.byol_projector(16, 32),
+            tiny.encoder(SHAPE), head=sct.heads.byol_projector(16, 32),
             augmenter=sct.augment.simclr(SHAPE, seed=0), stop_gradient=stop_gradient)
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         history = model.fit(x, batch_size=16, epochs=5, verbose=0).history
@@ -275,7 +276,7 @@ def test_model_bad_input():
         with pytest.raises(ValueError, match="views=3"):
             _model(cls, views=3)
     with pytest.raises(ValueError, match="predictor="):
-        sct.models.BYOLModel(sct.encoders.resnet18(SHAPE, width=0.0625),
+        sct.models.BYOLModel(tiny.encoder(SHAPE),
                              head=keras.layers.Dense(8))
     with pytest.raises(ValueError, match="momentum"):
         _model(sct.models.BYOLModel, momentum=1.5)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import supcon_tf as sct
 from supcon_tf.memory import MemoryBank
+from tests import tiny
 
 
 def _data(n=40, classes=4, seed=0):
@@ -57,7 +58,7 @@ def test_memory_bank_update_matches_numpy_and_checks_indices():
 
 def _model(loss="nce", num_negatives=5, n=12, **kwargs):
     keras.utils.set_random_seed(0)
-    enc = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    enc = tiny.encoder((8, 8, 1))
     return sct.models.NPIDModel(enc, n, head=sct.heads.ProjectionHead(4, kind="linear"),
                                 loss=loss, num_negatives=num_negatives, temperature=0.5,
                                 **kwargs)

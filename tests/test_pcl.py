@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import supcon_tf as sct
 from supcon_tf.losses import proto_nce
+from tests import tiny
 
 
 def _data(n=48):
@@ -16,7 +17,7 @@ def _data(n=48):
 
 def _model(n=48, **kwargs):
     keras.utils.set_random_seed(0)
-    enc = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    enc = tiny.encoder((8, 8, 1))
     return sct.models.PCLModel(enc, n, **{**dict(
         num_clusters=(3, 6), warmup_epochs=1, num_prototype_negatives=4,
         head=sct.heads.ProjectionHead(8), queue_size=32,

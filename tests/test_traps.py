@@ -9,13 +9,14 @@ import pytest
 import tensorflow as tf
 
 import supcon_tf as sct
+from tests import tiny
 
 SHAPE = (16, 16, 1)
 
 
 def _encoder(seed=0):
     keras.utils.set_random_seed(seed)
-    return sct.encoders.resnet18(SHAPE, width=0.0625)
+    return tiny.encoder(SHAPE)
 
 
 def _images(n, seed=0):

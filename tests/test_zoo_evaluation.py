@@ -14,6 +14,7 @@ import tensorflow as tf
 import supcon_tf as sct
 from supcon_tf import zoo
 from supcon_tf.zoo.__main__ import main as zoo_cli
+from tests import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"
@@ -75,7 +76,7 @@ def test_evaluation_errors():
 
 
 def test_embed_arrays_and_datasets():
-    encoder = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    encoder = tiny.encoder((8, 8, 1))
     images = np.random.default_rng(0).uniform(0, 255, size=(10, 8, 8, 1)).astype("float32")
     z = sct.evaluation.embed(encoder, images, batch_size=4)
     assert z.shape == (10, 32)
@@ -143,7 +144,7 @@ def small_archive(tmp_path, exported_encoder):
     archive = tmp_path / "tiny_model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(saved, arcname="savedmodel")
-    entry = dict(method="supcon", dataset="fashion_mnist", encoder="resnet18",
+    entry = dict(method="supcon", dataset="fashion_mnist", encoder="tiny_encoder",
                  input_shape=[8, 8, 1], embedding_dim=32, archive="tiny_model.tar.gz",
                  sha256=zoo.sha256(archive))
     yield encoder, archive, entry
