@@ -60,9 +60,9 @@ def _worker_dirs(tmpdir):
 def test_two_workers_match_one_process(tmp_path):
     single = tmp_path / "single"
     single.mkdir()
-    subprocess.run([sys.executable, "tests/_multi_worker_job.py", str(single / "h.json")],
-                   cwd=ROOT, check=True, timeout=TIMEOUT,
-                   env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+    from tests._multi_worker_job import main as job          # one device, in this process
+    assert not os.environ.get("TF_CONFIG")
+    job(str(single / "h.json"))
     multi = tmp_path / "multi"
     multi.mkdir()
     results, tmpdirs = run_workers(["tests/_multi_worker_job.py", str(multi / "h.json")],
