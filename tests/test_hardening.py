@@ -320,15 +320,6 @@ def test_save_model_never_leaves_half_a_file(tmp_path):
 
 # -- 16. quiet entry points (README snippets: tests/test_docs.py) -----------------------
 
-def test_zoo_cli_prints_no_tensorflow_start_up_lines():
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run([sys.executable, "-m", "supcon_tf.zoo", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0
-    assert "cpu_feature_guard" not in proc.stderr and "absl::InitializeLog" not in proc.stderr, \
-        proc.stderr
-
-
 def test_quiet_import_drops_only_tensorflows_start_up_lines(tmp_path):
     # A module that writes to file descriptor 2 as TensorFlow's C++ logging does.
     (tmp_path / "noisy.py").write_text(

@@ -384,6 +384,8 @@ def test_small_traps_raise_clear_errors():
 
 
 def test_example_scripts_print_no_tensorflow_start_up_lines():
+    """(`python -m supcon_tf.zoo` imports the same package first, so it is
+    quiet the same way.)"""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
