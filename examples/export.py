@@ -163,6 +163,18 @@ def _eval_sets(entry):
             "(a quick check: `--eval_train_size` / `--eval_test_size`)")
 
 
+def _encoder_text(entry, short=False):
+    """The encoder, or a multi-view recipe's encoder per signal (CMC)."""
+    signals = ((entry.get("recipe") or {}).get("model") or {}).get("signals") or ()
+    if short:
+        return (f"{len(signals)} x " if len(signals) > 1 else "") + \
+            f"{entry['encoder']} w{entry['width']}"
+    if len(signals) > 1:
+        return (f"{len(signals)} x {entry['encoder']} (one per signal: {', '.join(signals)}), "
+                f"width {entry['width']} each")
+    return f"{entry['encoder']}, width {entry['width']}"
+
+
 def model_card(name, entry):
     lines = [
         f"# {name}", "",
@@ -170,8 +182,7 @@ def model_card(name, entry):
         "| | |", "| --- | --- |",
         f"| method | {entry['method']} |",
         f"| dataset | {entry['dataset']} |",
-        f"| encoder | {entry['encoder']}, width {entry['width']}, "
-        f"{entry['parameters']:,} parameters |",
+        f"| encoder | {_encoder_text(entry)}, {entry['parameters']:,} parameters |",
         f"| input | `{entry['input_shape']}`, {entry['preprocessing']} |",
         f"| embedding | {entry['embedding_dim']}-d, L2-normalised (`embedding`)"
         + (", plus the projection head's output (`projection`)" if entry["has_projection"]
@@ -232,7 +243,7 @@ def zoo_index(registry):
     for name, e in sorted(registry.items()):
         lines.append(
             f"| [{name}]({name}/README.md) | {describe(e)[0]} | "
-            f"{e['encoder']} w{e['width']} | "
+            f"{_encoder_text(e, short=True)} | "
             f"{e['parameters']:,} | {100 * e['linear_top1']:.2f}% | {100 * e['knn_top1']:.2f}% | "
             f"{e['epochs']} | {e['batch_size']} | {e['wall_seconds']:.0f} s | "
             f"{e['archive_bytes'] / 1e6:.2f} MB |")
