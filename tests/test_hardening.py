@@ -2,6 +2,7 @@
 nothing lost on a kill, verified means verified, clear errors."""
 
 import gzip
+import io
 import os
 import shutil
 import subprocess
@@ -248,6 +249,40 @@ def test_zoo_replaced_extraction_is_not_loaded(registered, tmp_path):
     with pytest.warns(UserWarning, match="differs from its verified archive"):
         got = zoo.load("tiny_model", cache=cache)(x).numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("python_filter", [True, False], ids=["filter_data", "no_filter"])
+@pytest.mark.parametrize("member", ["../outside.txt", "/abs.txt", "link"])
+def test_zoo_archive_with_a_member_outside_its_folder_is_refused(
+        member, python_filter, exported_encoder, tmp_path, monkeypatch):
+    """An archive that passes its sha256 but holds a path out of its folder or
+    a link is refused by name, with or without Python's `filter="data"`
+    (Pythons before 3.10.12 / 3.11.4 have none), and nothing is written."""
+    if not python_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    _, saved = exported_encoder
+    archive = tmp_path / "cache" / "tiny_model" / "tiny_model.tar.gz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(saved, arcname="savedmodel")
+        info = tarfile.TarInfo(member)
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"x\n"))
+    zoo.register("tiny_model", method="supcon", dataset="fashion_mnist", encoder="tiny_encoder",
+                 input_shape=[8, 8, 1], embedding_dim=32, archive=archive.name,
+                 sha256=zoo.sha256(archive))
+    try:
+        what = "a link" if member == "link" else "a path outside its folder"
+        with pytest.raises(ValueError, match=f"'tiny_model' holds {what} \\({member!r}\\)"):
+            zoo.load("tiny_model", cache=str(tmp_path / "cache"))
+    finally:
+        zoo.unregister("tiny_model")
+    assert not (tmp_path / "outside.txt").exists()
+    assert os.listdir(archive.parent) == [archive.name]
 
 
 def test_zoo_truncated_archive_names_the_model(registered):

@@ -180,6 +180,28 @@ def _archive_files(archive, name):
     return files
 
 
+def _checked_members(tar, name):
+    """The archive's members, if each is a folder or a regular file inside
+    the extraction folder (a zoo archive holds nothing else). Python's
+    `filter="data"` (3.10.12 / 3.11.4 on) refuses the same and more; this
+    check also runs on Pythons without it, and names what it refused."""
+    members = tar.getmembers()
+    for member in members:
+        path = os.path.normpath(member.name)
+        if member.issym() or member.islnk():
+            what = "a link"
+        elif not (member.isfile() or member.isdir()):
+            what = "a special file"
+        elif os.path.isabs(member.name) or path == ".." or path.startswith(".." + os.sep):
+            what = "a path outside its folder"
+        else:
+            continue
+        raise ValueError(f"The archive of zoo model {name!r} holds {what} ({member.name!r}); "
+                         "a zoo archive holds only folders and regular files inside its own "
+                         "folder. Nothing was loaded.")
+    return members
+
+
 def _matches(target, files):
     """Whether the folder `target` holds exactly `files`, byte for byte."""
     found = set()
@@ -212,7 +234,11 @@ def _extract(archive, name, entry, cache):
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp, filter="data")  # no absolute paths, no "..", no links out
+                members = _checked_members(tar, name)
+                # Also Python's own check where it has one (no absolute paths,
+                # no "..", no links out, no special files).
+                tar.extractall(tmp, members=members, **(
+                    {"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
             raise ValueError(f"The archive of zoo model {name!r} ({archive}) is truncated "
                              f"or corrupt ({type(err).__name__}: {err}); nothing was "
