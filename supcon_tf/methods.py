@@ -45,7 +45,8 @@ DEFAULTS = {
     "loss": {"name": None},
     "encoder": {"name": "resnet18", "width": 0.25, "synchronized_bn": None},
     # `supcon_tf.augment.<recipe>`; None keeps the recipe's default.
-    "augment": {"recipe": "supcon", "crop_min_scale": None, "color_strength": None},
+    "augment": {"recipe": "supcon", "crop_min_scale": None, "color_strength": None,
+                "magnitude": None},
     "optimizer": {"name": "sgd", "lr": 0.5, "weight_decay": 1e-4, "warmup_epochs": 1.0},
     "data": {"dataset": "fashion_mnist", "train_size": None, "long_tailed_ratio": None,
              "long_tailed_profile": "exponential"},

@@ -106,7 +106,7 @@ def test_multiview_shapes_and_independent_views():
         augment.MultiView(flip, views=0)
 
 
-@pytest.mark.parametrize("recipe", [augment.supcon, augment.simclr])
+@pytest.mark.parametrize("recipe", [augment.supcon, augment.simclr, augment.infomin])
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_recipes_handle_gray_and_color(recipe, shape):
     x = np.random.default_rng(0).integers(0, 256, size=(8,) + shape).astype(np.float32)
@@ -188,7 +188,115 @@ def test_random_resized_crop_compiles_with_xla():
 @pytest.mark.parametrize("spec,message", [
     ({"recipe": "supcon", "color_strength": 1.0}, "`color_strength` needs the 'simclr' recipe"),
     ({"recipe": "byol"}, "Received: recipe='byol'"),
+    ({"recipe": "simclr", "magnitude": 5.0}, "`magnitude` needs the 'infomin' recipe"),
 ])
 def test_recipe_spec_bad_values(spec, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         augment.from_spec(spec, (28, 28, 1))
+
+
+# --- RandAugment (timm's, per image) against PIL ------------------------------
+
+def _pil_op(op, image, level):
+    """timm's operation `op` at magnitude `10 * level` on a uint8 [H, W] image."""
+    from PIL import Image, ImageEnhance, ImageOps
+    im = Image.fromarray(image, "L")
+    factor = 1.8 * level + 0.1
+    add = int(110 * level)
+    out = {
+        "auto_contrast": lambda: ImageOps.autocontrast(im),
+        "equalize": lambda: ImageOps.equalize(im),
+        "invert": lambda: ImageOps.invert(im),
+        "posterize": lambda: ImageOps.posterize(im, int(4 * level)),
+        "solarize": lambda: ImageOps.solarize(im, int(256 * level)),
+        "solarize_add": lambda: im.point([min(255, i + add) if i < 128 else i
+                                          for i in range(256)]),
+        "color": lambda: ImageEnhance.Color(im).enhance(factor),
+        "contrast": lambda: ImageEnhance.Contrast(im).enhance(factor),
+        "brightness": lambda: ImageEnhance.Brightness(im).enhance(factor),
+        "sharpness": lambda: ImageEnhance.Sharpness(im).enhance(factor),
+    }[op]()
+    return np.asarray(out, np.float32)
+
+
+def _pil_geometric(op, image, level, sign):
+    from PIL import Image
+    im, side = Image.fromarray(image, "L"), image.shape[0]
+    if op == "rotate":
+        return np.asarray(im.rotate(sign * 30 * level, resample=Image.BILINEAR,
+                                    fillcolor=128), np.float32)
+    matrix = {"shear_x": (1, sign * 0.3 * level, 0, 0, 1, 0),
+              "shear_y": (1, 0, 0, sign * 0.3 * level, 1, 0),
+              "translate_x": (1, 0, sign * 0.45 * level * side, 0, 1, 0),
+              "translate_y": (1, 0, 0, 0, 1, sign * 0.45 * level * side)}[op]
+    return np.asarray(im.transform(im.size, Image.AFFINE, matrix, resample=Image.BILINEAR,
+                                   fillcolor=128), np.float32)
+
+
+def test_rand_augment_operations_equal_pil():
+    """Each operation, forced (rate 1, one op, no magnitude noise), equals
+    PIL's within PIL's rounding to uint8; the geometric ones up to their
+    random sign."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    images[0] = 7                                        # flat: equalize / autocontrast no-ops
+    images[1] = images[1] // 4 + 60                      # a narrow range
+    for op in augment.RAND_AUGMENT_OPS:
+        for magnitude in (3.0, 10.0):
+            layer = augment.RandAugment(1, magnitude=magnitude, magnitude_std=0.0, rate=1.0,
+                                        ops=[op], seed=1)
+            got = layer(images[..., None].astype(np.float32), training=True).numpy()[..., 0]
+            level = magnitude / 10
+            for image, out in zip(images, got):
+                if op in augment._GEOMETRIC:
+                    err = min(np.abs(out - _pil_geometric(op, image, level, s)).max()
+                              for s in (1, -1))
+                else:
+                    err = np.abs(out - _pil_op(op, image, level)).max()
+                assert err <= 1.5, (op, magnitude, err)
+
+
+def test_rand_augment_draws_per_image():
+    images = np.repeat(np.random.default_rng(1).integers(0, 256, (1, 16, 16, 1)), 400, 0)
+    images = images.astype(np.float32)
+    # One op at rate 0.5: about half of the identical images change.
+    out = augment.RandAugment(1, rate=0.5, ops=["invert"], seed=0)(images, training=True)
+    changed = np.mean(np.abs(out.numpy() - images).max(axis=(1, 2, 3)) > 0)
+    assert 0.4 < changed < 0.6, changed
+    # Two of fifteen ops per image: the batch is not one transformation.
+    out = augment.RandAugment(2, rate=1.0, seed=0)(images, training=True).numpy()
+    distinct = {out[i].tobytes() for i in range(len(out))}
+    assert len(distinct) > 50
+    np.testing.assert_array_equal(augment.RandAugment(seed=0)(images, training=False), images)
+
+
+def test_rand_augment_compiles_with_xla_and_serializes():
+    layer = augment.RandAugment(2, magnitude=9.0, ops=["rotate", "equalize", "sharpness"],
+                                fill_value=73.0, seed=4)
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 1)), tf.float32)
+    out = tf.function(lambda x: layer(x, training=True), jit_compile=True)(images).numpy()
+    assert out.shape == (4, 28, 28, 1) and out.min() >= 0 and out.max() <= 255
+    copy = augment.RandAugment.from_config(layer.get_config())
+    assert copy.get_config() == layer.get_config()
+    assert copy.ops == ("rotate", "equalize", "sharpness") and copy.fill_value == 73.0
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"num_ops": 0}, "num_ops=0"),
+    ({"magnitude": 11}, "magnitude=11"),
+    ({"rate": 1.5}, "rate=1.5"),
+    ({"ops": ["cutout"]}, "ops=('cutout',)"),
+])
+def test_rand_augment_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        augment.RandAugment(**kwargs)
+
+
+def test_infomin_recipe_from_spec():
+    layer = augment.from_spec({"recipe": "infomin", "crop_min_scale": 0.4, "magnitude": 6.0},
+                              (28, 28, 1), seed=0)
+    kinds = [type(layer).__name__ for layer in layer.layers]
+    assert kinds == ["RandomResizedCrop", "RandomFlip", "RandomApply", "RandAugment"]
+    assert layer.layers[0].scale == (0.4, 1.0) and layer.layers[-1].magnitude == 6.0
+    colour = [type(layer).__name__ for layer in augment.infomin((32, 32, 3)).layers]
+    assert colour[-1] == "RandomGrayscale"
