@@ -274,6 +274,6 @@ def describe(recipe):
 for _cls in (models.SupConModel, models.SimCLRModel, models.MoCoModel,
              models.SupConQueueModel, models.BYOLModel, models.SimSiamModel,
              models.BarlowTwinsModel, models.VICRegModel, models.NPIDModel, models.PCLModel,
-             models.SwAVModel, models.CMCModel):
+             models.SwAVModel, models.CMCModel, models.InfoMinModel):
     register(_cls)
 del _cls

@@ -112,7 +112,7 @@ class CMCModel(ContrastiveModel):
     def __init__(self, encoder, head=None, augmenter=None, views=None, probe_classes=None,
                  signals=("image", "gradient"), graph="core", temperature=0.07,
                  crops="shared", **kwargs):
-        built_signals = view_signals(encoder)
+        built_signals = self.built_signals(encoder)
         if built_signals:
             signals = built_signals
         else:
@@ -142,6 +142,12 @@ class CMCModel(ContrastiveModel):
                          probe_classes=probe_classes, **kwargs)
         self.signals, self.graph, self.temperature = signals, graph, float(temperature)
         self.crops = crops
+
+    @staticmethod
+    def built_signals(encoder):
+        """The signals of an encoder built for this model (a loaded one's),
+        or () for a backbone to build one from."""
+        return view_signals(encoder)
 
     def default_loss(self):
         return CMCLoss(temperature=self.temperature, graph=self.graph)
