@@ -8,7 +8,9 @@ Prints test top-1 and per-class accuracy; with --long_tailed_ratio the linear
 layer trains on the same long-tailed subset as pretraining did (same --seed)
 and the many/medium/few-shot split is printed too; --class_balanced trains
 it with class-balanced sampling (the decoupled classifier stage of the
-long-tail literature).
+long-tail literature). --task=rotation predicts how many quarter turns an
+image was turned by instead of its class (an augmentation-sensitive task:
+supcon_tf.data.rotation_task); its outputs go to linear_rotation/.
 
 Writes TensorBoard logs and a resumable `backup/` to --model_dir, and the
 result to `linear_eval.json` there.
@@ -36,6 +38,9 @@ flags.DEFINE_string("encoder_path", None, "The encoder saved by examples/pretrai
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
+flags.DEFINE_enum("task", "class", ["class", "rotation"], "What the linear layer predicts: "
+                  "the class, or the quarter turns of an image turned by 0-3 of them "
+                  "(supcon_tf.data.rotation_task, 4 classes).")
 flags.DEFINE_float("long_tailed_ratio", None, "Train on a long-tailed subset "
                    "(supcon_tf.data.long_tailed): largest over smallest class, e.g. 100.")
 flags.DEFINE_enum("long_tailed_profile", "exponential", ["exponential", "step"],
@@ -58,11 +63,21 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("WARNING")
     keras.utils.set_random_seed(FLAGS.seed)
-    model_dir = FLAGS.model_dir or os.path.join(os.path.dirname(FLAGS.encoder_path), "linear")
+    model_dir = FLAGS.model_dir or os.path.join(
+        os.path.dirname(FLAGS.encoder_path), "linear" if FLAGS.task == "class" else
+        f"linear_{FLAGS.task}")
     os.makedirs(model_dir, exist_ok=True)
     encoder = keras.models.load_model(FLAGS.encoder_path)
     split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
+    test = sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir)
+    classes = sct.data.num_classes(FLAGS.dataset)
+    if FLAGS.task == "rotation":
+        if FLAGS.long_tailed_ratio is not None or FLAGS.class_balanced:
+            raise app.UsageError("--task=rotation takes neither --long_tailed_ratio nor "
+                                 "--class_balanced.")
+        train, test = sct.data.rotation_task(train), sct.data.rotation_task(test)
+        classes = sct.data.ROTATIONS
     counts = None
     if FLAGS.long_tailed_ratio is not None:
         train, counts = sct.data.long_tailed(train, FLAGS.long_tailed_ratio,
@@ -81,15 +96,13 @@ def main(argv):
     if steps < 1:
         raise app.UsageError(f"--batch_size={FLAGS.batch_size} is larger than the training "
                              "set (whole batches only).")
-    test = sct.data.batches(sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir),
-                            FLAGS.batch_size, training=False)
+    test = sct.data.batches(test, FLAGS.batch_size, training=False)
     augmenter = None
     if FLAGS.augment:
         augmenter = keras.Sequential([
             sct.augment.RandomResizedCrop(*image_shape[:2], scale=(0.5, 1.0), seed=FLAGS.seed),
             keras.layers.RandomFlip("horizontal", seed=FLAGS.seed + 1)])
-    classifier = sct.models.LinearClassifier(
-        encoder, sct.data.num_classes(FLAGS.dataset), augmenter=augmenter)
+    classifier = sct.models.LinearClassifier(encoder, classes, augmenter=augmenter)
     schedule = keras.optimizers.schedules.CosineDecay(
         FLAGS.lr, decay_steps=FLAGS.epochs * steps)
     classifier.compile(optimizer=keras.optimizers.Adam(schedule),
@@ -112,7 +125,8 @@ def main(argv):
                           os.path.join(model_dir, "linear_eval.json"), indent=1, default=str)
     shutil.rmtree(os.path.join(model_dir, "backup"), ignore_errors=True)
     print(sct.evaluation.describe_accuracy(report))
-    print(f"linear eval: test top-1 {100 * top1:.2f}% "
+    task = "" if FLAGS.task == "class" else f" ({FLAGS.task})"
+    print(f"linear eval{task}: test top-1 {100 * top1:.2f}% "
           f"({FLAGS.epochs} epochs, {seconds:.0f} s)")
 
 

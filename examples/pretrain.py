@@ -129,6 +129,8 @@ def main(argv):
     # Each artifact is written to a temporary name and renamed into place.
     sct.export.save_model(model.encoder, os.path.join(out_dir, "encoder.keras"))
     sct.export.save_model(model, os.path.join(out_dir, "model.keras"))
+    for stem, extra in model.extra_encoders().items():
+        sct.export.save_model(extra, os.path.join(out_dir, f"{stem}.keras"))
     if chief:
         # (A key the first epochs lack, e.g. of a run resumed by a newer
         # version, reads None there.)

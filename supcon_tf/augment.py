@@ -454,6 +454,53 @@ class RandAugment(keras.layers.Layer):
         return config
 
 
+def rotate90(images, k):
+    """Each image of `images` `[B, H, H, C]` turned counter-clockwise by
+    `k[b]` quarter turns (`k` int `[B]`, any integers). Square images only."""
+    images = tf.convert_to_tensor(images)
+    if images.shape[1] is not None and images.shape[1] != images.shape[2]:
+        raise ValueError("Quarter turns keep the shape of square images only. "
+                         f"Received: images.shape={images.shape}")
+    k = tf.math.floormod(tf.cast(k, tf.int32), 4)[:, None, None, None]
+    turned, out = images, images
+    for quarter in (1, 2, 3):
+        turned = tf.transpose(tf.reverse(turned, axis=[2]), [0, 2, 1, 3])    # one more turn
+        out = tf.where(tf.equal(k, quarter), turned, out)
+    return out
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RandomRotate90(keras.layers.Layer):
+    """Turns each image by 0, 90, 180 or 270 degrees, drawn uniformly per
+    image (square images). A rotation-invariant view for contrastive
+    learning; LooC (`supcon_tf.models.LooCModel`) uses it as a family.
+
+    Args:
+        seed: Integer seed. Defaults to None.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        images = tf.convert_to_tensor(images)
+        unbatched = images.shape.rank == 3
+        batch = images[None] if unbatched else images
+        k = keras.random.randint((tf.shape(batch)[0],), 0, 4, seed=self.seed_generator)
+        out = rotate90(batch, k)
+        return out[0] if unbatched else out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MultiView(keras.layers.Layer):
     """Makes `views` independent augmentations of each image.
@@ -659,10 +706,11 @@ RECIPES = {"supcon": supcon, "simclr": simclr, "infomin": infomin}
 def from_spec(spec, image_shape, seed=None, **overrides):
     """The augmentation of a recipe's `augment` entry (`supcon_tf.methods`):
     `{"recipe": "supcon" | "simclr" | "infomin", "crop_min_scale": float or
-    None, "color_strength": float or None, "magnitude": float or None}`
-    (None keeps the recipe's default; `color_strength` is the simclr
-    recipe's, `magnitude` the infomin recipe's RandAugment magnitude);
-    `overrides` go to the recipe function as they are."""
+    None, "color_strength": float or None, "magnitude": float or None,
+    "rotate90": bool}` (None keeps the recipe's default; `color_strength` is
+    the simclr recipe's, `magnitude` the infomin recipe's RandAugment
+    magnitude; `rotate90` adds `RandomRotate90` last); `overrides` go to the
+    recipe function as they are."""
     name = spec.get("recipe", "supcon")
     if name not in RECIPES:
         raise ValueError(f"The augmentation recipe must be one of {sorted(RECIPES)}. "
@@ -677,4 +725,7 @@ def from_spec(spec, image_shape, seed=None, **overrides):
                 raise ValueError(f"`{key}` needs the {owner!r} recipe. "
                                  f"Received: recipe={name!r}")
             args[arg] = spec[key]
-    return RECIPES[name](image_shape, seed=seed, **{**args, **overrides})
+    layer = RECIPES[name](image_shape, seed=seed, **{**args, **overrides})
+    if spec.get("rotate90"):
+        layer.add(RandomRotate90(seed=_seed(seed, 8), name="rotate90"))
+    return layer

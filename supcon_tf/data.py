@@ -366,3 +366,41 @@ def _indexed_image(i, x):
 # Few-label and long-tailed subsets live in their own module; they are part of this one's API.
 from supcon_tf.subsets import (class_balanced, few_labels, long_tailed,  # noqa: E402,F401
                                long_tailed_counts)
+
+
+ROTATIONS = 4
+
+
+def rotation_task(dataset):
+    """An augmentation-sensitive task from a dataset of square images: image
+    `i` (in the order given) turned counter-clockwise by `i mod 4` quarter
+    turns, labelled with the number of turns (4 classes; the class label is
+    dropped). Deterministic: the same set every time, each turn on a quarter
+    of the images. What it measures: whether a representation keeps an
+    image's orientation, which a contrastive space invariant to rotation
+    discards (LooC, `supcon_tf.models.LooCModel`). Fashion-MNIST's garments
+    are photographed upright, so the turn is recoverable from the image.
+
+    Args:
+        dataset: A `tf.data.Dataset` of `(image, label)` pairs, images
+            `[H, H, C]`.
+
+    Returns:
+        A dataset of `(turned image, turns)` pairs, turns int64 in 0..3.
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError("`rotation_task` takes a tf.data.Dataset. "
+                        f"Received: {type(dataset).__name__}")
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 3
+            and spec[0].shape[0] == spec[0].shape[1]):
+        raise ValueError("`rotation_task` takes (image, label) pairs of square images "
+                         f"[H, H, C]. Received: element_spec={spec}")
+    from supcon_tf.augment import rotate90
+
+    def turn(index, pair):
+        image, _ = pair
+        turns = tf.math.floormod(index, ROTATIONS)
+        return rotate90(image[None], turns[None])[0], turns
+
+    return dataset.enumerate().map(turn, num_parallel_calls=tf.data.AUTOTUNE)

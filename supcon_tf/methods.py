@@ -46,7 +46,7 @@ DEFAULTS = {
     "encoder": {"name": "resnet18", "width": 0.25, "synchronized_bn": None},
     # `supcon_tf.augment.<recipe>`; None keeps the recipe's default.
     "augment": {"recipe": "supcon", "crop_min_scale": None, "color_strength": None,
-                "magnitude": None},
+                "magnitude": None, "rotate90": False},
     "optimizer": {"name": "sgd", "lr": 0.5, "weight_decay": 1e-4, "warmup_epochs": 1.0},
     "data": {"dataset": "fashion_mnist", "train_size": None, "long_tailed_ratio": None,
              "long_tailed_profile": "exponential"},
@@ -274,6 +274,7 @@ def describe(recipe):
 for _cls in (models.SupConModel, models.SimCLRModel, models.MoCoModel,
              models.SupConQueueModel, models.BYOLModel, models.SimSiamModel,
              models.BarlowTwinsModel, models.VICRegModel, models.NPIDModel, models.PCLModel,
-             models.SwAVModel, models.CMCModel, models.InfoMinModel):
+             models.SwAVModel, models.CMCModel, models.InfoMinModel,
+             models.LooCModel):
     register(_cls)
 del _cls

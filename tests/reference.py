@@ -330,3 +330,23 @@ def cmc_reference(z, temperature=0.07, graph="core"):
                 top = max(logits)
                 out[s] += top + math.log(sum(math.exp(v - top) for v in logits)) - logits[s]
     return out
+
+
+def looc_reference(z, temperature=0.2):
+    """LooC's objective per sample, in float64 loops (Xiao et al., ICLR 2021):
+    `z[s, v, e]` is view v of sample s in space e, view 0 the query, views
+    1..S the keys k_0..k_{S-1}. Space 0: every key of s positive; space e >= 1:
+    only k_e; the contrast set is every key of every sample."""
+    z = np.asarray(z, np.float64)
+    z = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    n, views, spaces = z.shape[:3]
+    out = np.zeros(n)
+    for s in range(n):
+        for e in range(spaces):
+            logits = {(t, j): float(z[s, 0, e] @ z[t, 1 + j, e]) / temperature
+                      for t in range(n) for j in range(spaces)}
+            top = max(logits.values())
+            log_norm = top + math.log(sum(math.exp(v - top) for v in logits.values()))
+            positives = range(spaces) if e == 0 else [e]
+            out[s] += -sum(logits[(s, j)] - log_norm for j in positives) / len(positives)
+    return out

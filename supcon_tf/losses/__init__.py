@@ -7,7 +7,9 @@ normalised distance, from Keras's own cosine similarity.
 loss). `ProtoNCELoss` is PCL's prototype term for one clustering; `SwAVLoss`
 SwAV's swapped prediction of Sinkhorn codes; `NPIDLoss` NPID's NCE / softmax
 against a memory bank; `DistillationLoss` SimCLR v2's distillation;
-`CMCLoss` Contrastive Multiview Coding's pairwise InfoNCE over M views.
+`CMCLoss` Contrastive Multiview Coding's pairwise InfoNCE over M views;
+`LooCLoss` LooC's InfoNCE per embedding space (all-invariant and one per
+augmentation family).
 
 One contract (`ContrastiveLoss`, losses/base.py): `loss(y_true, y_pred,
 sample_weight=None, **inputs)`, where `inputs` are what the loss reads beyond
@@ -20,6 +22,7 @@ from supcon_tf.losses.cmc import CMCLoss, cmc_loss
 from supcon_tf.losses.distillation import DistillationLoss, distillation_loss
 from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
                                             hard_negative_terms)
+from supcon_tf.losses.looc import LooCLoss, looc_loss
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
 from supcon_tf.losses.npid import NPIDLoss, npid_loss
 from supcon_tf.losses.proto import ProtoNCELoss, proto_nce
@@ -29,7 +32,7 @@ from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "CMCLoss", "ContrastiveLoss", "DistillationLoss",
-           "HardNegativeLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
+           "HardNegativeLoss", "LooCLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
            "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "cmc_loss", "distillation_loss",
-           "hard_negative_loss", "hard_negative_terms", "moco_loss", "npid_loss", "proto_nce",
+           "hard_negative_loss", "hard_negative_terms", "looc_loss", "moco_loss", "npid_loss", "proto_nce",
            "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -8,7 +8,8 @@ method is a short subclass: `SupConModel` (SupCon; SimCLR without labels), `SimC
 dataset), `PCLModel` (MoCo with ProtoNCE; `PCLClustering` re-clusters), `SwAVModel`
 (swapped prediction of Sinkhorn codes over prototypes), `CMCModel` (Contrastive
 Multiview Coding: a network per signal of the image), `InfoMinModel` (CMC on
-views a flow learns adversarially). `LinearClassifier` and
+views a flow learns adversarially), `LooCModel` (an embedding space per
+augmentation family, and one invariant to all). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -19,6 +20,7 @@ from supcon_tf.models.base import ContrastiveModel
 from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.cmc import CMCModel, MultiViewHead
 from supcon_tf.models.infomin import InfoMinModel
+from supcon_tf.models.looc import LooCModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel, SupConQueueModel
 from supcon_tf.models.npid import NPIDModel
@@ -30,7 +32,7 @@ from supcon_tf.models.swav import SwAVModel
 from supcon_tf.models.momentum_model import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
-           "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "MoCoModel",
+           "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LooCModel", "MoCoModel",
            "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimCLRModel",
            "SimSiamModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",
            "contrastive_accuracy"]

@@ -217,6 +217,12 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
         return int(self.optimizer.iterations.numpy()) - int(initial_epoch) * int(
             steps_per_epoch or 0)
 
+    def extra_encoders(self):
+        """Representations besides `encoder` that `examples/pretrain.py`
+        saves beside it, `{file stem: keras.Model}` (LooC++'s
+        concatenated spaces). None here."""
+        return {}
+
     # -- the networks ----------------------------------------------------------------
 
     def encode(self, views, training, encoder=None, head=None):

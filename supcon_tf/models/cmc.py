@@ -21,21 +21,31 @@ CROPS = ("shared", "independent")
 class MultiViewHead(keras.layers.Layer):
     """One head per view: features `[batch, views * F]` (the views' features
     side by side, as `supcon_tf.encoders.multi_view` gives them) ->
-    `[batch, views, D]`, head `m` on block `m`.
+    `[batch, views, D]`, head `m` on block `m`; with `split=False` every head
+    reads all the features (`[batch, F]` -> `[batch, heads, D]`: LooC's
+    embedding spaces on one backbone).
 
     Args:
         heads: A list of heads (e.g. `ProjectionHead`s), one per view.
+        split: Give head `m` block `m` of the features. Defaults to True.
     """
 
-    def __init__(self, heads, **kwargs):
+    def __init__(self, heads, split=True, **kwargs):
         super().__init__(**kwargs)
         self.heads = list(heads)
+        self.split = bool(split)
         if len(self.heads) < 2:
             raise ValueError(f"`heads` must hold a head per view, at least 2. Received: "
                              f"{len(self.heads)} head(s)")
 
     def build(self, input_shape):
         total = input_shape[-1]
+        if not self.split:
+            for head in self.heads:
+                if not head.built:
+                    head.build(tuple(input_shape))
+            self.built = True
+            return
         if total is not None and total % len(self.heads):
             raise ValueError(f"{len(self.heads)} heads split features of size {total} into "
                              "equal blocks: the size must be a multiple of the views. "
@@ -47,17 +57,19 @@ class MultiViewHead(keras.layers.Layer):
         self.built = True
 
     def call(self, features, training=False):
-        blocks = tf.split(features, len(self.heads), axis=-1)
+        blocks = (tf.split(features, len(self.heads), axis=-1) if self.split
+                  else [features] * len(self.heads))
         return tf.stack([head(b, training=training) for head, b in zip(self.heads, blocks)],
                         axis=-2)
 
     def compute_output_shape(self, input_shape):
-        out = self.heads[0].compute_output_shape(
-            tuple(input_shape[:-1]) + (input_shape[-1] // len(self.heads),))
+        block = input_shape[-1] // len(self.heads) if self.split else input_shape[-1]
+        out = self.heads[0].compute_output_shape(tuple(input_shape[:-1]) + (block,))
         return tuple(out[:-1]) + (len(self.heads), out[-1])
 
     def get_config(self):
-        return {**super().get_config(), "heads": [serialize(h) for h in self.heads]}
+        return {**super().get_config(), "heads": [serialize(h) for h in self.heads],
+                "split": self.split}
 
     @classmethod
     def from_config(cls, config):
