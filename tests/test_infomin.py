@@ -136,3 +136,33 @@ def test_stage_two_reads_a_stage_one_flow_frozen(tmp_path):
     x = _images(4, 5)
     np.testing.assert_allclose(stage_two.flow(x).numpy(), stage_one.flow(x).numpy(), atol=1e-4)
     assert not stage_two.flow.trainable_variables
+
+
+def test_sweep_plot_reads_runs_and_writes_a_png(tmp_path):
+    """examples/plot_sweep.py's `plot` on two run folders as the examples
+    write them (loaded by path: its flags are its own)."""
+    import importlib.util
+    import json
+    import math
+    import os
+    spec = importlib.util.spec_from_file_location(
+        "_plot_sweep", os.path.join(os.path.dirname(__file__), "..", "examples", "plot_sweep.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs = []
+    for k, (loss, top1) in enumerate([(4.5, 0.81), (4.0, 0.84)]):
+        run = tmp_path / f"run{k}"
+        (run / "linear").mkdir(parents=True)
+        (run / "pretrain.json").write_text(json.dumps(
+            {"config": {"batch_size": 128}, "history": {"loss": [5.0, loss]}}))
+        (run / "linear" / "linear_eval.json").write_text(json.dumps({"test_top1": top1}))
+        runs.append(str(run))
+    out = str(tmp_path / "sweep.png")
+    rows = module.plot(runs, ["0.2", "0.5"], "crop lower bound", out)
+    assert rows[1][0] == 0.5 and rows[1][1] == pytest.approx(84.0)
+    assert rows[0][2] == pytest.approx(math.log(255) - 4.5)
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not os.path.exists(out + ".tmp.png")
+    with pytest.raises(ValueError, match="same, non-zero length"):
+        module.plot(runs, ["0.2"], "x", out)
