@@ -588,6 +588,29 @@ def _color(channels, brightness, contrast, saturation, hue, seed):
 MAX_COLOR_STRENGTH = 1.25
 
 
+def _crop_flip_color(shape, crop_scale, jitter, seed):
+    """The recipes' first layers: resized crop, horizontal flip and, unless
+    `jitter` is None, colour jitter `(b, c, s, h)` with p=0.8."""
+    height, width, channels = shape
+    layers = [RandomResizedCrop(height, width, scale=crop_scale, seed=seed),
+              keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1))]
+    if jitter is not None:
+        layers.append(RandomApply(_color(channels, *jitter, _seed(seed, 2)),
+                                  rate=0.8, seed=_seed(seed, 3)))
+    return layers
+
+
+def _blur(shape, seed):
+    """SimCLR's Gaussian blur with p=0.5 (kernel a tenth of the side), for
+    images of 64 pixels or more; none below."""
+    side = min(shape[:2])
+    if side < 64:
+        return []
+    return [RandomApply(keras.layers.RandomGaussianBlur(
+        factor=1.0, kernel_size=max(3, (side // 10) | 1), sigma=(0.1, 2.0),
+        seed=_seed(seed, 5)), rate=0.5, seed=_seed(seed, 6))]
+
+
 def simclr(image_shape, strength=1.0, crop_scale=(0.08, 1.0), seed=None):
     """SimCLR's augmentation: resized crop, flip, colour distortion (p=0.8),
     grayscale (p=0.2), and Gaussian blur (p=0.5) for images of 64 pixels or more.
@@ -613,22 +636,11 @@ def simclr(image_shape, strength=1.0, crop_scale=(0.08, 1.0), seed=None):
                          f"brightness factor 0.8 * strength is at most 1 in Keras's colour "
                          f"layers). Received: strength={strength!r}")
     s = float(strength)
-    layers = [
-        RandomResizedCrop(height, width, scale=crop_scale, seed=seed),
-        keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1)),
-    ]
-    if s > 0:
-        layers.append(RandomApply(
-            _color(channels, 0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), _seed(seed, 2)),
-            rate=0.8, seed=_seed(seed, 3)))
+    jitter = (0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5)) if s > 0 else None
+    layers = _crop_flip_color((height, width, channels), crop_scale, jitter, seed)
     if channels == 3:
         layers.append(keras.layers.RandomGrayscale(0.2, seed=_seed(seed, 4)))
-    if min(height, width) >= 64:
-        kernel = max(3, (min(height, width) // 10) | 1)
-        layers.append(RandomApply(
-            keras.layers.RandomGaussianBlur(factor=1.0, kernel_size=kernel,
-                                            sigma=(0.1, 2.0), seed=_seed(seed, 5)),
-            rate=0.5, seed=_seed(seed, 6)))
+    layers += _blur((height, width), seed)
     return keras.Sequential(layers, name="simclr_augment")
 
 
@@ -646,14 +658,9 @@ def supcon(image_shape, crop_scale=(0.2, 1.0), seed=None):
     Returns:
         A `keras.Sequential` mapping images in [0, 255] to augmented images.
     """
-    height, width, channels = _check_shape(image_shape)
-    layers = [
-        RandomResizedCrop(height, width, scale=crop_scale, seed=seed),
-        keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1)),
-        RandomApply(_color(channels, 0.4, 0.4, 0.4, 0.1, _seed(seed, 2)),
-                    rate=0.8, seed=_seed(seed, 3)),
-    ]
-    if channels == 3:
+    shape = _check_shape(image_shape)
+    layers = _crop_flip_color(shape, crop_scale, (0.4, 0.4, 0.4, 0.1), seed)
+    if shape[2] == 3:
         layers.append(keras.layers.RandomGrayscale(0.2, seed=_seed(seed, 4)))
     return keras.Sequential(layers, name="supcon_augment")
 
@@ -680,22 +687,11 @@ def infomin(image_shape, crop_scale=(0.2, 1.0), magnitude=10.0, fill_value=128.0
     Returns:
         A `keras.Sequential` mapping images in [0, 255] to augmented images.
     """
-    height, width, channels = _check_shape(image_shape)
-    layers = [
-        RandomResizedCrop(height, width, scale=crop_scale, seed=seed),
-        keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1)),
-        RandomApply(_color(channels, 0.8, 0.8, 0.8, 0.2, _seed(seed, 2)),
-                    rate=0.8, seed=_seed(seed, 3)),
-    ]
-    if min(height, width) >= 64:
-        kernel = max(3, (min(height, width) // 10) | 1)
-        layers.append(RandomApply(
-            keras.layers.RandomGaussianBlur(factor=1.0, kernel_size=kernel,
-                                            sigma=(0.1, 2.0), seed=_seed(seed, 5)),
-            rate=0.5, seed=_seed(seed, 6)))
+    shape = _check_shape(image_shape)
+    layers = _crop_flip_color(shape, crop_scale, (0.8, 0.8, 0.8, 0.2), seed) + _blur(shape, seed)
     layers.append(RandAugment(2, magnitude=magnitude, magnitude_std=0.5,
                               fill_value=fill_value, seed=_seed(seed, 7)))
-    if channels == 3:
+    if shape[2] == 3:
         layers.append(keras.layers.RandomGrayscale(0.2, seed=_seed(seed, 4)))
     return keras.Sequential(layers, name="infomin_augment")
 
