@@ -44,6 +44,15 @@ def _sample_coords(start, end, n_out, n_in):
     return tf.clip_by_value(coords, 0.0, span)
 
 
+def _on_batch(images, fn):
+    """`fn` on `images` as a batch: an unbatched image `[H, W, C]` goes
+    through as a batch of one and comes back unbatched."""
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank == 3:
+        return fn(images[None])[0]
+    return fn(images)
+
+
 def crop_and_resize(images, boxes, size, method="bilinear"):
     """`tf.image.crop_and_resize(images, boxes, range(batch), size, method)`
     (one box per image, inside the image) written with gathers, so that it
@@ -200,13 +209,12 @@ class RandomApply(keras.layers.Layer):
     def call(self, images, training=True):
         if not training:
             return images
-        images = tf.convert_to_tensor(images)
-        unbatched = images.shape.rank == 3
-        batch = images[None] if unbatched else images
-        draw = keras.random.uniform((tf.shape(batch)[0], 1, 1, 1), seed=self.seed_generator)
-        out = tf.where(draw < self.rate, tf.cast(self.layer(batch, training=True),
-                                                 batch.dtype), batch)
-        return out[0] if unbatched else out
+        def apply(batch):
+            draw = keras.random.uniform((tf.shape(batch)[0], 1, 1, 1), seed=self.seed_generator)
+            return tf.where(draw < self.rate, tf.cast(self.layer(batch, training=True),
+                                                      batch.dtype), batch)
+
+        return _on_batch(images, apply)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -433,14 +441,13 @@ class RandAugment(keras.layers.Layer):
     def call(self, images, training=True):
         if not training:
             return images
-        images = tf.convert_to_tensor(images)
-        unbatched = images.shape.rank == 3
-        batch = images[None] if unbatched else images
-        out = tf.clip_by_value(tf.cast(batch, tf.float32), 0.0, 255.0)
-        for _ in range(self.num_ops):
-            out = self._one_op(out)
-        out = tf.cast(tf.clip_by_value(out, 0.0, 255.0), batch.dtype)
-        return out[0] if unbatched else out
+        def apply(batch):
+            out = tf.clip_by_value(tf.cast(batch, tf.float32), 0.0, 255.0)
+            for _ in range(self.num_ops):
+                out = self._one_op(out)
+            return tf.cast(tf.clip_by_value(out, 0.0, 255.0), batch.dtype)
+
+        return _on_batch(images, apply)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -487,12 +494,8 @@ class RandomRotate90(keras.layers.Layer):
     def call(self, images, training=True):
         if not training:
             return images
-        images = tf.convert_to_tensor(images)
-        unbatched = images.shape.rank == 3
-        batch = images[None] if unbatched else images
-        k = keras.random.randint((tf.shape(batch)[0],), 0, 4, seed=self.seed_generator)
-        out = rotate90(batch, k)
-        return out[0] if unbatched else out
+        return _on_batch(images, lambda batch: rotate90(batch, keras.random.randint(
+            (tf.shape(batch)[0],), 0, 4, seed=self.seed_generator)))
 
     def compute_output_shape(self, input_shape):
         return input_shape
