@@ -1,9 +1,10 @@
-"""Plots a sweep of pretraining runs: linear-evaluation top-1 against the
+"""Plots sweeps of pretraining runs: linear-evaluation top-1 against the
 swept value, with the InfoNCE estimate of the information the two views
-share beside it (InfoMin's "sweet spot" figure).
+share beside it (InfoMin's "sweet spot" figure). One line per series.
 
-    python examples/plot_sweep.py --runs runs/crop_0.08,runs/crop_0.2,runs/crop_0.4 \\
-        --values 0.08,0.2,0.4 --xlabel "crop lower bound" --out sweep.png
+    python examples/plot_sweep.py --xlabel "crop lower bound" --out sweep.png \\
+        --series "infomin:runs/crop_0.08=0.08,runs/crop_0.2=0.2,runs/crop_1.0=1.0" \\
+        --series "simclr:runs/simclr_crop_0.08=0.08,runs/simclr_crop_1.0=1.0"
 
 Each run folder holds `pretrain.json` (examples/pretrain.py) and
 `linear/linear_eval.json` (examples/linear_eval.py). The estimate is
@@ -19,8 +20,7 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("runs", None, "Run folders, in sweep order.")
-flags.DEFINE_list("values", None, "The swept value of each run.")
+flags.DEFINE_multi_string("series", None, 'A series, "label:run=value,run=value,...".')
 flags.DEFINE_string("xlabel", "swept value", "The x axis' label.")
 flags.DEFINE_string("title", None, "The figure's title.")
 flags.DEFINE_string("out", "sweep.png", "Output PNG (written through a temporary name).")
@@ -36,41 +36,63 @@ def read(run):
     return top1, math.log(2 * batch - 1) - record["history"]["loss"][-1]
 
 
-def plot(runs, values, xlabel, out, title=None):
-    """Writes the figure to `out`; returns the rows `(value, top-1, estimate)`."""
-    if len(runs) != len(values) or not runs:
-        raise ValueError("`runs` and `values` must be lists of the same, non-zero length. "
-                         f"Received: {len(runs)} runs, {len(values)} values")
+def parse(series):
+    """`"label:run=value,..."` -> `(label, [(run, value), ...])`."""
+    label, sep, points = series.partition(":")
+    try:
+        pairs = [(run, float(value)) for run, value in
+                 (point.rsplit("=", 1) for point in points.split(",") if point)]
+    except ValueError:
+        pairs = None
+    if not sep or not pairs:
+        raise ValueError('A series is "label:run=value,run=value,...". '
+                         f"Received: {series!r}")
+    return label, pairs
+
+
+def plot(series, xlabel, out, title=None):
+    """Writes the figure of `series` (`[(label, [(run, value), ...]), ...]`)
+    to `out`; returns `{label: [(value, top-1, estimate), ...]}` (by value)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [(float(v),) + read(r) for r, v in zip(runs, values)]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    xs = [r[0] for r in rows]
-    ax.plot(xs, [r[1] for r in rows], "o-", color="tab:blue")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("linear eval top-1 (%)", color="tab:blue")
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
     twin = ax.twinx()
-    twin.plot(xs, [r[2] for r in rows], "s--", color="tab:orange")
-    twin.set_ylabel("InfoNCE estimate of shared info (nats)", color="tab:orange")
+    table = {}
+    for k, (label, points) in enumerate(series):
+        rows = sorted((value,) + read(run) for run, value in points)
+        table[label] = rows
+        color = f"C{k}"
+        xs = [r[0] for r in rows]
+        ax.plot(xs, [r[1] for r in rows], "o-", color=color, label=f"{label}: top-1")
+        twin.plot(xs, [r[2] for r in rows], "s:", color=color, alpha=0.6,
+                  label=f"{label}: InfoNCE estimate")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("linear eval top-1 (%), solid")
+    twin.set_ylabel("InfoNCE estimate of shared info (nats), dotted")
+    lines = ax.get_legend_handles_labels()
+    extra = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="lower center")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     temporary = out + ".tmp.png"
     fig.savefig(temporary)
     plt.close(fig)
     os.replace(temporary, out)
-    return rows
+    return table
 
 
 def main(argv):
     del argv
-    for value, top1, estimate in plot(FLAGS.runs, FLAGS.values, FLAGS.xlabel, FLAGS.out,
-                                      FLAGS.title):
-        print(f"{value:g}: top-1 {top1:.2f}%, InfoNCE estimate {estimate:.3f} nats")
+    if not FLAGS.series:
+        raise app.UsageError("Give at least one --series.")
+    table = plot([parse(s) for s in FLAGS.series], FLAGS.xlabel, FLAGS.out, FLAGS.title)
+    for label, rows in table.items():
+        for value, top1, estimate in rows:
+            print(f"{label} {value:g}: top-1 {top1:.2f}%, InfoNCE estimate {estimate:.3f} nats")
     print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["runs", "values"])
     app.run(main)

@@ -158,11 +158,13 @@ def test_sweep_plot_reads_runs_and_writes_a_png(tmp_path):
         (run / "linear" / "linear_eval.json").write_text(json.dumps({"test_top1": top1}))
         runs.append(str(run))
     out = str(tmp_path / "sweep.png")
-    rows = module.plot(runs, ["0.2", "0.5"], "crop lower bound", out)
+    series = module.parse(f"crop:{runs[1]}=0.5,{runs[0]}=0.2")
+    table = module.plot([series], "crop lower bound", out)
+    rows = table["crop"]
     assert rows[1][0] == 0.5 and rows[1][1] == pytest.approx(84.0)
     assert rows[0][2] == pytest.approx(math.log(255) - 4.5)
     with open(out, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert not os.path.exists(out + ".tmp.png")
-    with pytest.raises(ValueError, match="same, non-zero length"):
-        module.plot(runs, ["0.2"], "x", out)
+    with pytest.raises(ValueError, match="label:run=value"):
+        module.parse("crop:runs/a")
