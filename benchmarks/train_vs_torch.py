@@ -175,15 +175,15 @@ def patch_encoder_layers(variant):
     if variant.startswith("tf-fusedbn"):
         FusedBatchNorm = experimental_layers()
         check_same_values(FusedBatchNorm)
-        sct.encoders._bn = lambda name, synchronized: FusedBatchNorm(name=name)
+        sct.encoders.backbones._bn = lambda name, synchronized: FusedBatchNorm(name=name)
     elif variant == "tf-nobn":
-        sct.encoders._bn = lambda name, synchronized: keras.layers.Identity(name=name)
+        sct.encoders.backbones._bn = lambda name, synchronized: keras.layers.Identity(name=name)
     elif variant.startswith("tf-kerasconv"):
         def keras_conv(filters, kernel, stride, name):
             return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
                                        use_bias=False, kernel_initializer="he_normal",
                                        name=name)
-        sct.encoders._conv = keras_conv
+        sct.encoders.backbones._conv = keras_conv
 
 
 def run_tf(args, variant):

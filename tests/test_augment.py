@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from supcon_tf import augment
+from supcon_tf.augment.randaugment import _GEOMETRIC as GEOMETRIC
 
 
 def _ramp(batch=4, size=32, channels=1):
@@ -248,7 +249,7 @@ def test_rand_augment_operations_equal_pil():
             got = layer(images[..., None].astype(np.float32), training=True).numpy()[..., 0]
             level = magnitude / 10
             for image, out in zip(images, got):
-                if op in augment._GEOMETRIC:
+                if op in GEOMETRIC:
                     err = min(np.abs(out - _pil_geometric(op, image, level, s)).max()
                               for s in (1, -1))
                 else:

@@ -196,13 +196,13 @@ def test_weights_saved_with_keras_conv2d_load_into_the_encoders(tmp_path):
     # name "Conv2D", so weights (and BackupAndRestore checkpoints) saved before
     # it existed load into today's encoders.
     import supcon_tf
-    build = supcon_tf.encoders._conv
+    build = supcon_tf.encoders.backbones._conv
     try:
-        supcon_tf.encoders._conv = lambda f, k, s, name: keras.layers.Conv2D(
+        supcon_tf.encoders.backbones._conv = lambda f, k, s, name: keras.layers.Conv2D(
             f, k, strides=s, padding="same", use_bias=False, name=name)
         old = encoders.resnet18((16, 16, 1), width=0.0625)
     finally:
-        supcon_tf.encoders._conv = build
+        supcon_tf.encoders.backbones._conv = build
     old.save_weights(tmp_path / "old.weights.h5")
     new = encoders.resnet18((16, 16, 1), width=0.0625)
     new.load_weights(tmp_path / "old.weights.h5")
