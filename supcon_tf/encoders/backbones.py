@@ -1,15 +1,5 @@
-"""Backbones that map images to a pooled feature vector.
-
-`resnet18`, `resnet34` and `resnet50` are the ResNets of He et al. (CVPR 2016)
-with the CIFAR stem used by SimCLR and SupCon for small images: one 3x3 conv,
-stride 1, no max-pool. A `width` multiplier scales every layer's channels.
-Their convolutions are `supcon_tf.encoders.Conv2D` (Keras's Conv2D with a
-faster input gradient; same values), so load a saved one after `import
-supcon_tf`.
-Any Keras model whose output is `[batch, features]` works as an encoder too
-(`as_encoder` checks and wraps one, e.g. `keras.applications.ResNet50(
-include_top=False, pooling="avg")`).
-"""
+"""The CIFAR-stem ResNets, their Conv2D, and `as_encoder` (the package's
+docstring says more)."""
 
 import keras
 import tensorflow as tf
