@@ -152,6 +152,8 @@ class InfoMinModel(CMCModel):
         return self.label_weight * loss / _cross_replica.num_replicas()
 
     def train_step(self, data):
+        if not self.adversarial and not self.view_classifiers:
+            return super().train_step(data)          # a frozen flow: CMC's step
         with tf.GradientTape(persistent=True) as tape:
             loss, probe_loss, out, y, sample_weight = self._step(data, True)
             view_loss = self.view_loss(y, out)
