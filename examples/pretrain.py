@@ -10,7 +10,8 @@ head, augmentation, loss, optimizer, schedule, epochs, batch: docs/methods.md);
 `supcon_tf.methods` (a registered method of your own runs the same way).
 
 Writes to --model_dir: `encoder.keras` (the pretrained encoder, for
-examples/linear_eval.py), `model.keras` (encoder + head), `pretrain.json`
+examples/linear_eval.py), `model.keras` (encoder + head), a method's other
+representations beside them (LooC++: `encoder_concat.keras`), `pretrain.json`
 (the recipe and the run's history), TensorBoard logs in `logs/`, and a
 `backup/` that lets an interrupted run continue from its last finished epoch
 when started again with the same command.
