@@ -19,7 +19,8 @@ with_budget = runpy.run_path(os.path.join(os.path.dirname(__file__), "budget.py"
 def get_config():
     c = ml_collections.ConfigDict()
     c.method = "simclr"
-    c.augment = dict(recipe="simclr", crop_min_scale=0.3, color_strength=placeholder(float))
+    c.augment = dict(recipe="simclr", crop_min_scale=0.3, color_strength=placeholder(float),
+                     rotate90=False)
     c.head = dict(dim=128, hidden_dims=(512,))
     c.model = dict(views=2, imix=placeholder(str), imix_alpha=1.0, adversarial_eps=0.0, adversarial_weight=1.0)
     c.loss = dict(name="SupConLoss", temperature=0.2)
