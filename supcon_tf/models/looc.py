@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf._checks import check_positive
-from supcon_tf._serialization import from_config_with_objects
 from supcon_tf.augment import rotate90
 from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses import LooCLoss
@@ -162,7 +161,3 @@ class LooCModel(ContrastiveModel):
         config.update({"families": list(self.families), "temperature": self.temperature,
                        "seed": self.seed})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        return from_config_with_objects(cls, config, ["encoder", "head", "augmenter"])
