@@ -3,7 +3,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup quickstart test
+.PHONY: setup quickstart test test-backends
 setup:
 	bash .ci/setup
 
@@ -17,3 +17,10 @@ TEST_WORKERS ?= 2
 
 test: setup
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+
+# The losses on Keras's JAX and PyTorch backends (tests/backends, which
+# `make test` runs on TensorFlow): one process per backend.
+test-backends: setup
+	bash .ci/setup-backends
+	KERAS_BACKEND=jax $(PYTHON) -m pytest -q -p no:cacheprovider tests/backends
+	KERAS_BACKEND=torch $(PYTHON) -m pytest -q -p no:cacheprovider tests/backends

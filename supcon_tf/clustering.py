@@ -18,6 +18,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from supcon_tf import _backend
+
 METRICS = ("euclidean", "cosine")
 
 
@@ -330,6 +332,9 @@ def sinkhorn(scores, iterations=3, epsilon=0.05, across_replicas=True):
         raise ValueError(f"`iterations` must be an integer >= 1. Received: iterations={iterations!r}")
     if not epsilon > 0:
         raise ValueError(f"`epsilon` must be > 0. Received: epsilon={epsilon!r}")
+    if not _backend.on_tensorflow(scores):
+        from supcon_tf.losses._portable import others as _portable
+        return _portable.sinkhorn(scores, iterations, epsilon)
     scores = tf.stop_gradient(tf.cast(scores, tf.float32))
     if scores.shape.rank != 2:
         raise ValueError(f"`scores` must be [batch, K]. Received: scores.shape={scores.shape}")

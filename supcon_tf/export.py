@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from supcon_tf import _backend
 from supcon_tf.encoders import as_encoder
 
 SIGNATURES = ("serving_default", "serving_uint8")
@@ -149,6 +150,7 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True, image
             the encoder's.
         RuntimeError: the reloaded export does not match (with `verify`).
     """
+    _backend.require_tensorflow("supcon_tf.export.export_encoder (a TensorFlow SavedModel)")
     encoder = as_encoder(encoder)
     path = _check_path(path, overwrite)
     image_shape = _served_shape(encoder, image_shape)

@@ -11,7 +11,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
@@ -47,6 +47,7 @@ class FeatureQueue(keras.layers.Layer):
     """
 
     def __init__(self, size, dim, with_labels=False, **kwargs):
+        _backend.require_tensorflow(f"supcon_tf.memory.{type(self).__name__}")
         super().__init__(**kwargs)
         for name, value in (("size", size), ("dim", dim)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -151,6 +152,7 @@ class MemoryBank(keras.layers.Layer):
     """
 
     def __init__(self, size, dim, momentum=0.5, seed=None, **kwargs):
+        _backend.require_tensorflow(f"supcon_tf.memory.{type(self).__name__}")
         super().__init__(**kwargs)
         for name, value in (("size", size), ("dim", dim)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -230,6 +232,7 @@ class Prototypes(keras.layers.Layer):
     """
 
     def __init__(self, num_prototypes=3000, seed=None, **kwargs):
+        _backend.require_tensorflow(f"supcon_tf.memory.{type(self).__name__}")
         super().__init__(**kwargs)
         if isinstance(num_prototypes, bool) or not isinstance(num_prototypes, int) \
                 or num_prototypes < 2:

@@ -57,25 +57,34 @@ def _check_options(temperature, base_temperature, contrast_mode, variant,
     return temperature, base_temperature
 
 
+def check_embeddings(dims, real, dtype):
+    """Raises for embeddings of unknown rank (`dims` None), rank < 2, a
+    non-real `dtype` (`real` False) or an empty dimension; shared by the
+    TensorFlow and the `keras.ops` losses."""
+    if dims is None:
+        raise ValueError(
+            "`y_pred` must have a known rank >= 2 ([batch, dim] or "
+            "[batch, views, dim, ...]). Received a tensor of unknown rank.")
+    shape = "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+    if len(dims) < 2:
+        raise ValueError(
+            "`y_pred` must have rank >= 2 ([batch, dim] or [batch, views, dim, "
+            f"...]). Received: y_pred.shape={shape}")
+    if not real:
+        raise TypeError(f"`y_pred` must be a real tensor. Received: y_pred.dtype={dtype}")
+    if dims[0] == 0 or 0 in dims[1:]:
+        raise ValueError(
+            "`y_pred` must hold at least one sample, one view and one feature. "
+            f"Received: y_pred.shape={shape}")
+
+
 def _as_views(y_pred):
     """Returns embeddings as float32 `[batch, views, dim]`."""
     y_pred = tf.convert_to_tensor(y_pred)
     rank = y_pred.shape.rank
-    if rank is None:
-        raise ValueError(
-            "`y_pred` must have a known rank >= 2 ([batch, dim] or "
-            "[batch, views, dim, ...]). Received a tensor of unknown rank.")
-    if rank < 2:
-        raise ValueError(
-            "`y_pred` must have rank >= 2 ([batch, dim] or [batch, views, dim, "
-            f"...]). Received: y_pred.shape={y_pred.shape}")
-    if not (y_pred.dtype.is_floating or y_pred.dtype.is_integer) or y_pred.dtype == tf.bool:
-        raise TypeError(
-            f"`y_pred` must be a real tensor. Received: y_pred.dtype={y_pred.dtype}")
-    if y_pred.shape[0] == 0 or 0 in y_pred.shape[1:]:
-        raise ValueError(
-            "`y_pred` must hold at least one sample, one view and one feature. "
-            f"Received: y_pred.shape={y_pred.shape}")
+    check_embeddings(None if rank is None else y_pred.shape.as_list(),
+                     (y_pred.dtype.is_floating or y_pred.dtype.is_integer)
+                     and y_pred.dtype != tf.bool, y_pred.dtype)
     # All arithmetic in float32, also for float16 / bfloat16 embeddings.
     y_pred = tf.cast(y_pred, tf.float32)
     if rank == 2:

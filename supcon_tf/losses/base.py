@@ -14,10 +14,12 @@ under `tf.distribute`, exactly as `keras.losses.Loss.__call__` does. So
 `model.compile(loss=SupConLoss())` works as any Keras loss does, and a
 method's model passes its extras explicitly:
 `loss(y, projections, sample_weight, queue=q, queue_labels=ql)`.
+
+The contract holds on every Keras 3 backend: on JAX and PyTorch the losses
+compute the same values in `keras.ops` (`supcon_tf.losses._portable`).
 """
 
 import keras
-import tensorflow as tf
 
 
 class _Reduce(keras.losses.Loss):
@@ -38,11 +40,11 @@ class ContrastiveLoss(keras.losses.Loss):
     """
 
     def __call__(self, y_true, y_pred, sample_weight=None, **inputs):
-        with tf.name_scope(self.name):
-            y_pred = tf.nest.map_structure(
+        with keras.name_scope(self.name):
+            y_pred = keras.tree.map_structure(
                 lambda x: keras.ops.convert_to_tensor(x, dtype=self.dtype), y_pred)
             if y_true is not None:
-                y_true = tf.nest.map_structure(
+                y_true = keras.tree.map_structure(
                     lambda x: keras.ops.convert_to_tensor(x, dtype=self.dtype), y_true)
             values = self.call(y_true, y_pred, **inputs)
             return _Reduce(reduction=self.reduction, dtype=self.dtype,

@@ -10,9 +10,11 @@ import itertools
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
 from supcon_tf._checks import check_choice, check_positive
 from supcon_tf.losses._checks import _as_views
+from supcon_tf.losses._portable import others as _portable
+from supcon_tf.losses._portable.common import as_views as _portable_views
 from supcon_tf.losses.base import ContrastiveLoss
 
 GRAPHS = ("core", "full")
@@ -60,11 +62,14 @@ def cmc_loss(y_pred, temperature=0.07, graph="core", normalize=True):
     TensorShape([4])
     """
     temperature = check_positive(temperature, "temperature")
-    z = _as_views(y_pred)
-    if z.shape.rank != 3 or z.shape[1] is None or z.shape[1] < 2:
+    portable = not _backend.on_tensorflow(y_pred)
+    z = _portable_views(y_pred) if portable else _as_views(y_pred)
+    if len(z.shape) != 3 or z.shape[1] is None or z.shape[1] < 2:
         raise ValueError("CMC's loss needs `y_pred` of shape [batch, views, dim] with at "
-                         f"least 2 views. Received: y_pred.shape={z.shape}")
+                         f"least 2 views. Received: y_pred.shape={tuple(z.shape)}")
     pairs = view_pairs(z.shape[1], graph)
+    if portable:
+        return _portable.cmc_loss(z, temperature, pairs, normalize)
     if normalize:
         z = tf.math.l2_normalize(z, axis=-1)
     everyone, offset = _cross_replica.global_batch(z)          # [global, views, dim]

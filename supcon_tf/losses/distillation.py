@@ -4,12 +4,16 @@ teacher's temperature-softened predictions."""
 import keras
 import tensorflow as tf
 
+from supcon_tf import _backend
 from supcon_tf.losses._checks import _positive_number
+from supcon_tf.losses._portable import others as _portable
 
 
 def distillation_loss(y_true, y_pred, temperature=1.0):
     """Per-example `-sum_c softmax(t / T)_c log softmax(s / T)_c` of teacher
     logits `y_true` and student logits `y_pred`, both `[batch, classes]`."""
+    if not _backend.on_tensorflow(y_true, y_pred):
+        return _portable.distillation_loss(y_true, y_pred, temperature)
     teacher = tf.stop_gradient(tf.cast(y_true, tf.float32))
     student = tf.cast(y_pred, tf.float32)
     if teacher.shape.rank != 2 or student.shape.rank != 2:

@@ -12,10 +12,11 @@ import numbers
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
 from supcon_tf.losses._checks import _as_views, _positive_number, nonfinite_marker
 from supcon_tf.losses._masks import (_masked_logsumexp, checked_labels, label_kind,
                                      same_class, validate_labels)
+from supcon_tf.losses._portable import supcon as _portable
 from supcon_tf.losses.base import ContrastiveLoss
 
 
@@ -143,6 +144,9 @@ def hard_negative_terms(y_true, y_pred, temperature=0.5, tau_plus=0.1, beta=1.0,
     1.0
     """
     temperature, tau_plus, beta = _check_hcl_options(temperature, tau_plus, beta)
+    if not _backend.on_tensorflow(y_true, y_pred):
+        return _portable.hard_negative_terms(y_true, y_pred, temperature, tau_plus, beta,
+                                             normalize)
     features = _as_views(y_pred)
     if features.shape.rank != 3 or features.shape[1] != 2:
         raise ValueError("`y_pred` must be [batch, 2, dim]: two views of each sample. "
@@ -251,6 +255,8 @@ class HardNegativeLoss(ContrastiveLoss):
         self.normalize = bool(normalize)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        if not _backend.on_tensorflow(y_true, y_pred):
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
         if y_true is None:
             # Every sample its own class: exactly the self-supervised negatives
             # (ids unique over the global batch), and a tensor for the base class.

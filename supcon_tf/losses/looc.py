@@ -8,8 +8,9 @@ Contrastive Learning", ICLR 2021 (https://arxiv.org/abs/2008.05659).
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
 from supcon_tf._checks import check_positive
+from supcon_tf.losses._portable import others as _portable
 from supcon_tf.losses.base import ContrastiveLoss
 
 
@@ -45,6 +46,8 @@ def looc_loss(y_pred, temperature=0.2, normalize=True):
     TensorShape([4])
     """
     temperature = check_positive(temperature, "temperature")
+    if not _backend.on_tensorflow(y_pred):
+        return _portable.looc_loss(y_pred, temperature, normalize)
     z = tf.convert_to_tensor(y_pred)
     if not z.dtype.is_floating:
         raise TypeError(f"`y_pred` must be a float tensor. Received: y_pred.dtype={z.dtype}")

@@ -10,11 +10,12 @@ trick" (Khosla et al., NeurIPS 2020, section 4).
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
 from supcon_tf.losses import _fused
 from supcon_tf.losses._masks import checked_labels, class_ids, validate_labels
 from supcon_tf.losses._checks import (_as_views, _check_queue, _positive_number,
                                       nonfinite_marker)
+from supcon_tf.losses._portable import supcon as _portable
 from supcon_tf.losses.base import ContrastiveLoss
 
 
@@ -65,6 +66,9 @@ def moco_loss(y_true, y_pred, queue=None, queue_labels=None, temperature=0.2,
         He et al., "Momentum Contrast for Unsupervised Visual Representation
         Learning", CVPR 2020.
     """
+    if not _backend.on_tensorflow(y_true, y_pred, queue, queue_labels, extra_negatives):
+        return _portable.moco_loss(y_true, y_pred, queue, queue_labels, temperature,
+                                   normalize, extra_negatives)
     temperature = _positive_number(temperature, "temperature")
     pairs = _as_views(y_pred)
     if pairs.shape[1] is not None and pairs.shape[1] != 2:

@@ -4,7 +4,8 @@ non-parametric softmax."""
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
+from supcon_tf.losses._portable import others as _portable
 from supcon_tf.losses._checks import _positive_number
 from supcon_tf.losses.base import ContrastiveLoss
 
@@ -45,19 +46,21 @@ def npid_loss(y_true, y_pred, temperature=0.07, kind="nce", noise_ratio=None, z=
     """
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
+    if y_true is not None and kind != "softmax":
+        raise ValueError("Similarities to every slot (with `y_true`, the own slots) are "
+                         "for kind='softmax'. Received: kind='nce'")
+    if y_true is None and kind == "nce" and (noise_ratio is None or z is None):
+        raise ValueError(f"NCE needs `noise_ratio` (m / n) and `z`. Received: "
+                         f"noise_ratio={noise_ratio!r}, z={z!r}")
+    if not _backend.on_tensorflow(y_true, y_pred, noise_ratio, z):
+        return _portable.npid_loss(y_true, y_pred, temperature, kind, noise_ratio, z)
     scores = tf.cast(y_pred, tf.float32) / temperature
     if y_true is not None:
-        if kind != "softmax":
-            raise ValueError("Similarities to every slot (with `y_true`, the own slots) are "
-                             "for kind='softmax'. Received: kind='nce'")
         return tf.nn.sparse_softmax_cross_entropy_with_logits(
             tf.reshape(tf.cast(y_true, tf.int64), [-1]), scores)
     if kind == "softmax":
         return tf.nn.sparse_softmax_cross_entropy_with_logits(
             tf.zeros(tf.shape(scores)[:1], tf.int64), scores)
-    if noise_ratio is None or z is None:
-        raise ValueError("NCE needs `noise_ratio` (m / n) and `z`. Received: "
-                         f"noise_ratio={noise_ratio!r}, z={z!r}")
     # log P = s - log Z;  h = P / (P + m / n);  log h = -softplus(log(m / n) - log P).
     log_p = scores - tf.math.log(tf.cast(z, tf.float32))
     log_noise = tf.math.log(tf.cast(noise_ratio, tf.float32))

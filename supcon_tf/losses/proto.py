@@ -5,7 +5,8 @@ import numbers
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
+from supcon_tf.losses._portable import others as _portable
 from supcon_tf.losses.base import ContrastiveLoss
 
 
@@ -32,6 +33,9 @@ def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)
         targets: `[batch]` each query's cluster id.
         num_negatives: `r`, >= 1. Defaults to 16000 (PCL's).
         seed: A stateless seed `[2]` for the draw (the same on every replica).
+            On Keras's other backends, an integer or a
+            `keras.random.SeedGenerator` (a pair is folded into one integer);
+            the draw there is not TensorFlow's Philox draw.
 
     Returns:
         The per-query cross-entropy `[batch]`.
@@ -40,6 +44,10 @@ def proto_nce(queries, centroids, phi, targets, num_negatives=16000, seed=(0, 0)
             or num_negatives < 1:
         raise ValueError("`num_negatives` must be an integer >= 1. "
                          f"Received: num_negatives={num_negatives!r}")
+    if not _backend.on_tensorflow(queries, centroids, phi, targets):
+        if isinstance(seed, (tuple, list)):     # the stateless pair, as one integer seed
+            seed = (int(seed[0]) * 1_000_003 + int(seed[1])) % (2 ** 31)
+        return _portable.proto_nce(queries, centroids, phi, targets, int(num_negatives), seed)
     queries = tf.cast(queries, tf.float32)
     centroids = tf.cast(centroids, tf.float32)
     phi = tf.cast(phi, tf.float32)

@@ -19,7 +19,8 @@ import numbers
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
+from supcon_tf.losses._portable import others as _portable
 from supcon_tf.losses.base import ContrastiveLoss
 
 
@@ -88,6 +89,9 @@ def barlow_twins_loss(y_pred, lambda_=0.0051):
     True
     """
     lambda_ = _non_negative(lambda_, "lambda_")
+    if not _backend.on_tensorflow(y_pred):
+        return _portable.barlow_twins_loss(*_portable.two_views(y_pred, "BarlowTwinsLoss"),
+                                           lambda_)
     a, b = _two_views(y_pred, "BarlowTwinsLoss")
     n = tf.cast(tf.shape(a)[0], tf.float32)
 
@@ -129,12 +133,15 @@ def vicreg_loss(y_pred, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
     coeffs = [_non_negative(c, name) for c, name in ((sim_coeff, "sim_coeff"),
                                                       (std_coeff, "std_coeff"),
                                                       (cov_coeff, "cov_coeff"))]
-    return tf.add_n([c * t for c, t in zip(coeffs, vicreg_terms(y_pred))])
+    terms = vicreg_terms(y_pred)
+    return coeffs[0] * terms[0] + coeffs[1] * terms[1] + coeffs[2] * terms[2]
 
 
 def vicreg_terms(y_pred):
     """VICReg's three unweighted terms `(invariance, variance, covariance)`
     of `y_pred` `[batch, 2, dim]` (see `vicreg_loss`)."""
+    if not _backend.on_tensorflow(y_pred):
+        return _portable.vicreg_terms(*_portable.two_views(y_pred, "VICRegLoss"))
     a, b = _two_views(y_pred, "VICRegLoss")
     n = tf.cast(tf.shape(a)[0], tf.float32)
     dim = tf.cast(tf.shape(a)[1], tf.float32)

@@ -8,7 +8,7 @@ NT-Xent (Chen et al., ICML 2020, https://arxiv.org/abs/2002.05709).
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
 from supcon_tf.losses import _fused, _general
 from supcon_tf.losses._checks import (CONTRAST_MODES, DENOMINATORS, VARIANTS,  # noqa: F401
                                       _as_views, _check_options, _check_queue,
@@ -16,6 +16,7 @@ from supcon_tf.losses._checks import (CONTRAST_MODES, DENOMINATORS, VARIANTS,  #
 from supcon_tf.losses._masks import (IDS, checked_labels, pair_positive_mask,  # noqa: F401
                                      class_ids, is_class_ids, label_kind, positive_mask,
                                      validate_labels)
+from supcon_tf.losses._portable import supcon as _portable
 from supcon_tf.losses.base import ContrastiveLoss
 
 def _fused_applies(y_true, mask, contrast_mode, variant, denominator, positives_cap):
@@ -170,6 +171,10 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
     Reference:
         Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
     """
+    if not _backend.on_tensorflow(y_true, y_pred, mask, queue, queue_labels):
+        return _portable.supcon_loss(
+            y_true, y_pred, mask, temperature, base_temperature, contrast_mode, variant,
+            denominator, positives_cap, normalize, block_size, fused, queue, queue_labels)
     temperature, base_temperature = _check_options(
         temperature, base_temperature, contrast_mode, variant, denominator,
         positives_cap, block_size)
@@ -313,6 +318,9 @@ class SupConLoss(ContrastiveLoss):
     def __call__(self, y_true, y_pred, sample_weight=None, queue=None, queue_labels=None):
         """As `keras.losses.Loss.__call__`, plus the optional `queue` and
         `queue_labels` of `supcon_loss`."""
+        if not _backend.on_tensorflow(y_true, y_pred, queue, queue_labels):
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight, queue=queue,
+                                    queue_labels=queue_labels)
         if y_true is None:
             views = tf.convert_to_tensor(y_pred).shape
             if views.rank == 2 or (views.rank is not None and views.rank > 2 and views[1] == 1):

@@ -3,7 +3,9 @@
 import keras
 import tensorflow as tf
 
+from supcon_tf import _backend
 from supcon_tf.losses._checks import _positive_number
+from supcon_tf.losses._portable import others as _portable
 from supcon_tf.losses.base import ContrastiveLoss
 
 
@@ -26,6 +28,8 @@ def swav_loss(codes, scores, temperature=0.1):
         `[batch]` float32.
     """
     temperature = _positive_number(temperature, "temperature")
+    if not _backend.on_tensorflow(codes, scores):
+        return _portable.swav_loss(codes, scores, temperature)
     codes = tf.stop_gradient(tf.cast(codes, tf.float32))
     scores = tf.cast(scores, tf.float32)
     if codes.shape.rank != 3 or scores.shape.rank != 3:

@@ -18,7 +18,7 @@ linear probe, replica-correct logs and the Keras 3 workarounds.
 import keras
 import tensorflow as tf
 
-from supcon_tf import _cross_replica
+from supcon_tf import _backend, _cross_replica
 from supcon_tf._checks import check_int  # noqa: F401  (models import it here)
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.augment import MultiView
@@ -153,6 +153,7 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
     def __init__(self, encoder, head=None, augmenter=None, views=2,
                  probe_classes=None, imix=None, imix_alpha=1.0, adversarial_eps=0.0,
                  adversarial_weight=1.0, value_range=(0.0, 255.0), **kwargs):
+        _backend.require_tensorflow(f"supcon_tf.models.{type(self).__name__}")
         super().__init__(**kwargs)
         views = check_int(views, "views", 1)
         probe_classes = check_int(probe_classes, "probe_classes", 2, allow_none=True)

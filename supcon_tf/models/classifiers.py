@@ -5,6 +5,7 @@ stage (`LinearClassifier`) and the cross-entropy baseline
 import keras
 import tensorflow as tf
 
+from supcon_tf import _backend
 from supcon_tf._serialization import from_config_with_objects, serialize
 from supcon_tf.encoders import as_encoder
 from supcon_tf.models.base import build_if_known, check_int, feature_shape
@@ -20,6 +21,7 @@ class EncoderClassifier(keras.Model):
 
     def __init__(self, encoder, num_classes, augmenter=None, normalize_features=None,
                  **kwargs):
+        _backend.require_tensorflow(f"supcon_tf.models.{type(self).__name__}")
         super().__init__(**kwargs)
         num_classes = check_int(num_classes, "num_classes", 2)
         self.encoder = as_encoder(encoder)

@@ -32,6 +32,7 @@ import zlib
 import keras
 import numpy as np
 
+from supcon_tf import _backend
 from supcon_tf import data as _data
 from supcon_tf import evaluation as _evaluation
 
@@ -295,6 +296,7 @@ def load(name, output="embedding", cache=None):
         A `keras.Model` from images `[batch, *input_shape]` (uint8 or float,
         raw pixel values as the entry's `preprocessing` says) to `[batch, dim]`.
     """
+    _backend.require_tensorflow("supcon_tf.zoo.load (the zoo's encoders are TensorFlow SavedModels)")
     if output not in ("embedding", "projection"):
         raise ValueError("`output` must be 'embedding' or 'projection'. "
                          f"Received: output={output!r}")
