@@ -10,7 +10,7 @@ For N rows (views x batch; 2 views, labels from 10 classes) and dim d:
 - loss: `supcon_loss(labels, z, **option)` and its gradient with respect to
   z, in one `tf.function`, for each --options entry: `default` (the fused
   path), `in` (`variant="in"`), `one_positive` / `only_negatives`
-  (`denominator`), `cap` (`positives_cap=2`), `one` (`contrast_mode="one"`),
+  (`denominator`), `cap` / `cap4` (`positives_cap=2` / `4`), `one` (`contrast_mode="one"`),
   `mask` (an explicit `[B, B]` mask of the same classes), `multi_hot`
   (two-hot labels over 10 classes), `masked` (`fused=False`: the general path
   with the default options); each on the `dense` path (`block_size=None`,
@@ -24,6 +24,12 @@ For N rows (views x batch; 2 views, labels from 10 classes) and dim d:
 - peak memory: the growth of the process's peak resident memory while the
   loss runs (its first call included), from the resident memory just before
   (Linux: the peak is reset first), each size and path in a fresh subprocess.
+
+With `--backend jax` (`pip install "jax[cpu]"`), each option is also timed
+on Keras's JAX backend, in a process of its own: the same `supcon_loss` (its
+`keras.ops` code) and its gradient under `jax.jit`, against the same three
+products under `jax.jit` (dense), printed beside the TensorFlow ratio of the
+dense path; the last column divides the JAX time by the TensorFlow floor.
 
 Each timing is the median of --repeats calls after one warm-up call.
 """
@@ -71,7 +77,8 @@ def median_seconds(fn, repeats):
 OPTIONS = {"default": {}, "masked": dict(fused=False), "in": dict(variant="in"),
            "one_positive": dict(denominator="one_positive"),
            "only_negatives": dict(denominator="only_negatives"),
-           "cap": dict(positives_cap=2), "one": dict(contrast_mode="one"),
+           "cap": dict(positives_cap=2), "cap4": dict(positives_cap=4),
+           "one": dict(contrast_mode="one"),
            "mask": {}, "multi_hot": {}}
 
 
@@ -117,6 +124,44 @@ def measure(n, dim, repeats, path, block_size, option="default"):
             "peak_growth_mb": peak_rss_mb() - before}
 
 
+def measure_jax(n, dim, repeats, option="default"):
+    """The loss's `keras.ops` code on Keras's JAX backend (this process must
+    run with KERAS_BACKEND=jax) and the dense floor, both under `jax.jit`."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from supcon_tf.losses import supcon_loss
+
+    rng = np.random.default_rng(0)
+    views = 2
+    z = jnp.asarray(rng.normal(size=(n // views, views, dim)).astype("float32"))
+    ids = rng.integers(0, 10, size=n // views)
+    labels, options = jnp.asarray(ids), dict(OPTIONS[option])
+    if option == "mask":
+        options["mask"] = jnp.asarray((ids[:, None] == ids[None, :]).astype("float32"))
+        labels = None
+    elif option == "multi_hot":
+        hot = np.zeros((n // views, 10), "float32")
+        hot[np.arange(n // views), ids] = 1
+        hot[np.arange(n // views), (ids + 1) % 10] = 1
+        labels = jnp.asarray(hot)
+    loss_and_grad = jax.jit(jax.value_and_grad(
+        lambda z: jnp.mean(supcon_loss(labels, z, temperature=0.1, **options))))
+    loss_s = median_seconds(lambda: loss_and_grad(z)[0].block_until_ready(), repeats)
+
+    flat = z.reshape(n, dim)
+    grad_rows = jnp.asarray(rng.normal(size=(n, n)).astype("float32") / n)
+
+    @jax.jit
+    def floor(flat, grad_rows):
+        logits = flat @ flat.T
+        return logits[0, 0] + (grad_rows @ flat)[0, 0] + (grad_rows.T @ flat)[0, 0]
+
+    floor_s = median_seconds(lambda: floor(flat, grad_rows).block_until_ready(), repeats)
+    return {"n": n, "option": option, "jax_loss_s": loss_s, "jax_floor_s": floor_s}
+
+
 def measure_floor(n, flat, repeats, block_size):
     """The three products, dense (when N x N fits) and in row blocks."""
     import tensorflow as tf
@@ -150,12 +195,12 @@ def measure_floor(n, flat, repeats, block_size):
     return result
 
 
-def _run_one(n, args, path, option):
+def _run_one(n, args, path, option, backend="tensorflow"):
     proc = subprocess.run(
         [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim),
          "--repeats", str(args.repeats), "--paths", path, "--options", option,
-         "--block_size", str(args.block_size)],
-        capture_output=True, text=True)
+         "--block_size", str(args.block_size), "--backend", backend],
+        capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend})
     if proc.returncode != 0:
         return (proc.stderr.strip().splitlines() or ["?"])[-1][:80]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -169,9 +214,14 @@ def main():
     parser.add_argument("--paths", default="dense,blockwise")
     parser.add_argument("--block_size", type=int, default=1024)
     parser.add_argument("--options", default=",".join(OPTIONS))
+    parser.add_argument("--backend", default="tensorflow",
+                        help="tensorflow, or jax: the JAX column beside each option")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     paths, options = args.paths.split(","), args.options.split(",")
+    if args.one is not None and args.backend == "jax":
+        print(json.dumps(measure_jax(args.one, args.dim, args.repeats, options[0])))
+        return
     if args.one is not None:
         print(json.dumps(measure(args.one, args.dim, args.repeats, paths[0],
                                  args.block_size, options[0])))
@@ -179,9 +229,12 @@ def main():
     import tensorflow as tf
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, dim {args.dim}, "
           f"median of {args.repeats}, block_size {args.block_size}")
+    jax = args.backend == "jax"
     print("| N | option | path | loss fwd+bwd (s) | floor (s) | ratio | "
-          "peak memory growth (MB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "peak memory growth (MB) |" + (" JAX loss (s) | JAX floor (s) | JAX ratio | "
+                                         "JAX loss / floor (s) |" if jax else ""))
+    print("| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- |"
+                                                          if jax else ""))
     for n in (int(s) for s in args.sizes.split(",")):
         floor = _run_one(n, args, "dense", "floor")
         if isinstance(floor, str):
@@ -198,8 +251,15 @@ def main():
                 if isinstance(r, str):
                     print(f"| {n} | {option} | {path} | failed: {r} | | | |", flush=True)
                     continue
-                print(f"| {n} | {option} | {path} | {r['loss_s']:.3f} | {best:.3f} | "
-                      f"{r['loss_s'] / best:.2f} | {r['peak_growth_mb']:.0f} |", flush=True)
+                row = (f"| {n} | {option} | {path} | {r['loss_s']:.3f} | {best:.3f} | "
+                       f"{r['loss_s'] / best:.2f} | {r['peak_growth_mb']:.0f} |")
+                if jax and path == "dense":
+                    j = _run_one(n, args, path, option, "jax")
+                    row += (f" failed: {j} | | | |" if isinstance(j, str) else
+                            f" {j['jax_loss_s']:.3f} | {j['jax_floor_s']:.3f} | "
+                            f"{j['jax_loss_s'] / j['jax_floor_s']:.2f} | "
+                            f"{j['jax_loss_s'] / best:.2f} |")
+                print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -64,13 +64,25 @@ def sample_relation(y_true, y_contrast, queue_labels, kind, mask, offset, n_samp
     return relation
 
 
+def class_ranks(labels):
+    """Each entry's 1-based position among the entries of its class, in
+    order (`[n]` int32): sorted once, no `n x n` comparison."""
+    order = tf.argsort(labels, stable=True)
+    ordered = tf.gather(labels, order)
+    first = tf.searchsorted(ordered, ordered, side="left", out_type=tf.int32)
+    rank = tf.range(tf.size(labels, out_type=tf.int32)) - first + 1
+    return tf.scatter_nd(order[:, None], rank, tf.shape(labels, out_type=tf.int32))
+
+
 def label_columns(y_true, y_contrast, queue_labels, offset, batch, n_batch_samples,
-                  views, n_queue):
-    """For class ids (or no labels) without a cap or mask: int64 labels of
-    the local samples `[B]` and of the contrast columns `[N]` such that a
-    column is a positive of an anchor exactly when their labels are equal
-    (without labels each sample is its own class, and a queue entry no
-    one's). The masks then come from one comparison of two vectors."""
+                  views, n_queue, positives_cap=None):
+    """For class ids (or no labels) without a mask: int64 labels of the local
+    samples `[B]` and of the contrast columns `[N]` such that a column is a
+    positive of an anchor exactly when their labels are equal (without labels
+    each sample is its own class, and a queue entry no one's), and with
+    `positives_cap` (and labels) the class ranks of the anchors' samples and
+    of the columns and the cap, else None. The masks then come from
+    comparisons of vectors."""
     if y_true is None:
         rows = tf.cast(offset + tf.range(batch), tf.int64)
         batch_cols = tf.range(n_batch_samples, dtype=tf.int64)
@@ -80,18 +92,36 @@ def label_columns(y_true, y_contrast, queue_labels, offset, batch, n_batch_sampl
         batch_cols = class_ids(y_contrast)
         queue_cols = (tf.zeros([0], tf.int64) if queue_labels is None
                       else class_ids(queue_labels, "queue_labels"))
-    return rows, tf.concat([tf.tile(batch_cols, [views]), queue_cols], 0)
+    ranks = None
+    if positives_cap is not None and y_true is not None:
+        # Samples then queue entries, the order positives_cap counts in.
+        rank = class_ranks(tf.concat([batch_cols, queue_cols], 0))
+        ranks = (rank[offset:offset + batch],
+                 tf.concat([tf.tile(rank[:n_batch_samples], [views]), rank[n_batch_samples:]], 0),
+                 int(positives_cap))
+    return rows, tf.concat([tf.tile(batch_cols, [views]), queue_cols], 0), ranks
 
 
-def _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_label):
+def _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_label,
+           cap_ranks):
     """The positive and negative masks `[b, N]` of a block: from equal labels
-    (`row_label`, `col_label`) or gathered from its sample-level relations
-    (column `c` is sample `col_sample[c]`); the anchor itself is neither."""
+    (`row_label`, `col_label`; with `positives_cap`, the class ranks of
+    `cap_ranks`) or gathered from its sample-level relations (column `c` is
+    sample `col_sample[c]`); the anchor itself is neither."""
     # The anchor itself: view v of sample i is column v * Bc + offset + i.
     not_self = tf.not_equal(tf.range(tf.shape(logits)[1])[None, :], self_col[:, None])
     if row_label is not None:
-        pos = tf.logical_and(tf.equal(row_label[:, None], col_label[None, :]), not_self)
-        return pos, tf.logical_not(tf.logical_or(pos, tf.logical_not(not_self)))
+        same = tf.equal(row_label[:, None], col_label[None, :])
+        if cap_ranks is None:
+            return tf.logical_and(same, not_self), tf.logical_not(same)
+        # Column j of another sample of the class is the anchor's
+        # (rank(j) - [rank(anchor) < rank(j)])-th other sample in order: kept
+        # while that is <= cap, else neither positive nor negative.
+        row_rank, col_rank, row_sample, cap = cap_ranks
+        own = tf.equal(row_sample[:, None], col_sample[None, :])
+        order = col_rank[None, :] - tf.cast(row_rank[:, None] < col_rank[None, :], tf.int32)
+        kept = tf.logical_or(own, order <= cap)
+        return tf.logical_and(tf.logical_and(same, kept), not_self), tf.logical_not(same)
     pos = tf.gather(sample_pos, col_sample, axis=1)
     out = tf.gather(sample_out, col_sample, axis=1)
     pos = tf.logical_and(pos, not_self)
@@ -112,13 +142,16 @@ def _lse(x, mask, shift):
 
 
 def _forward(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_label,
-             variant, denominator, shift):
-    """Per-anchor loss `[b]` of a block and the row statistics `[b, 4]` its
+             cap_ranks, variant, denominator, shift):
+    """Per-anchor loss `[b]` of a block and the row statistics `[b, 5]` its
     gradient needs: (log-sum-exp over the denominator, or over the negatives
     for "one_positive"; the log-sum-exp over the positives of the log-probs
-    for variant "in"; the number of positives; whether the anchor counts)."""
+    for variant "in"; the number of positives; whether the anchor counts;
+    for "one_positive" with the fixed shift, `sum_p c_p` of `_backward`)."""
     pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label,
-                      col_label)
+                      col_label, cap_ranks)
+    if denominator == "one_positive" and shift is not None:
+        return _one_positive_shifted(logits, pos, neg, variant, shift)
     if denominator == "one_positive":
         lse, has_neg = _lse(logits, neg, shift)
         lse = tf.where(has_neg, lse, tf.constant(-float("inf")))
@@ -140,12 +173,51 @@ def _forward(logits, sample_pos, sample_out, col_sample, self_col, row_label, co
         per_anchor = -(lse_pos - tf.math.log(safe_n_pos))
     keep = tf.logical_and(has_pos, valid[:, 0])
     per_anchor = tf.where(keep, per_anchor, tf.zeros_like(per_anchor))
-    stats = tf.stack([lse[:, 0], lse_pos, safe_n_pos, tf.cast(keep, tf.float32)], axis=1)
+    stats = tf.stack([lse[:, 0], lse_pos, safe_n_pos, tf.cast(keep, tf.float32),
+                      tf.zeros_like(lse_pos)], axis=1)
+    return per_anchor, stats
+
+
+def _one_positive_shifted(logits, pos, neg, variant, shift):
+    """`_forward` for "one_positive" when every exponential is shifted by the
+    fixed bound (`e = exp(l - shift)` neither overflows nor underflows): with
+    `S` the row's sum of `e` over the negatives, the positive's log-prob is
+    `log(e / (e + S))` and `sigmoid(lse_neg - l) = S / (e + S)`, one
+    exponential and one logarithm per entry; the gradient's `sum_p c_p` is
+    summed here, so `_backward` needs one pass. With no negative, `S = 0`
+    and every term is 0, as in the general form."""
+    e = tf.exp(logits - shift)
+    total = tf.reduce_sum(tf.where(neg, e, 0.0), axis=1, keepdims=True)
+    has_neg = total > 0
+    lse = tf.where(has_neg, shift + tf.math.log(tf.where(has_neg, total, 1.0)),
+                   tf.constant(-float("inf")))
+    den = e + total
+    sig = total / den
+    n_pos = tf.reduce_sum(tf.cast(pos, tf.float32), axis=1)
+    has_pos = n_pos > 0
+    safe_n_pos = tf.where(has_pos, n_pos, tf.ones_like(n_pos))
+    if variant == "out":
+        log_prob = (logits - shift) - tf.math.log(den)
+        lse_pos = tf.zeros_like(n_pos)
+        per_anchor = -tf.reduce_sum(tf.where(pos, log_prob, 0.0), axis=1) / safe_n_pos
+        sum_c = tf.reduce_sum(tf.where(pos, sig, 0.0), axis=1) / safe_n_pos
+    else:
+        # exp(log_prob) = e / (e + S) = 1 - sig: the positives' log-sum-exp of
+        # the log-probs is the log of a plain sum.
+        prob = e / den
+        mass = tf.reduce_sum(tf.where(pos, prob, 0.0), axis=1)
+        safe_mass = tf.where(has_pos, mass, tf.ones_like(mass))
+        lse_pos = tf.math.log(safe_mass)
+        per_anchor = -(lse_pos - tf.math.log(safe_n_pos))
+        sum_c = tf.reduce_sum(tf.where(pos, sig * prob, 0.0), axis=1) / safe_mass
+    per_anchor = tf.where(has_pos, per_anchor, tf.zeros_like(per_anchor))
+    stats = tf.stack([lse[:, 0], lse_pos, safe_n_pos, tf.cast(has_pos, tf.float32), sum_c],
+                     axis=1)
     return per_anchor, stats
 
 
 def _backward(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_label,
-              variant, denominator, shift, stats, upstream):
+              cap_ranks, variant, denominator, shift, stats, upstream):
     """The gradient of `upstream . per_anchor` w.r.t. the block's logits, in
     one element-wise pass, in closed form from the row statistics of `_forward`:
 
@@ -154,12 +226,23 @@ def _backward(logits, sample_pos, sample_out, col_sample, self_col, row_label, c
     - "one_positive": with `s_p = sigmoid(lse_neg - l_p)` and `c_p = g_p s_p`,
       `-c` on the positives and `(sum_p c_p) softmax_neg` on the negatives.
     """
-    del shift
     pos, neg = _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label,
-                      col_label)
-    lse, lse_pos, safe_n_pos, keep = (stats[:, i:i + 1] for i in range(4))
+                      col_label, cap_ranks)
+    lse, lse_pos, safe_n_pos, keep, sum_c = (stats[:, i:i + 1] for i in range(5))
     scale = tf.where(keep > 0, upstream[:, None], tf.zeros_like(keep))
-    if denominator == "one_positive":
+    if denominator == "one_positive" and shift is not None:
+        # As _one_positive_shifted: e = exp(l - shift), S from lse_neg; the
+        # negatives' softmax is e / S.
+        e = tf.exp(logits - shift)
+        total = tf.exp(lse - shift)                       # 0 with no negative
+        den = e + total
+        if variant == "out":
+            c = tf.where(pos, total / (den * safe_n_pos), 0.0)
+        else:
+            c = tf.where(pos, total * e / (den * den * tf.exp(lse_pos)), 0.0)
+        inv_total = tf.where(total > 0, 1.0 / tf.where(total > 0, total, 1.0), 0.0)
+        d = tf.where(neg, (sum_c * inv_total) * e, -c)
+    elif denominator == "one_positive":
         # One exponential per entry: e = exp(l - lse_neg) is the negatives'
         # softmax, and sigmoid(lse_neg - l) = 1 / (1 + e). With no negative
         # (lse_neg = -inf) every term is 0.
@@ -200,7 +283,7 @@ class Blocks:
     def __init__(self, relation, batch, n_batch_samples, views, n_queue, offset,
                  temperature, variant, denominator, unit_norm, labels=None):
         self.relation, self.batch, self.offset = relation, batch, offset
-        self.labels = labels                    # (rows, columns) of label_columns
+        self.labels = labels                    # label_columns' result
         self.n_batch_samples = n_batch_samples
         self.col_sample = tf.concat([tf.tile(tf.range(n_batch_samples), [views]),
                                      n_batch_samples + tf.range(n_queue)], 0)
@@ -215,11 +298,17 @@ class Blocks:
         ids = rows % self.batch
         self_col = (rows // self.batch) * self.n_batch_samples + self.offset + ids
         if self.labels is not None:
-            return (None, None, None, self_col, tf.gather(self.labels[0], ids),
-                    self.labels[1], self.variant, self.denominator, self.shift)
+            rows_label, cols_label, ranks = self.labels
+            cap_ranks = None
+            if ranks is not None:
+                rows_rank, cols_rank, cap = ranks
+                cap_ranks = (tf.gather(rows_rank, ids), cols_rank, self.offset + ids, cap)
+            return (None, None, None if ranks is None else self.col_sample, self_col,
+                    tf.gather(rows_label, ids), cols_label, cap_ranks, self.variant,
+                    self.denominator, self.shift)
         sample_pos, sample_out = self.relation(ids)
-        return (sample_pos, sample_out, self.col_sample, self_col, None, None, self.variant,
-                self.denominator, self.shift)
+        return (sample_pos, sample_out, self.col_sample, self_col, None, None, None,
+                self.variant, self.denominator, self.shift)
 
     def logits(self, anchor, contrast):
         # 1/T on the [rows, d] operand, not on the [rows, N] product.

@@ -245,9 +245,9 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
             block_size = _fused.AUTO_BLOCK_SIZE
 
     labels = None
-    if mask is None and positives_cap is None and (y_true is None or label_kind(y_true) == IDS):
+    if mask is None and (y_true is None or label_kind(y_true) == IDS):
         labels = _general.label_columns(y_true, y_contrast, queue_labels, offset, batch,
-                                        n_contrast, views, n_queue)
+                                        n_contrast, views, n_queue, positives_cap)
     blocks = _general.Blocks(relation, batch, n_contrast, views, n_queue, offset,
                              temperature, variant, denominator, unit_norm=normalize,
                              labels=labels)
