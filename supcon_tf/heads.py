@@ -2,6 +2,8 @@
 the projectors and predictors of the methods without negatives (with the
 papers' shapes), and L2 normalisation."""
 
+import math
+
 import keras
 
 _PACKAGE = "supcon_tf"
@@ -30,6 +32,58 @@ class L2Normalize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ClipValue(keras.constraints.Constraint):
+    """Keeps a weight in `[minimum, maximum]` after each optimizer step."""
+
+    def __init__(self, minimum, maximum):
+        self.minimum, self.maximum = float(minimum), float(maximum)
+
+    def __call__(self, w):
+        return keras.ops.clip(w, self.minimum, self.maximum)
+
+    def get_config(self):
+        return {"minimum": self.minimum, "maximum": self.maximum}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LogitScale(keras.layers.Layer):
+    """CLIP's learned inverse temperature: `exp(s)` of one trained weight `s`,
+    initialised at `log(initial)` and kept in `[0, log(maximum)]` after each
+    step (open_clip: init `1 / 0.07`, clamped at 100). Its call ignores its
+    input and returns the scalar, for `supcon_tf.losses.CLIPLoss`'s
+    `logit_scale=`.
+
+    Args:
+        initial: The scale at initialisation, >= 1. Defaults to 1 / 0.07.
+        maximum: The largest scale, >= `initial`. Defaults to 100.
+
+    Example:
+
+    >>> float(LogitScale()(None))
+    14.285...
+    """
+
+    def __init__(self, initial=1 / 0.07, maximum=100.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 1.0 <= float(initial) <= float(maximum):
+            raise ValueError("`initial` and `maximum` must satisfy 1 <= initial <= maximum. "
+                             f"Received: initial={initial!r}, maximum={maximum!r}")
+        self.initial, self.maximum = float(initial), float(maximum)
+        self.log_scale = self.add_weight(
+            name="log_scale", shape=(), initializer=keras.initializers.Constant(
+                math.log(self.initial)), constraint=ClipValue(0.0, math.log(self.maximum)))
+
+    def call(self, inputs=None):
+        return keras.ops.exp(self.log_scale)
+
+    def compute_output_shape(self, input_shape=None):
+        return ()
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial, "maximum": self.maximum}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -350,3 +350,48 @@ def looc_reference(z, temperature=0.2):
             positives = range(spaces) if e == 0 else [e]
             out[s] += -sum(logits[(s, j)] - log_norm for j in positives) / len(positives)
     return out
+
+
+def conditional_contrastive_reference(labels, embed, proxy, temperature=1.0):
+    """ContraGAN's 2C loss per sample, in float64 loops, as StudioGAN's
+    `ConditionalContrastiveLoss` writes it: num = exp(s(e, p) / T) + the
+    same-class others' exp(s(e_i, e_j) / T), den = exp(s(e, p) / T) + every
+    other's; loss = -log(num / den)."""
+    e = np.asarray(embed, np.float64)
+    p = np.asarray(proxy, np.float64)
+    e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+    p = p / np.linalg.norm(p, axis=-1, keepdims=True)
+    out = np.zeros(len(e))
+    for i in range(len(e)):
+        proxy_term = math.exp(float(e[i] @ p[i]) / temperature)
+        num = den = proxy_term
+        for j in range(len(e)):
+            if j == i:
+                continue
+            term = math.exp(float(e[i] @ e[j]) / temperature)
+            den += term
+            if labels[j] == labels[i]:
+                num += term
+        out[i] = -math.log(num / den)
+    return out
+
+
+def clip_reference(a, b, scale, labels=None):
+    """CLIP's loss per pair, in float64 loops (open_clip's ClipLoss on one
+    process): the mean of the two cross-entropies of pair i's row of
+    scale * a @ b.T and of scale * b @ a.T; with labels, the mean over the
+    same-class columns of the log-probabilities."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    n = len(a)
+    out = np.zeros(n)
+    for i in range(n):
+        for x, y in ((a, b), (b, a)):
+            logits = [scale * float(x[i] @ y[j]) for j in range(n)]
+            top = max(logits)
+            lse = top + math.log(sum(math.exp(v - top) for v in logits))
+            cols = [j for j in range(n) if j == i or (labels is not None and labels[j] == labels[i])]
+            out[i] += 0.5 * sum(lse - logits[j] for j in cols) / len(cols)
+    return out

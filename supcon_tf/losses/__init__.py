@@ -9,7 +9,11 @@ SwAV's swapped prediction of Sinkhorn codes; `NPIDLoss` NPID's NCE / softmax
 against a memory bank; `DistillationLoss` SimCLR v2's distillation;
 `CMCLoss` Contrastive Multiview Coding's pairwise InfoNCE over M views;
 `LooCLoss` LooC's InfoNCE per embedding space (all-invariant and one per
-augmentation family).
+augmentation family); `ConditionalContrastiveLoss` ContraGAN's 2C loss;
+`CLIPLoss` CLIP's symmetric cross-modal InfoNCE with a learned scale.
+
+Every loss runs on each Keras 3 backend (docs/losses.md, "Every Keras
+backend").
 
 One contract (`ContrastiveLoss`, losses/base.py): `loss(y_true, y_pred,
 sample_weight=None, **inputs)`, where `inputs` are what the loss reads beyond
@@ -18,7 +22,9 @@ the embeddings (`queue=`, `queue_labels=`, `extra_negatives=`, `centroids=`,
 
 from supcon_tf.losses.base import ContrastiveLoss
 from supcon_tf.losses.byol import BYOLLoss
+from supcon_tf.losses.clip import CLIPLoss, clip_loss
 from supcon_tf.losses.cmc import CMCLoss, cmc_loss
+from supcon_tf.losses.contragan import ConditionalContrastiveLoss, conditional_contrastive_loss
 from supcon_tf.losses.distillation import DistillationLoss, distillation_loss
 from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
                                             hard_negative_terms)
@@ -31,8 +37,9 @@ from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twi
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
-__all__ = ["BYOLLoss", "BarlowTwinsLoss", "CMCLoss", "ContrastiveLoss", "DistillationLoss",
+__all__ = ["BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss",
+           "ContrastiveLoss", "DistillationLoss",
            "HardNegativeLoss", "LooCLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "cmc_loss", "distillation_loss",
+           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "distillation_loss",
            "hard_negative_loss", "hard_negative_terms", "looc_loss", "moco_loss", "npid_loss", "proto_nce",
            "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -122,6 +122,12 @@ CASES = [
       "t": np.array([0, 3, 3, 5, 1, 0])}, None),
     ("distillation", Z6[:, 0], lambda x, i: L.DistillationLoss(2.0, reduction=None)(
         i["t"], x), {"t": Z6[:, 1]}, None),
+    ("contragan_2c", Z6[:, 0], lambda x, i: L.ConditionalContrastiveLoss(0.5, reduction=None)(
+        i["y"], x, proxies=i["p"]), {"y": IDS, "p": Z6[:, 1]},
+     lambda: reference.conditional_contrastive_reference(IDS, Z6[:, 0], Z6[:, 1], 0.5)),
+    ("clip_labelled", Z6, lambda x, i: L.CLIPLoss(reduction=None)(
+        i["y"], x, logit_scale=i["s"]), {"y": IDS, "s": np.float32(5.0)},
+     lambda: reference.clip_reference(Z6[:, 0], Z6[:, 1], 5.0, IDS)),
 ]
 # LooC's own reference, where the case needs its input.
 _LOOC = CASES[[c[0] for c in CASES].index("looc")]
