@@ -356,3 +356,35 @@ def test_semi_supervised_linear_row_on_a_zoo_encoder(tmp_path):
     bad = _run("semi_supervised.py", "--pretrained", "zoo:fashion_mnist_resnet18_simclr",
                "--fraction", "0.01", check=False)
     assert "runs the linear row only" in bad and "Received: --rows ce,linear" in bad
+
+
+def test_contragan_trains_scores_and_draws_both_discriminators(tmp_path):
+    """The 2C run end to end (a few steps); the projection discriminator's
+    step in this process (its run differs only in the discriminator)."""
+    out = _run("contragan.py", "--discriminator", "contra", "--train_size", "128",
+               "--batch_size", "32", "--epochs", "1", "--eval_images", "100",
+               "--out_dir", str(tmp_path))
+    record = json.loads(open(os.path.join(tmp_path, "contragan.json")).read())
+    assert record["discriminator"] == "contra" and record["eval_images"] == 100, out[-2000:]
+    assert record["frechet_distance"] > record["frechet_distance_train_vs_test"] > 0
+    assert record["last_epoch"]["d_cond"] > 0 and record["last_epoch"]["g_cond"] > 0
+    import matplotlib.image
+    grid = matplotlib.image.imread(os.path.join(tmp_path, "samples.png"))
+    assert grid.shape[:2] == (280, 280)
+
+    import importlib.util
+
+    import numpy as np
+    spec = importlib.util.spec_from_file_location("contragan", os.path.join(ROOT, "examples",
+                                                                            "contragan.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    disc = example.discriminator("projection", 16)
+    assert len(disc.outputs) == 1
+    gan = example.ConditionalGAN(example.generator(8), disc, 8)
+    gan.compile(1e-3)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, size=(32, 28, 28, 1)).astype("float32")
+    logs = gan.fit(images, rng.integers(0, 10, 32).astype("int32"), batch_size=16, epochs=1,
+                   verbose=0).history
+    assert np.isfinite(logs["d_loss"][0]) and logs["d_cond"][0] == 0.0

@@ -264,3 +264,19 @@ def test_cli_eval_on_a_subset(tmp_path, monkeypatch, capsys):
     clustered = float(out.split("clustering    accuracy")[1].split("%")[0])
     nmi = float(out.split("NMI")[1].split()[0])
     assert clustered > 40 and 0.3 < nmi <= 1.0, out
+
+
+def test_frechet_distance_is_the_gaussians_distance():
+    """Against scipy's matrix square root, and its two simplest cases."""
+    import scipy.linalg
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    b = rng.normal(size=(300, 5)) * 2.0 + 1.0
+    mu = a.mean(0) - b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = mu @ mu + np.trace(ca + cb - 2.0 * np.real(scipy.linalg.sqrtm(ca @ cb)))
+    assert sct.evaluation.frechet_distance(a, b) == pytest.approx(want, rel=1e-4)
+    assert sct.evaluation.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-3)
+    assert sct.evaluation.frechet_distance(a, a + 3.0) == pytest.approx(5 * 9.0, rel=1e-3)
+    with pytest.raises(ValueError, match="same dim"):
+        sct.evaluation.frechet_distance(a, b[:, :4])
