@@ -388,3 +388,14 @@ def test_contragan_trains_scores_and_draws_both_discriminators(tmp_path):
     logs = gan.fit(images, rng.integers(0, 10, 32).astype("int32"), batch_size=16, epochs=1,
                    verbose=0).history
     assert np.isfinite(logs["d_loss"][0]) and logs["d_cond"][0] == 0.0
+
+
+def test_crossmodal_trains_both_towers_and_scores_zero_shot(tmp_path):
+    out = _run("crossmodal.py", "--train_size", "128", "--batch_size", "32", "--epochs", "1",
+               "--width", "0.0625", "--held_out_classes", "5,9", "--out_dir", str(tmp_path))
+    record = json.loads(open(os.path.join(tmp_path, "crossmodal.json")).read())
+    assert record["held_out_classes"] == [5, 9] and record["train_images"] == 128, out[-2000:]
+    for key in ("zero_shot_top1_seen_classes", "zero_shot_top1_unseen_among_all",
+                "zero_shot_top1_unseen_among_unseen"):
+        assert 0.0 <= record[key] <= 1.0
+    assert 0 < record["logit_scale"] <= 100 and record["final_loss"] == record["final_loss"]
