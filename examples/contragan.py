@@ -164,12 +164,8 @@ def save_grid(images, path):
 def main(_):
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    train = sct.data.load_idx_arrays("fashion_mnist", "train", FLAGS.data_dir)
-    test = sct.data.load_idx_arrays("fashion_mnist", "test", FLAGS.data_dir)
-    if train is None or test is None:
-        raise SystemExit("Fashion-MNIST's IDX files were not found: apt-get install "
-                         "dataset-fashion-mnist, or pass --data_dir")
-    (x, y), (xt, yt) = train, test
+    x, y = sct.data.load_arrays("fashion_mnist", "train", FLAGS.data_dir)
+    xt, yt = sct.data.load_arrays("fashion_mnist", "test", FLAGS.data_dir)
     if FLAGS.train_size:
         x, y = x[:FLAGS.train_size], y[:FLAGS.train_size]
     scaled = (x.astype("float32") / 127.5 - 1.0)

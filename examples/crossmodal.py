@@ -131,12 +131,8 @@ def zero_shot(image_tower, text_tower, vectorize, images, labels, classes):
 def main(_):
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    train = sct.data.load_idx_arrays("fashion_mnist", "train", FLAGS.data_dir)
-    test = sct.data.load_idx_arrays("fashion_mnist", "test", FLAGS.data_dir)
-    if train is None or test is None:
-        raise SystemExit("Fashion-MNIST's IDX files were not found: apt-get install "
-                         "dataset-fashion-mnist, or pass --data_dir")
-    (x, y), (xt, yt) = train, test
+    x, y = sct.data.load_arrays("fashion_mnist", "train", FLAGS.data_dir)
+    xt, yt = sct.data.load_arrays("fashion_mnist", "test", FLAGS.data_dir)
     held_out = sorted(int(c) for c in FLAGS.held_out_classes)
     if any(not 0 <= c < 10 for c in held_out) or len(held_out) >= 9:
         raise SystemExit(f"--held_out_classes must be a few ids in 0..9. Received: {held_out}")

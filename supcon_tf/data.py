@@ -268,6 +268,21 @@ def load(name, split, data_dir=None, download=True):
     raise FileNotFoundError(" ".join([_how_to_get(name)] + errors))
 
 
+def load_arrays(name, split, data_dir=None, download=True):
+    """`load`'s dataset as NumPy arrays `(images uint8 [n, H, W, C], labels
+    int64 [n])`: from IDX files directly when they are there, else through
+    `load` (same sources, same errors)."""
+    if name in _IDX_DATASETS and (data_dir is None or os.path.isdir(data_dir)):
+        arrays = load_idx_arrays(name, split, data_dir)
+        if arrays is not None:
+            return arrays
+    images, labels = [], []
+    for image, label in load(name, split, data_dir, download).batch(4096).as_numpy_iterator():
+        images.append(image)
+        labels.append(label)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
 def num_classes(name):
     """Number of classes of a known dataset name (10 for the MNISTs)."""
     known = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}

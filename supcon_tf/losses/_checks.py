@@ -65,7 +65,7 @@ def check_embeddings(dims, real, dtype):
         raise ValueError(
             "`y_pred` must have a known rank >= 2 ([batch, dim] or "
             "[batch, views, dim, ...]). Received a tensor of unknown rank.")
-    shape = "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+    shape = shape_text(dims)
     if len(dims) < 2:
         raise ValueError(
             "`y_pred` must have rank >= 2 ([batch, dim] or [batch, views, dim, "
@@ -96,34 +96,56 @@ def _as_views(y_pred):
     return y_pred
 
 
-def _check_queue(queue, queue_labels, features, y_true, mask, labelled=None):
-    """The queue as float32 `[K, dim]` (no gradient) and its labels, checked
-    against the embeddings and the labels of the batch."""
-    if queue is None:
-        if queue_labels is not None:
+def shape_text(shape):
+    """A shape (a tuple, list or `TensorShape`) as TensorFlow prints it:
+    `(4, 2)`, `(6,)`, `(None, 3)`."""
+    if isinstance(shape, tf.TensorShape) and shape.rank is None:
+        return "<unknown>"
+    dims = list(shape)
+    return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def check_queue_arguments(queue_shape, queue_labels_shape, mask_shape, dim, labelled):
+    """Raises for a queue's arguments that cannot go together, from their
+    shapes (None: the argument was not given); shared by the TensorFlow and
+    the `keras.ops` losses."""
+    if queue_shape is None:
+        if queue_labels_shape is not None:
             raise ValueError("`queue_labels` needs a `queue`. Received: queue=None and "
-                             f"queue_labels.shape={tf.convert_to_tensor(queue_labels).shape}")
-        return None, None
-    if mask is not None:
+                             f"queue_labels.shape={shape_text(queue_labels_shape)}")
+        return
+    if mask_shape is not None:
         raise ValueError("A `queue` cannot be combined with an explicit `mask` (the mask "
                          "says nothing of the queue's entries); pass labels instead. "
-                         f"Received: mask.shape={tf.convert_to_tensor(mask).shape}")
-    queue = tf.stop_gradient(tf.cast(tf.convert_to_tensor(queue), tf.float32))
-    dim = features.shape[-1]
-    if queue.shape.rank != 2 or (dim is not None and queue.shape[1] is not None
-                                 and queue.shape[1] != dim):
+                         f"Received: mask.shape={shape_text(mask_shape)}")
+    rank = queue_shape.rank if isinstance(queue_shape, tf.TensorShape) else len(queue_shape)
+    if rank != 2 or (dim is not None and queue_shape[1] is not None
+                     and queue_shape[1] != dim):
         raise ValueError(
             f"`queue` must be [entries, dim] with the embeddings' dim ({dim}). "
-            f"Received: queue.shape={queue.shape}")
-    labelled = y_true is not None if labelled is None else labelled
-    if labelled and queue_labels is None:
+            f"Received: queue.shape={shape_text(queue_shape)}")
+    if labelled and queue_labels_shape is None:
         raise ValueError("With labels, the `queue` needs `queue_labels` (its entries' "
                          "classes, [entries]). Received: queue_labels=None")
-    if not labelled and queue_labels is not None:
+    if not labelled and queue_labels_shape is not None:
         raise ValueError("`queue_labels` were given without labels for the batch "
                          "(y_true=None): with no labels every queue entry is a "
                          "negative. Received: queue_labels.shape="
-                         f"{tf.convert_to_tensor(queue_labels).shape}")
+                         f"{shape_text(queue_labels_shape)}")
+
+
+def _check_queue(queue, queue_labels, features, y_true, mask, labelled=None):
+    """The queue as float32 `[K, dim]` (no gradient) and its labels, checked
+    against the embeddings and the labels of the batch."""
+    def shape(x):
+        return None if x is None else tf.convert_to_tensor(x).shape
+
+    labelled = y_true is not None if labelled is None else labelled
+    check_queue_arguments(shape(queue), shape(queue_labels), shape(mask),
+                          features.shape[-1], labelled)
+    if queue is None:
+        return None, None
+    queue = tf.stop_gradient(tf.cast(tf.convert_to_tensor(queue), tf.float32))
     if queue_labels is not None:
         entries = queue.shape[0] if queue.shape[0] is not None else tf.shape(queue)[0]
         queue_labels, check = checked_labels(queue_labels, entries, "queue_labels",

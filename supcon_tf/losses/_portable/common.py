@@ -5,7 +5,7 @@ the NaN marker and the masked log-sum-exp."""
 import keras
 from keras import ops
 
-from supcon_tf.losses._checks import check_embeddings
+from supcon_tf.losses._checks import check_embeddings, check_queue_arguments, shape_text
 
 IDS, HOT = "ids", "multi_hot"
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -19,9 +19,7 @@ def shape_of(x):
     return tuple(x.shape)
 
 
-def shown(shape):
-    """A shape as TensorFlow prints it: `(4, 2)`, `(6,)`."""
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+shown = shape_text
 
 
 def concrete(x):
@@ -136,28 +134,13 @@ def same_class(a, b, kind):
 def check_queue(queue, queue_labels, dim, labelled, mask=None):
     """The queue as float32 `[K, dim]` without gradient, its labels and
     their kind (the TensorFlow losses' `_check_queue`)."""
+    def shape(x):
+        return None if x is None else shape_of(ops.convert_to_tensor(x))
+
+    check_queue_arguments(shape(queue), shape(queue_labels), shape(mask), dim, labelled)
     if queue is None:
-        if queue_labels is not None:
-            raise ValueError("`queue_labels` needs a `queue`. Received: queue=None and "
-                             f"queue_labels.shape={shown(shape_of(ops.convert_to_tensor(queue_labels)))}")
         return None, None
-    if mask is not None:
-        raise ValueError("A `queue` cannot be combined with an explicit `mask` (the mask "
-                         "says nothing of the queue's entries); pass labels instead. "
-                         f"Received: mask.shape={shown(shape_of(ops.convert_to_tensor(mask)))}")
     queue = ops.stop_gradient(ops.cast(ops.convert_to_tensor(queue), "float32"))
-    if len(queue.shape) != 2 or queue.shape[1] != dim:
-        raise ValueError(
-            f"`queue` must be [entries, dim] with the embeddings' dim ({dim}). "
-            f"Received: queue.shape={shown(shape_of(queue))}")
-    if labelled and queue_labels is None:
-        raise ValueError("With labels, the `queue` needs `queue_labels` (its entries' "
-                         "classes, [entries]). Received: queue_labels=None")
-    if not labelled and queue_labels is not None:
-        raise ValueError("`queue_labels` were given without labels for the batch "
-                         "(y_true=None): with no labels every queue entry is a "
-                         "negative. Received: queue_labels.shape="
-                         f"{shown(shape_of(ops.convert_to_tensor(queue_labels)))}")
     if queue_labels is None:
         return queue, None
     queue_labels, kind = validate_labels(queue_labels, "queue_labels")
