@@ -63,10 +63,10 @@ from supcon_tf import _xla_flags  # noqa: E402
 
 _xla_flags.apply(_tf.__version__)
 
-from supcon_tf import (augment, callbacks, clustering, data, distribute, encoders,  # noqa: E402
-                       evaluation, export, heads, layers, losses, memory, methods, metrics,
+from supcon_tf import (augment, callbacks, clustering, data, dense, distribute,  # noqa: E402
+                       encoders, evaluation, export, heads, layers, losses, memory, methods, metrics,
                        mixing, models, momentum, optimizers, zoo)
 
-__all__ = ["augment", "callbacks", "clustering", "data", "distribute", "encoders", "evaluation", "export",
+__all__ = ["augment", "callbacks", "clustering", "data", "dense", "distribute", "encoders", "evaluation", "export",
            "heads", "layers", "losses", "memory", "methods", "metrics", "mixing", "models", "momentum",
            "optimizers", "zoo", "__version__"]
