@@ -179,7 +179,7 @@ def main(_):
     gan = ConditionalGAN(gen, disc, FLAGS.z_dim, cond, FLAGS.cond_lambda, FLAGS.seed)
     gan.compile(FLAGS.lr)
     start = time.time()
-    history = gan.fit(dataset, epochs=FLAGS.epochs, verbose=2).history
+    history = gan.fit(dataset, epochs=FLAGS.epochs, verbose=2, shuffle=False).history
     train_s = time.time() - start
 
     labels = np.repeat(np.arange(CLASSES), FLAGS.eval_images // CLASSES)

@@ -155,7 +155,7 @@ def main(_):
                .shuffle(len(x), seed=FLAGS.seed).batch(FLAGS.batch_size, drop_remainder=True)
                .prefetch(2))
     start = time.time()
-    history = model.fit(dataset, epochs=FLAGS.epochs, verbose=2).history
+    history = model.fit(dataset, epochs=FLAGS.epochs, verbose=2, shuffle=False).history
     result = {"epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size, "train_images": len(x),
               "held_out_classes": held_out, "train_seconds": round(time.time() - start, 1),
               "final_loss": float(history["loss"][-1]),

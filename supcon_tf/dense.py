@@ -137,7 +137,7 @@ def dense_probe(encoder, train_images, train_masks, test_images, test_masks, num
     train = (tf.data.Dataset.from_tensor_slices((np.asarray(train_images, np.float32),
                                                  np.asarray(train_masks, np.int32)))
              .shuffle(len(train_images), seed=seed).batch(batch_size))
-    probe.fit(train, epochs=epochs, verbose=0)
+    probe.fit(train, epochs=epochs, verbose=0, shuffle=False)   # shuffled above
     predicted = np.concatenate([
         np.argmax(probe.predict_on_batch(np.asarray(test_images[i:i + batch_size], np.float32)),
                   axis=-1) for i in range(0, len(test_images), batch_size)])

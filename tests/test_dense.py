@@ -44,8 +44,8 @@ def test_feature_map_and_probe_on_real_masks():
     with pytest.raises(ValueError, match="one global pooling layer"):
         sct.dense.feature_map(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
 
-    x, y = sct.data.load_arrays("fashion_mnist", "train[:2000]")
-    xt, yt = sct.data.load_arrays("fashion_mnist", "test[:500]")
+    x, y = sct.data.load_arrays("fashion_mnist", "train[:1200]")
+    xt, yt = sct.data.load_arrays("fashion_mnist", "test[:300]")
     m, mt = sct.dense.segmentation_masks(x, y), sct.dense.segmentation_masks(xt, yt)
     result = sct.dense.dense_probe(encoder, x, m, xt, mt, 11, epochs=10, batch_size=64)
     all_background = sct.dense.mean_iou(mt, np.zeros_like(mt), 11)[0]
