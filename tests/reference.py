@@ -395,3 +395,24 @@ def clip_reference(a, b, scale, labels=None):
             cols = [j for j in range(n) if j == i or (labels is not None and labels[j] == labels[i])]
             out[i] += 0.5 * sum(lse - logits[j] for j in cols) / len(cols)
     return out
+
+
+def graphcl_reference(z, temperature=0.2, symmetric=False):
+    """GraphCL's loss per graph, in float64 loops, as Shen-Lab/GraphCL's
+    `loss_cal`: exp(cos(x_i, y_i)/T) over the sum of exp(cos(x_i, y_j)/T) for
+    j != i, x the first views and y the second; with `symmetric`, the mean
+    with the other direction."""
+    z = np.asarray(z, np.float64)
+    z = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    n = len(z)
+
+    def one(x, y):
+        out = np.zeros(n)
+        for i in range(n):
+            pos = math.exp(float(x[i] @ y[i]) / temperature)
+            neg = sum(math.exp(float(x[i] @ y[j]) / temperature) for j in range(n) if j != i)
+            out[i] = -math.log(pos / neg)
+        return out
+
+    forward = one(z[:, 0], z[:, 1])
+    return 0.5 * (forward + one(z[:, 1], z[:, 0])) if symmetric else forward

@@ -10,7 +10,8 @@ against a memory bank; `DistillationLoss` SimCLR v2's distillation;
 `CMCLoss` Contrastive Multiview Coding's pairwise InfoNCE over M views;
 `LooCLoss` LooC's InfoNCE per embedding space (all-invariant and one per
 augmentation family); `ConditionalContrastiveLoss` ContraGAN's 2C loss;
-`CLIPLoss` CLIP's symmetric cross-modal InfoNCE with a learned scale.
+`CLIPLoss` CLIP's symmetric cross-modal InfoNCE with a learned scale;
+`GraphCLLoss` GraphCL's one-direction loss between two views of graphs.
 
 Every loss runs on each Keras 3 backend (docs/losses.md, "Every Keras
 backend").
@@ -26,6 +27,7 @@ from supcon_tf.losses.clip import CLIPLoss, clip_loss
 from supcon_tf.losses.cmc import CMCLoss, cmc_loss
 from supcon_tf.losses.contragan import ConditionalContrastiveLoss, conditional_contrastive_loss
 from supcon_tf.losses.distillation import DistillationLoss, distillation_loss
+from supcon_tf.losses.graphcl import GraphCLLoss, graphcl_loss
 from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
                                             hard_negative_terms)
 from supcon_tf.losses.looc import LooCLoss, looc_loss
@@ -38,8 +40,8 @@ from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss",
-           "ContrastiveLoss", "DistillationLoss",
+           "ContrastiveLoss", "DistillationLoss", "GraphCLLoss",
            "HardNegativeLoss", "LooCLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "distillation_loss",
+           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "distillation_loss", "graphcl_loss",
            "hard_negative_loss", "hard_negative_terms", "looc_loss", "moco_loss", "npid_loss", "proto_nce",
            "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -128,6 +128,8 @@ CASES = [
     ("clip_labelled", Z6, lambda x, i: L.CLIPLoss(reduction=None)(
         i["y"], x, logit_scale=i["s"]), {"y": IDS, "s": np.float32(5.0)},
      lambda: reference.clip_reference(Z6[:, 0], Z6[:, 1], 5.0, IDS)),
+    ("graphcl_symmetric", Z6, lambda x, i: L.graphcl_loss(x, 0.3, symmetric=True), {},
+     lambda: reference.graphcl_reference(Z6, 0.3, symmetric=True)),
 ]
 # LooC's own reference, where the case needs its input.
 _LOOC = CASES[[c[0] for c in CASES].index("looc")]

@@ -1,5 +1,5 @@
-"""ContraGAN's 2C loss, CLIP's loss and its learned scale: the loop
-references of their definitions, finite differences, two replicas."""
+"""ContraGAN's 2C loss, CLIP's loss and its learned scale, GraphCL's loss:
+the loop references of their definitions, finite differences, two replicas."""
 
 import keras
 import numpy as np
@@ -36,6 +36,13 @@ def test_clip_loss_equals_the_loop_reference(labels):
         got, reference.clip_reference(PAIRS[:, 0], PAIRS[:, 1], 1 / 0.07, labels), rtol=1e-5)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_graphcl_loss_equals_the_loop_reference(symmetric):
+    got = L.graphcl_loss(PAIRS, 0.2, symmetric).numpy()
+    np.testing.assert_allclose(got, reference.graphcl_reference(PAIRS, 0.2, symmetric), rtol=1e-5)
+    assert float(L.GraphCLLoss()(None, PAIRS[:1])) == 0.0      # no other graph
+
+
 def test_gradients_equal_finite_differences():
     def fd_check(fn, x, ref):
         x = tf.constant(x, tf.float64)
@@ -50,6 +57,8 @@ def test_gradients_equal_finite_differences():
              lambda e: reference.conditional_contrastive_reference(LABELS, e, P, 0.5).sum())
     fd_check(lambda z: L.clip_loss(LABELS, z, 3.0), PAIRS,
              lambda z: reference.clip_reference(z[:, 0], z[:, 1], 3.0, LABELS).sum())
+    fd_check(lambda z: L.graphcl_loss(z, 0.5, True), PAIRS,
+             lambda z: reference.graphcl_reference(z, 0.5, True).sum())
     # The scale's own gradient.
     s = tf.Variable(3.0)
     with tf.GradientTape() as tape:
@@ -66,11 +75,11 @@ def test_two_replicas_equal_one_device(strategy):
 
     def losses():
         return (L.conditional_contrastive_loss(LABELS, e, p, 0.5),
-                L.clip_loss(LABELS, pairs, 4.0))
+                L.clip_loss(LABELS, pairs, 4.0), L.graphcl_loss(pairs, 0.3, True))
 
     with tf.GradientTape() as tape:
         one = losses()
-        total = tf.reduce_mean(one[0]) + tf.reduce_mean(one[1])
+        total = sum(tf.reduce_mean(v) for v in one)
     want = tape.gradient(total, [e, p, pairs])
 
     with strategy.scope():
@@ -81,15 +90,15 @@ def test_two_replicas_equal_one_device(strategy):
             rows = tf.gather(ev, ids), tf.gather(pv, ids), tf.gather(pairsv, ids)
             labels = tf.gather(LABELS, ids)
             two = (L.conditional_contrastive_loss(labels, rows[0], rows[1], 0.5),
-                   L.clip_loss(labels, rows[2], 4.0))
-            total = (tf.reduce_sum(two[0]) + tf.reduce_sum(two[1])) / len(LABELS)
+                   L.clip_loss(labels, rows[2], 4.0), L.graphcl_loss(rows[2], 0.3, True))
+            total = sum(tf.reduce_sum(v) for v in two) / len(LABELS)
         grads = tape.gradient(total, [ev, pv, pairsv])
         return two, grads
 
     dataset = strategy.experimental_distribute_dataset(
         tf.data.Dataset.range(8).batch(8).map(lambda i: tf.cast(i, tf.int32)))
     values, grads = strategy.run(tf.function(step), args=(next(iter(dataset)),))
-    for k in range(2):
+    for k in range(3):
         got = np.concatenate([v.numpy() for v in strategy.experimental_local_results(values[k])])
         np.testing.assert_allclose(got, one[k].numpy(), rtol=1e-5, atol=1e-6)
     for g, w in zip(grads, want):
