@@ -64,9 +64,9 @@ from supcon_tf import _xla_flags  # noqa: E402
 _xla_flags.apply(_tf.__version__)
 
 from supcon_tf import (augment, callbacks, clustering, data, dense, distribute,  # noqa: E402
-                       encoders, evaluation, export, heads, layers, losses, memory, methods, metrics,
+                       encoders, evaluation, export, graphs, heads, layers, losses, memory, methods, metrics,
                        mixing, models, momentum, optimizers, zoo)
 
 __all__ = ["augment", "callbacks", "clustering", "data", "dense", "distribute", "encoders", "evaluation", "export",
-           "heads", "layers", "losses", "memory", "methods", "metrics", "mixing", "models", "momentum",
+           "graphs", "heads", "layers", "losses", "memory", "methods", "metrics", "mixing", "models", "momentum",
            "optimizers", "zoo", "__version__"]
