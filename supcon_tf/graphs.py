@@ -160,11 +160,11 @@ def augment(graphs, name, ratio=0.2, seed=None):
 class GIN(keras.layers.Layer):
     """A Graph Isomorphism Network (Xu et al., ICLR 2019) on dense batched
     graphs, GraphCL's unsupervised encoder: `layers` times
-    `h = ReLU(MLP((1 + eps) h + A h))` (eps 0, GIN-0; a two-layer MLP), the
-    masked sum of each layer's node states as the graph's readout, the
-    layers' readouts concatenated: `[B, layers * units]`. No BatchNorm
-    between layers (GraphCL's has one): on padded batches the absent nodes
-    would enter its statistics.
+    `h = ReLU(LayerNorm(MLP((1 + eps) h + A h)))` (eps 0, GIN-0; a two-layer
+    MLP), the masked sum of each layer's node states as the graph's readout,
+    the layers' readouts concatenated: `[B, layers * units]`. Each node is
+    normalised on its own (LayerNorm) where GraphCL's GIN has BatchNorm: on
+    padded batches the absent nodes would enter BatchNorm's statistics.
 
     Args:
         units: Width of each layer. Defaults to 32 (GraphCL's TU setting).
@@ -177,12 +177,14 @@ class GIN(keras.layers.Layer):
         self.mlps = [keras.Sequential([keras.layers.Dense(self.units, activation="relu"),
                                        keras.layers.Dense(self.units)], name=f"mlp{i}")
                      for i in range(self.num_layers)]
+        self.norms = [keras.layers.LayerNormalization(name=f"norm{i}")
+                      for i in range(self.num_layers)]
 
     def call(self, graphs, training=None):
         h, adjacency, mask = graphs["nodes"], graphs["adjacency"], graphs["mask"]
         readouts = []
-        for mlp in self.mlps:
-            h = keras.ops.relu(mlp(h + tf.matmul(adjacency, h))) * mask[:, :, None]
+        for mlp, norm in zip(self.mlps, self.norms):
+            h = keras.ops.relu(norm(mlp(h + tf.matmul(adjacency, h)))) * mask[:, :, None]
             readouts.append(tf.reduce_sum(h, axis=1))
         return tf.concat(readouts, axis=-1)
 

@@ -399,3 +399,14 @@ def test_crossmodal_trains_both_towers_and_scores_zero_shot(tmp_path):
                 "zero_shot_top1_unseen_among_unseen"):
         assert 0.0 <= record[key] <= 1.0
     assert 0 < record["logit_scale"] <= 100 and record["final_loss"] == record["final_loss"]
+
+
+def test_graphcl_trains_and_probes_three_encoders(tmp_path):
+    out = _run("graphcl.py", "--train_size", "256", "--batch_size", "64", "--epochs", "1",
+               "--out_dir", str(tmp_path))
+    record = json.loads(open(os.path.join(tmp_path, "graphcl.json")).read())
+    assert record["views"] == ["subgraph", "drop_nodes"] and record["train_graphs"] == 256, \
+        out[-2000:]
+    assert record["graphcl_final_loss"] > 0 and 10 < record["mean_nodes"] <= 49
+    for name in ("graphcl", "random", "supervised"):
+        assert 0.0 <= record[f"probe_top1_{name}"] <= 1.0
