@@ -20,7 +20,9 @@ At the end: the Fréchet distance between features of `--eval_images`
 generated images (classes balanced) and the test set's images, where the
 features are the zoo's cross-entropy encoder's embeddings
 (`fashion_mnist_resnet18_ce`): an FID-style number, not Inception's FID. The
-same for the training images against the test images, as a floor. Writes
+same for the training images against the test images, as a floor; and the
+class consistency: the share of generated images whose class, by kNN on the
+same features among training images, is the class they were asked for. Writes
 `samples.png` (a row per class), `generator.keras`, `discriminator.keras`
 and `contragan.json` to --out_dir.
 """
@@ -197,6 +199,10 @@ def main(_):
         "frechet_distance_train_vs_test": sct.evaluation.frechet_distance(
             features["train"], features["test"]),
         "features": "fashion_mnist_resnet18_ce embeddings (not Inception-v3)",
+        # Does an image asked for class c look like class c? kNN (k = 20) of
+        # its features among the training images' (the same encoder).
+        "class_consistency_knn": sct.evaluation.knn_accuracy(
+            features["train"], y[:len(xt)], features["fake"], labels),
         "eval_images": len(fake), "train_seconds": round(train_s, 1),
         "last_epoch": {k: float(v[-1]) for k, v in history.items()},
     }

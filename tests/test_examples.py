@@ -367,6 +367,7 @@ def test_contragan_trains_scores_and_draws_both_discriminators(tmp_path):
     record = json.loads(open(os.path.join(tmp_path, "contragan.json")).read())
     assert record["discriminator"] == "contra" and record["eval_images"] == 100, out[-2000:]
     assert record["frechet_distance"] > record["frechet_distance_train_vs_test"] > 0
+    assert 0.0 <= record["class_consistency_knn"] <= 1.0
     assert record["last_epoch"]["d_cond"] > 0 and record["last_epoch"]["g_cond"] > 0
     import matplotlib.image
     grid = matplotlib.image.imread(os.path.join(tmp_path, "samples.png"))
