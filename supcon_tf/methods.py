@@ -265,6 +265,8 @@ def describe(recipe):
         options.append(("i-Mix", f"i-Mix ({model['imix']})"))
     if model.get("adversarial_eps"):
         options.append(("CLAE", f"adversarial views (CLAE, eps {model['adversarial_eps']:g})"))
+    if recipe.get("augment", {}).get("recipe") == "infomin":
+        options.append(("InfoMin aug.", "InfoMin's augmentation (RandAugment per image)"))
     label = " + ".join([recipe["method"]] + [short for short, _ in options])
     title = cls.method_title or cls.__name__
     extras = [long for _, long in options]

@@ -111,10 +111,13 @@ def test_registry_lists_the_methods_on_one_encoder():
         assert (e["encoder"], e["embedding_dim"]) == ("resnet18", 64), e["name"]
         assert e["width"] * max(signals, 1) == 0.125, e["name"]
     for entry in entries:
-        # Named by the method, or by the loss option it was trained with
-        # (fashion_mnist_resnet18_hcl: SimCLR with --loss hcl).
+        # Named by the method, by the loss option it was trained with
+        # (fashion_mnist_resnet18_hcl: SimCLR with --loss hcl), or by its
+        # config file (fashion_mnist_resnet18_infomin: SimCLR with InfoMin's
+        # augmentation, configs/fashion_mnist/infomin.py).
         variants = {entry["method"],
-                    entry.get("training_flags", {}).get("loss", entry["method"])}
+                    entry.get("training_flags", {}).get("loss", entry["method"]),
+                    os.path.splitext(os.path.basename(entry.get("config", "")))[0]}
         assert entry["name"] in {f"{entry['dataset']}_{entry['encoder']}_{v}" for v in variants}
         for key in zoo.REQUIRED + ("parameters", "linear_top1", "knn_top1", "epochs",
                                    "batch_size", "wall_seconds", "command",
