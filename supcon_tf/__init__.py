@@ -65,8 +65,8 @@ _xla_flags.apply(_tf.__version__)
 
 from supcon_tf import (augment, callbacks, clustering, data, dense, distribute,  # noqa: E402
                        encoders, evaluation, export, graphs, heads, layers, losses, memory, methods, metrics,
-                       mixing, models, momentum, optimizers, zoo)
+                       mixing, models, momentum, optimizers, self_paced, zoo)
 
 __all__ = ["augment", "callbacks", "clustering", "data", "dense", "distribute", "encoders", "evaluation", "export",
            "graphs", "heads", "layers", "losses", "memory", "methods", "metrics", "mixing", "models", "momentum",
-           "optimizers", "zoo", "__version__"]
+           "optimizers", "self_paced", "zoo", "__version__"]

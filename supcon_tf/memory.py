@@ -1,5 +1,6 @@
 """What the methods remember: MoCo's `FeatureQueue`, NPID's `MemoryBank`
-(one slot per training sample) and SwAV's learnable `Prototypes`.
+(one slot per training sample), SwAV's learnable `Prototypes` and SpCL's
+`HybridMemory` (class centroids and one slot per sample, with labels).
 
 The state lives in non-trainable Keras variables, so a `.keras` file and
 `keras.callbacks.BackupAndRestore` keep it: a resumed run continues with the
@@ -272,3 +273,128 @@ class Prototypes(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_prototypes": self.num_prototypes,
                 "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class HybridMemory(keras.layers.Layer):
+    """SpCL's hybrid memory: `num_classes` class centroids, then one slot per
+    training sample, each a unit vector with a label.
+
+    Slots `[0, num_classes)` hold the labelled classes' centroids (label: the
+    class); slot `num_classes + i` holds unlabelled sample `i`'s feature,
+    labelled with its cluster (or its own label when it is an outlier); the
+    slot of a labelled sample takes no part (label -1), its class centroid
+    stands for it. `update(index, features)` moves each slot of `index`
+    towards its feature, `v <- normalize(m v + (1 - m) f)`, one feature
+    after the other in batch order (a class centroid that appears k times in
+    a batch is updated k times, as the official code's loop does).
+
+    Slots start as random unit vectors, each labelled as itself; labels and
+    slots are set by `supcon_tf.models.SpCLClustering` (`assign_labels`,
+    `values.assign`). Under `tf.distribute`, call `update` from every replica
+    with the same all-gathered indices and features: every replica then holds
+    the same memory.
+
+    Args:
+        num_classes: Labelled classes (centroid slots), >= 0.
+        num_samples: Training samples (one slot each), >= 1.
+        dim: Feature size, >= 1.
+        momentum: `m` in [0, 1). Defaults to 0.2 (SpCL's).
+        seed: Seed of the initial vectors. Defaults to None.
+
+    Reference:
+        Ge et al., "Self-paced Contrastive Learning with Hybrid Memory for
+        Domain Adaptive Object Re-ID", NeurIPS 2020.
+    """
+
+    def __init__(self, num_classes, num_samples, dim, momentum=0.2, seed=None, **kwargs):
+        _backend.require_tensorflow(f"supcon_tf.memory.{type(self).__name__}")
+        super().__init__(**kwargs)
+        for name, value, low in (("num_classes", num_classes, 0),
+                                 ("num_samples", num_samples, 1), ("dim", dim, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}. "
+                                 f"Received: {name}={value!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
+                or not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` must be a number in [0, 1). Received: momentum={momentum!r}")
+        self.num_classes, self.num_samples = int(num_classes), int(num_samples)
+        self.dim, self.momentum, self.seed = int(dim), float(momentum), seed
+        self.size = self.num_classes + self.num_samples
+        self.values = self.add_weight(
+            shape=(self.size, self.dim), trainable=False, name="values",
+            initializer=lambda shape, dtype=None: tf.math.l2_normalize(
+                keras.random.normal(shape, seed=seed), axis=1))
+        self.labels = self.add_weight(
+            shape=(self.size,), trainable=False, dtype="int32", name="labels",
+            initializer=lambda shape, dtype=None: tf.range(shape[0], dtype=tf.int32))
+        self.built = True
+
+    def slots(self, index, y=None):
+        """Each sample's slot: its class centroid's when it is labelled
+        (`y >= 0`), else its own (`num_classes + index`). `y` None: none is
+        labelled."""
+        index = tf.reshape(tf.cast(index, tf.int64), [-1])
+        checks = [tf.debugging.assert_non_negative(index, message="HybridMemory: negative index"),
+                  tf.debugging.assert_less(
+                      index, tf.constant(self.num_samples, tf.int64),
+                      message=f"HybridMemory: a sample index >= num_samples={self.num_samples}: "
+                              "the memory needs one slot per sample of the dataset")]
+        own = index + self.num_classes
+        if y is None:
+            with tf.control_dependencies(checks):
+                return tf.identity(own)
+        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        checks.append(tf.debugging.assert_less(
+            y, tf.constant(max(self.num_classes, 0), tf.int64),
+            message=f"HybridMemory: a label >= num_classes={self.num_classes} (labels are "
+                    "class ids, -1 for an unlabelled sample)"))
+        checks.append(tf.debugging.assert_greater_equal(
+            y, tf.constant(-1, tf.int64), message="HybridMemory: a label < -1"))
+        with tf.control_dependencies(checks):
+            return tf.where(y >= 0, y, own)
+
+    def read(self):
+        """`(values [size, dim], labels [size])`."""
+        return tf.convert_to_tensor(self.values), tf.convert_to_tensor(self.labels)
+
+    def update(self, slots, features):
+        """`v <- normalize(m v + (1 - m) f)` for each slot, in order."""
+        slots = tf.reshape(tf.cast(slots, tf.int64), [-1])
+        features = tf.math.l2_normalize(tf.cast(features, self.values.dtype), axis=1)
+        unique, group = tf.unique(slots)
+        n = tf.shape(slots)[0]
+        # Each feature's rank among the earlier ones of its slot: the round in
+        # which it is applied (every slot changes at most once per round).
+        earlier = tf.linalg.band_part(tf.ones([n, n]), -1, 0) - tf.eye(n)
+        same = tf.cast(tf.equal(slots[:, None], slots[None, :]), tf.float32)
+        rank = tf.cast(tf.reduce_sum(same * earlier, axis=1), tf.int32)
+        current = tf.gather(tf.convert_to_tensor(self.values), unique)
+
+        def body(r, current):
+            members = tf.where(tf.equal(rank, r))[:, 0]
+            g = tf.gather(group, members)[:, None]
+            mixed = self.momentum * tf.gather_nd(current, g) + (1.0 - self.momentum) * tf.gather(
+                features, members)
+            return r + 1, tf.tensor_scatter_nd_update(current, g,
+                                                      tf.math.l2_normalize(mixed, axis=1))
+
+        _, current = tf.while_loop(lambda r, _: r <= tf.reduce_max(rank), body,
+                                   (tf.constant(0), current))
+        _cross_replica.scatter_update(self.values, unique[:, None], current)
+
+    def assign_labels(self, labels):
+        """Sets every slot's label (`[size]`, -1 for a slot that takes no part)."""
+        labels = tf.convert_to_tensor(labels, tf.int32)
+        if labels.shape != (self.size,):
+            raise ValueError(f"`labels` must hold one label per slot ({self.size}). "
+                             f"Received: labels.shape={tuple(labels.shape)}")
+        self.labels.assign(labels)
+
+    def call(self, inputs=None):
+        return self.read()[0]
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "num_samples": self.num_samples, "dim": self.dim,
+                "momentum": self.momentum, "seed": self.seed}

@@ -416,3 +416,151 @@ def graphcl_reference(z, temperature=0.2, symmetric=False):
 
     forward = one(z[:, 0], z[:, 1])
     return 0.5 * (forward + one(z[:, 1], z[:, 0])) if symmetric else forward
+
+
+def hybrid_memory_reference(y, f, memory, memory_labels, temperature=0.05):
+    """SpCL's loss per sample in float64 loops, as yxgeee/SpCL's
+    `HybridMemory.forward` without its 1e-6 terms: each label's score is the
+    mean of f . v_j / T over the slots holding it (slots labelled -1 take no
+    part); cross-entropy of the softmax over the held labels."""
+    f = np.asarray(f, np.float64)
+    f = f / np.linalg.norm(f, axis=1, keepdims=True)
+    v = np.asarray(memory, np.float64)
+    labels = [int(l) for l in np.asarray(memory_labels).ravel()]
+    held = sorted({l for l in labels if l >= 0})
+    out = np.zeros(len(f))
+    for i in range(len(f)):
+        scores = {}
+        for c in held:
+            members = [j for j, l in enumerate(labels) if l == c]
+            scores[c] = sum(float(f[i] @ v[j]) for j in members) / len(members) / temperature
+        total = sum(math.exp(s) for s in scores.values())
+        out[i] = -math.log(math.exp(scores[int(y[i])]) / total)
+    return out
+
+
+def hybrid_memory_update_reference(memory, slots, features, momentum=0.2):
+    """The official memory update: one feature after the other,
+    v <- normalize(m v + (1 - m) f) (features normalised first)."""
+    v = np.array(memory, np.float64)
+    for s, x in zip(slots, np.asarray(features, np.float64)):
+        x = x / np.linalg.norm(x)
+        v[s] = momentum * v[s] + (1 - momentum) * x
+        v[s] /= np.linalg.norm(v[s])
+    return v
+
+
+def jaccard_reference(x, k1=20, k2=6):
+    """SpCL's `compute_jaccard_distance` (spcl/utils/faiss_rerank.py) in NumPy,
+    dense, with a brute-force search of the k1 nearest (squared L2) in place of
+    faiss."""
+    x = np.asarray(x, np.float64)
+    n = len(x)
+    sq = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    initial_rank = np.argsort(sq + np.diag(np.full(n, -1.0)), axis=1, kind="stable")[:, :k1]
+
+    def k_reciprocal_neigh(rank, i, k):
+        forward = rank[i, :k + 1]
+        backward = rank[forward, :k + 1]
+        return forward[np.where(backward == i)[0]]
+
+    nn_k1 = [k_reciprocal_neigh(initial_rank, i, k1) for i in range(n)]
+    nn_half = [k_reciprocal_neigh(initial_rank, i, int(np.around(k1 / 2))) for i in range(n)]
+    v = np.zeros((n, n))
+    for i in range(n):
+        r = nn_k1[i]
+        expansion = r
+        for c in r:
+            cand = nn_half[c]
+            if len(np.intersect1d(cand, r)) > 2 / 3 * len(cand):
+                expansion = np.append(expansion, cand)
+        expansion = np.unique(expansion)
+        dist = sq[i, expansion]      # the official 2 - 2 x.y, for unit rows
+        w = np.exp(-dist - np.max(-dist))
+        v[i, expansion] = w / w.sum()
+    if k2 != 1:
+        v = np.stack([v[initial_rank[i, :k2]].mean(axis=0) for i in range(n)])
+    inv = [np.where(v[:, i] != 0)[0] for i in range(n)]
+    jaccard = np.zeros((n, n))
+    for i in range(n):
+        temp_min = np.zeros(n)
+        nonzero = np.where(v[i] != 0)[0]
+        for k in nonzero:
+            temp_min[inv[k]] += np.minimum(v[i, k], v[inv[k], k])
+        jaccard[i] = 1 - temp_min / (2 - temp_min)
+    jaccard[jaccard < 0] = 0.0
+    return jaccard
+
+
+def dbscan_reference(distance, eps, min_samples):
+    """DBSCAN as scikit-learn runs it on a dense precomputed distance: scan the
+    samples in order, grow a cluster from each unlabelled core sample;
+    returns (labels, core mask)."""
+    d = np.asarray(distance)
+    n = len(d)
+    neighbours = [np.where(d[i] <= eps)[0] for i in range(n)]
+    core = np.array([len(nb) >= min_samples for nb in neighbours])
+    labels = np.full(n, -1)
+    cluster = 0
+    for i in range(n):
+        if labels[i] != -1 or not core[i]:
+            continue
+        labels[i] = cluster
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            if not core[j]:
+                continue
+            for k in neighbours[j]:
+                if labels[k] == -1:
+                    labels[k] = cluster
+                    stack.append(k)
+        cluster += 1
+    return labels, core
+
+
+def self_paced_reference(distance, eps=0.6, eps_gap=0.02, min_samples=4, threshold=None):
+    """The official code's pseudo labels for one epoch (spcl_train_uda.py, the
+    block from `pseudo_labels = cluster.fit_predict` to the re-labelled
+    outliers), on a dense distance, with `dbscan_reference` for
+    sklearn's DBSCAN; returns (labels, threshold) with labels as the
+    official ids (not renumbered)."""
+    def pseudo(ids):
+        ids = np.asarray(ids)
+        num = len(set(ids.tolist()) - {-1})
+        out, outliers = [], 0
+        for i in ids:
+            if i != -1:
+                out.append(i)
+            else:
+                out.append(num + outliers)
+                outliers += 1
+        return np.array(out)
+
+    labels = pseudo(dbscan_reference(distance, eps, min_samples)[0])
+    tight = pseudo(dbscan_reference(distance, eps - eps_gap, min_samples)[0])
+    loose = pseudo(dbscan_reference(distance, eps + eps_gap, min_samples)[0])
+    same = (labels[:, None] == labels[None, :]).astype(float)
+    same_t = (tight[:, None] == tight[None, :]).astype(float)
+    same_l = (loose[:, None] == loose[None, :]).astype(float)
+    r_comp = 1 - np.minimum(same, same_t).sum(-1) / np.maximum(same, same_t).sum(-1)
+    r_indep = 1 - np.minimum(same, same_l).sum(-1) / np.maximum(same, same_l).sum(-1)
+    comp, indep, num = {}, {}, {}
+    for c, i_, l in zip(r_comp, r_indep, labels):
+        comp.setdefault(int(l), []).append(c)
+        indep.setdefault(int(l), []).append(i_)
+        num[int(l)] = num.get(int(l), 0) + 1
+    keys = sorted(comp)
+    cluster_comp = [min(comp[k]) for k in keys]
+    cluster_indep = [min(indep[k]) for k in keys]
+    noins = [iou for iou, k in zip(cluster_indep, keys) if num[k] > 1]
+    if threshold is None:
+        threshold = np.sort(noins)[min(len(noins) - 1, int(np.round(len(noins) * 0.9)))]
+    out = labels.copy()
+    outliers = 0
+    for i, l in enumerate(labels):
+        if cluster_indep[l] <= threshold and r_comp[i] <= cluster_comp[l]:
+            continue
+        out[i] = len(cluster_indep) + outliers
+        outliers += 1
+    return out, threshold

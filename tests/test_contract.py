@@ -151,6 +151,8 @@ def test_resumes_after_a_kill_from_its_backup(name, data, tmp_path):
     callbacks = ()
     if name == "pcl":
         callbacks = (sct.models.PCLClustering(data[0]),)
+    elif name == "spcl":
+        callbacks = (sct.models.SpCLClustering(data[0], k1=6, k2=2),)
     killed_then_resumed(lambda: make(name), dataset(name, data), str(tmp_path / "backup"),
                         epochs=2, kill_after=1, callbacks=callbacks)
 

@@ -411,3 +411,19 @@ def test_graphcl_trains_and_probes_three_encoders(tmp_path):
     assert record["graphcl_final_loss"] > 0 and 10 < record["mean_nodes"] <= 49
     for name in ("graphcl", "random", "supervised"):
         assert 0.0 <= record[f"probe_top1_{name}"] <= 1.0
+
+
+def test_spcl_adapts_and_scores_its_encoder(tmp_path):
+    # (The other two runs, source_only and target_supcon, train plain
+    # SpCLModel / SupConModel, which the contract test covers.)
+    out = _run("spcl.py", "--source_size", "128", "--target_size", "128", "--test_size", "128",
+               "--epochs", "1", "--batch_size", "64", "--k1", "10", "--runs", "spcl",
+               "--out_dir", str(tmp_path))
+    record = json.loads(open(os.path.join(tmp_path, "spcl.json")).read())
+    assert record["flags"]["shift"] == "invert", out[-2000:]
+    assert "source_only" not in record and "target_supcon" not in record
+    spcl = record["spcl"]
+    for probe in ("source", "target"):
+        assert 0.0 <= spcl[f"target_top1_{probe}_probe"] <= 1.0
+    assert spcl["clusters"] + spcl["outliers"] >= 1 and spcl["final_loss"] > 0
+    assert -1.0 <= spcl["pseudo_label_ari"] <= 1.0 and 0.0 <= spcl["pseudo_label_nmi"] <= 1.0

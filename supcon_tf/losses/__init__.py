@@ -11,7 +11,9 @@ against a memory bank; `DistillationLoss` SimCLR v2's distillation;
 `LooCLoss` LooC's InfoNCE per embedding space (all-invariant and one per
 augmentation family); `ConditionalContrastiveLoss` ContraGAN's 2C loss;
 `CLIPLoss` CLIP's symmetric cross-modal InfoNCE with a learned scale;
-`GraphCLLoss` GraphCL's one-direction loss between two views of graphs.
+`GraphCLLoss` GraphCL's one-direction loss between two views of graphs;
+`HybridMemoryLoss` SpCL's unified loss against class centroids, clusters and
+outliers in a hybrid memory.
 
 Every loss runs on each Keras 3 backend (docs/losses.md, "Every Keras
 backend").
@@ -36,12 +38,13 @@ from supcon_tf.losses.npid import NPIDLoss, npid_loss
 from supcon_tf.losses.proto import ProtoNCELoss, proto_nce
 from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
                                          vicreg_loss, vicreg_terms)
+from supcon_tf.losses.spcl import HybridMemoryLoss, hybrid_memory_loss
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss",
            "ContrastiveLoss", "DistillationLoss", "GraphCLLoss",
-           "HardNegativeLoss", "LooCLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
+           "HardNegativeLoss", "HybridMemoryLoss", "LooCLoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
            "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "distillation_loss", "graphcl_loss",
-           "hard_negative_loss", "hard_negative_terms", "looc_loss", "moco_loss", "npid_loss", "proto_nce",
+           "hard_negative_loss", "hard_negative_terms", "hybrid_memory_loss", "looc_loss", "moco_loss", "npid_loss", "proto_nce",
            "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -9,7 +9,9 @@ dataset), `PCLModel` (MoCo with ProtoNCE; `PCLClustering` re-clusters), `SwAVMod
 (swapped prediction of Sinkhorn codes over prototypes), `CMCModel` (Contrastive
 Multiview Coding: a network per signal of the image), `InfoMinModel` (CMC on
 views a flow learns adversarially), `LooCModel` (an embedding space per
-augmentation family, and one invariant to all). `LinearClassifier` and
+augmentation family, and one invariant to all), `SpCLModel` (a hybrid
+memory of labelled classes and unlabelled samples; `SpCLClustering`
+re-clusters them each epoch). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -26,6 +28,7 @@ from supcon_tf.models.moco import MoCoModel, SupConQueueModel
 from supcon_tf.models.npid import NPIDModel
 from supcon_tf.models.pcl import PCLClustering, PCLModel
 from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
+from supcon_tf.models.spcl import SpCLClustering, SpCLModel
 from supcon_tf.models.semi_supervised import DistillationModel, FineTuneClassifier
 from supcon_tf.models.supcon import SimCLRModel, SupConModel
 from supcon_tf.models.swav import SwAVModel
@@ -34,5 +37,5 @@ from supcon_tf.models.momentum_model import MomentumModel
 __all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LooCModel", "MoCoModel",
            "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimCLRModel",
-           "SimSiamModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",
+           "SimSiamModel", "SpCLClustering", "SpCLModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",
            "contrastive_accuracy"]

@@ -42,6 +42,10 @@ QUEUE = _floats(4, 5)
 QUEUE_IDS = np.array([1, 0, 3, 1])
 EXTRA = _floats(6, 3, 5)
 EXTRA[1, 2] = 0.0                                       # an absent negative
+# SpCL: two class centroids, a cluster of three slots, two outliers, an inactive slot.
+SPCL_MEMORY = _unit(_floats(8, 5))
+SPCL_LABELS = np.array([0, 1, 2, 2, 2, 5, 6, -1])
+SPCL_TARGETS = np.array([0, 1, 2, 5, 6, 2])
 
 # (id, differentiable input, call(x, extra inputs), extra inputs, float64 reference)
 CASES = [
@@ -130,6 +134,11 @@ CASES = [
      lambda: reference.clip_reference(Z6[:, 0], Z6[:, 1], 5.0, IDS)),
     ("graphcl_symmetric", Z6, lambda x, i: L.graphcl_loss(x, 0.3, symmetric=True), {},
      lambda: reference.graphcl_reference(Z6, 0.3, symmetric=True)),
+    ("spcl_hybrid_memory", Z6[:, 0], lambda x, i: L.HybridMemoryLoss(0.2, reduction=None)(
+        i["y"], x, memory=i["m"], memory_labels=i["l"]),
+     {"y": SPCL_TARGETS, "m": SPCL_MEMORY, "l": SPCL_LABELS},
+     lambda: reference.hybrid_memory_reference(SPCL_TARGETS, Z6[:, 0], SPCL_MEMORY,
+                                               SPCL_LABELS, 0.2)),
 ]
 # LooC's own reference, where the case needs its input.
 _LOOC = CASES[[c[0] for c in CASES].index("looc")]
