@@ -268,3 +268,64 @@ def swav_projector(output_dim=128, hidden_dim=2048, synchronized_bn=False):
     ResNet-50)."""
     return ProjectionHead(output_dim, hidden_dims=(hidden_dim,),
                           synchronized_bn=synchronized_bn, name="projector")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MixtureHead(keras.layers.Layer):
+    """MiCE's heads: `num_experts` linear embeddings and a gating one, each
+    L2-normalised, side by side in one output `[..., (num_experts + 1) *
+    dim]` (experts first, the gate last; `split` takes them apart). As the
+    official ResNet's `linear_K` and `classifier` layers: one linear map of
+    the encoder's features per head.
+
+    Args:
+        num_experts: K, >= 2.
+        dim: Each embedding's size, >= 1. Defaults to 128.
+        use_bias: Defaults to True.
+
+    Example:
+
+    >>> head = MixtureHead(3, 4)
+    >>> out = head(keras.ops.ones((2, 16)))
+    >>> tuple(out.shape), [tuple(t.shape) for t in head.split(out)]
+    ((2, 16), [(2, 3, 4), (2, 4)])
+
+    Reference:
+        Tsai, Wu, Zhu, "MiCE: Mixture of Contrastive Experts for Unsupervised
+        Image Clustering", ICLR 2021.
+    """
+
+    def __init__(self, num_experts, dim=128, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        for name, value, low in (("num_experts", num_experts, 2), ("dim", dim, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}. "
+                                 f"Received: {name}={value!r}")
+        self.num_experts, self.dim, self.use_bias = num_experts, dim, bool(use_bias)
+        self.output_dim = (num_experts + 1) * dim
+        self.dense = keras.layers.Dense(self.output_dim, use_bias=self.use_bias, name="heads")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        x = self.dense(inputs)
+        shape = keras.ops.shape(x)
+        x = keras.ops.reshape(x, (*shape[:-1], self.num_experts + 1, self.dim))
+        x = x * keras.ops.rsqrt(keras.ops.maximum(
+            keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True), 1e-12))
+        return keras.ops.reshape(x, (*shape[:-1], self.output_dim))
+
+    def split(self, outputs):
+        """`(experts [..., K, dim], gate [..., dim])` of this head's output."""
+        shape = keras.ops.shape(outputs)
+        x = keras.ops.reshape(outputs, (*shape[:-1], self.num_experts + 1, self.dim))
+        return x[..., :self.num_experts, :], x[..., self.num_experts, :]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_experts": self.num_experts, "dim": self.dim,
+                "use_bias": self.use_bias}

@@ -564,3 +564,33 @@ def self_paced_reference(distance, eps=0.6, eps_gap=0.02, min_samples=4, thresho
         out[i] = len(cluster_indep) + outliers
         outliers += 1
     return out, threshold
+
+
+def mice_reference(f, v, g, omega, mu, queue, temperature=1.0, kappa=1.0):
+    """MiCE's loss per image in float64 loops, as TsungWeiTsai/MiCE's
+    `MiCE_ELBO.forward` (without its 1e-18 terms): the gate's softmax, each
+    expert's softmax over its positive and the queue's keys, the posterior,
+    and -sum_k q_k (log pi_k + log phi_k - log q_k). Returns (loss [B],
+    posterior [B, K])."""
+    def unit(x):
+        x = np.asarray(x, np.float64)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    f, v, g, mu, queue = unit(f), unit(v), unit(g), unit(mu), unit(queue)
+    omega = np.asarray(omega, np.float64)
+    b, k = f.shape[:2]
+    loss, posterior = np.zeros(b), np.zeros((b, k))
+    for i in range(b):
+        gate = [float(omega[j] @ g[i]) / kappa for j in range(k)]
+        log_pi = [s - math.log(sum(math.exp(t) for t in gate)) for s in gate]
+        log_phi = []
+        for j in range(k):
+            pos = (float(f[i, j] @ v[i, j]) + float(v[i, j] @ mu[j])) / temperature
+            negs = [(float(queue[q, j] @ f[i, j]) + float(queue[q, j] @ mu[j])) / temperature
+                    for q in range(len(queue))]
+            log_phi.append(pos - math.log(math.exp(pos) + sum(math.exp(n) for n in negs)))
+        joint = [math.exp(a + c) for a, c in zip(log_pi, log_phi)]
+        q = [x / sum(joint) for x in joint]
+        posterior[i] = q
+        loss[i] = -sum(qk * (a + c - math.log(qk)) for qk, a, c in zip(q, log_pi, log_phi))
+    return loss, posterior

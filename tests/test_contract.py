@@ -25,10 +25,10 @@ N = 18                    # batches of 8: two whole ones and an odd last batch o
 SMALL = {"moco": {"queue_size": 16}, "supcon_queue": {"queue_size": 16},
          "pcl": {"queue_size": 16, "num_clusters": (2, 3), "warmup_epochs": 0,
                  "num_prototype_negatives": 2},
-         "npid": {"num_negatives": 8}, "swav": {"num_prototypes": 6, "queue_size": 8,
+         "npid": {"num_negatives": 8}, "mice": {"queue_size": 16, "num_experts": 3}, "swav": {"num_prototypes": 6, "queue_size": 8,
                                                 "freeze_prototypes_steps": 0}}
 # Views per image the pipeline makes, where a method reads one crop.
-VIEWS = {"npid": 1, "cmc": 1, "looc": 4}
+VIEWS = {"npid": 1, "cmc": 1, "looc": 4, "mice": 3}
 # The options a model of the family may take; each either fits or is refused.
 OPTIONS = {"imix": {"imix": "mixup"}, "clae": {"adversarial_eps": 0.03},
            "mochi": {"mochi_n": 8, "mochi_s": 4, "mochi_s_prime": 2},
@@ -42,12 +42,18 @@ def data():
 
 
 def _encoder(seed=0, shape=SHAPE):
-    """Small and BatchNorm-free; for images of any size (multi-crop) it pools."""
+    """Small and BatchNorm-free; for images of any size (multi-crop) it pools.
+    The convolutions' biases start above 0: on the black background a
+    zero bias puts ReLU exactly at its kink, where XLA's gradient (one
+    device, `jit_compile="auto"`) and TensorFlow's (under a strategy)
+    differ, and a method whose first step has no gradient (MiCE's empty
+    queue) would keep it there."""
     keras.utils.set_random_seed(seed)
     any_size = shape[0] is None
+    conv = {"strides": 2, "activation": "relu", "bias_initializer": keras.initializers.Constant(0.01)}
     return keras.Sequential([keras.Input(shape), keras.layers.Rescaling(1 / 255),
-                             keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-                             keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                             keras.layers.Conv2D(4, 3, **conv),
+                             keras.layers.Conv2D(4, 3, **conv),
                              keras.layers.GlobalAveragePooling2D() if any_size
                              else keras.layers.Flatten(), keras.layers.Dense(8)])
 

@@ -11,7 +11,8 @@ Multiview Coding: a network per signal of the image), `InfoMinModel` (CMC on
 views a flow learns adversarially), `LooCModel` (an embedding space per
 augmentation family, and one invariant to all), `SpCLModel` (a hybrid
 memory of labelled classes and unlabelled samples; `SpCLClustering`
-re-clusters them each epoch). `LinearClassifier` and
+re-clusters them each epoch), `MiCEModel` (a gate over contrastive experts:
+the clustering is its posterior). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -23,6 +24,7 @@ from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.cmc import CMCModel, MultiViewHead
 from supcon_tf.models.infomin import InfoMinModel
 from supcon_tf.models.looc import LooCModel
+from supcon_tf.models.mice import MiCEModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel, SupConQueueModel
 from supcon_tf.models.npid import NPIDModel
@@ -35,7 +37,7 @@ from supcon_tf.models.swav import SwAVModel
 from supcon_tf.models.momentum_model import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
-           "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LooCModel", "MoCoModel",
+           "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LooCModel", "MiCEModel", "MoCoModel",
            "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimCLRModel",
            "SimSiamModel", "SpCLClustering", "SpCLModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",
            "contrastive_accuracy"]

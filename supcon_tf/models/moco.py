@@ -6,11 +6,11 @@ import tensorflow as tf
 
 from supcon_tf import _cross_replica
 from supcon_tf.losses import MoCoLoss
-from supcon_tf._checks import check_positive
+from supcon_tf._checks import check_positive, check_views
 from supcon_tf.memory import FeatureQueue
 from supcon_tf.mixing import check_mochi, mochi_negatives
 from supcon_tf.metrics import query_key_accuracy
-from supcon_tf.models.base import check_int, check_two_views, feature_shape
+from supcon_tf.models.base import check_int, feature_shape
 from supcon_tf.models.momentum_model import MomentumModel
 
 
@@ -91,13 +91,15 @@ class MoCoModel(MomentumModel):
     method_name = "moco"
     method_title = "Momentum contrast (MoCo v2)"
     labels = "drop"
+    # Views per image (a subclass that reads a third view says so).
+    expected_views = 2
 
     def __init__(self, encoder, head=None, augmenter=None, views=2, queue_size=4096,
                  momentum=0.99, temperature=0.2, symmetric=False,
                  momentum_schedule="constant", bn_groups=2, probe_classes=None,
                  mochi_n=None, mochi_s=1024, mochi_s_prime=256, mochi_start_epoch=0,
                  **kwargs):
-        check_two_views("MoCoModel", views)
+        check_views(type(self).__name__, views, self.expected_views)
         mochi = check_mochi(mochi_n, mochi_s, mochi_s_prime, mochi_start_epoch)
         if symmetric and kwargs.get("imix") is not None:
             raise ValueError("i-Mix mixes the queries of view 0 against the keys of view 1; "

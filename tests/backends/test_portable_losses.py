@@ -46,6 +46,9 @@ EXTRA[1, 2] = 0.0                                       # an absent negative
 SPCL_MEMORY = _unit(_floats(8, 5))
 SPCL_LABELS = np.array([0, 1, 2, 2, 2, 5, 6, -1])
 SPCL_TARGETS = np.array([0, 1, 2, 5, 6, 2])
+# MiCE: three experts of dim 5, a queue of four keys.
+MICE = {"v": _floats(6, 3, 5), "g": Z6[:, 1], "w": L.simplex_prototypes(3, 5), "mu": QUEUE[:3],
+        "q": _floats(4, 3, 5)}
 
 # (id, differentiable input, call(x, extra inputs), extra inputs, float64 reference)
 CASES = [
@@ -139,6 +142,11 @@ CASES = [
      {"y": SPCL_TARGETS, "m": SPCL_MEMORY, "l": SPCL_LABELS},
      lambda: reference.hybrid_memory_reference(SPCL_TARGETS, Z6[:, 0], SPCL_MEMORY,
                                                SPCL_LABELS, 0.2)),
+    ("mice", Z6x3, lambda x, i: L.MiCELoss(0.5, 0.7, reduction=None)(
+        None, x, keys=i["v"], gating=i["g"], gating_prototypes=i["w"], expert_prototypes=i["mu"],
+        queue=i["q"]), MICE,
+     lambda: reference.mice_reference(Z6x3, MICE["v"], MICE["g"], MICE["w"], MICE["mu"],
+                                      MICE["q"], 0.5, 0.7)[0]),
 ]
 # LooC's own reference, where the case needs its input.
 _LOOC = CASES[[c[0] for c in CASES].index("looc")]
