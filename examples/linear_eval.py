@@ -3,6 +3,7 @@ BatchNorm statistics), reporting test top-1.
 
     python examples/linear_eval.py --encoder_path runs/supcon/encoder.keras
     python examples/linear_eval.py --encoder_path runs/lt/encoder.keras --long_tailed_ratio 100
+    python examples/linear_eval.py --zoo fashion_mnist_resnet18_simclr --task rotation
 
 Prints test top-1 and per-class accuracy; with --long_tailed_ratio the linear
 layer trains on the same long-tailed subset as pretraining did (same --seed)
@@ -10,7 +11,10 @@ and the many/medium/few-shot split is printed too; --class_balanced trains
 it with class-balanced sampling (the decoupled classifier stage of the
 long-tail literature). --task=rotation predicts how many quarter turns an
 image was turned by instead of its class (an augmentation-sensitive task:
-supcon_tf.data.rotation_task); its outputs go to linear_rotation/.
+supcon_tf.data.rotation_task); its outputs go to linear_rotation/. --zoo
+evaluates a zoo entry's embedding (L2-normalised features) instead of a
+saved encoder; --normalize gives a saved encoder's features the same
+normalisation, so the two compare under one protocol.
 
 Writes TensorBoard logs and a resumable `backup/` to --model_dir, and the
 result to `linear_eval.json` there.
@@ -35,6 +39,10 @@ import tensorflow as tf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("encoder_path", None, "The encoder saved by examples/pretrain.py.")
+flags.DEFINE_string("zoo", None, "A zoo entry's name instead of --encoder_path: its "
+                    "SavedModel's embedding (L2-normalised features; supcon_tf.zoo.load).")
+flags.DEFINE_bool("normalize", False, "L2-normalise the encoder's features before the linear "
+                  "layer (as a zoo entry's embedding is).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name (supcon_tf.data.load).")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_integer("train_size", None, "Use only the first N training images.")
@@ -54,7 +62,9 @@ flags.DEFINE_bool("augment", False, "Flip and crop the training images.")
 flags.DEFINE_string("model_dir", None, "Output folder (default: next to the encoder).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity.")
-flags.mark_flag_as_required("encoder_path")
+flags.register_multi_flags_validator(
+    ["encoder_path", "zoo"], lambda f: (f["encoder_path"] is None) != (f["zoo"] is None),
+    message="Pass exactly one of --encoder_path and --zoo.")
 
 
 def main(argv):
@@ -63,11 +73,17 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("WARNING")
     keras.utils.set_random_seed(FLAGS.seed)
-    model_dir = FLAGS.model_dir or os.path.join(
-        os.path.dirname(FLAGS.encoder_path), "linear" if FLAGS.task == "class" else
-        f"linear_{FLAGS.task}")
+    stem = "linear" if FLAGS.task == "class" else f"linear_{FLAGS.task}"
+    if FLAGS.zoo is not None:
+        model_dir = FLAGS.model_dir or os.path.join("runs", FLAGS.zoo, stem)
+        encoder = sct.zoo.load(FLAGS.zoo)
+    else:
+        model_dir = FLAGS.model_dir or os.path.join(os.path.dirname(FLAGS.encoder_path), stem)
+        encoder = keras.models.load_model(FLAGS.encoder_path)
+    if FLAGS.normalize:
+        inputs = keras.Input(encoder.input_shape[1:])
+        encoder = keras.Model(inputs, sct.heads.L2Normalize()(encoder(inputs)))
     os.makedirs(model_dir, exist_ok=True)
-    encoder = keras.models.load_model(FLAGS.encoder_path)
     split = "train" if FLAGS.train_size is None else f"train[:{FLAGS.train_size}]"
     train = sct.data.load(FLAGS.dataset, split, data_dir=FLAGS.data_dir)
     test = sct.data.load(FLAGS.dataset, "test", data_dir=FLAGS.data_dir)

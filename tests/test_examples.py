@@ -358,6 +358,19 @@ def test_semi_supervised_linear_row_on_a_zoo_encoder(tmp_path):
     assert "runs the linear row only" in bad and "Received: --rows ce,linear" in bad
 
 
+def test_linear_eval_of_a_zoo_entry_and_exactly_one_encoder(tmp_path):
+    out = _run("linear_eval.py", "--zoo", "fashion_mnist_resnet18_simclr", "--task", "rotation",
+               "--train_size", "512", "--epochs", "2", "--batch_size", "128",
+               "--model_dir", str(tmp_path))
+    record = json.loads((tmp_path / "linear_eval.json").read_text())
+    assert record["flags"]["zoo"] == "fashion_mnist_resnet18_simclr"
+    # Four quarter turns: chance is 25%.
+    assert 0.25 < record["test_top1"] <= 1.0, out[-2000:]
+    bad = _run("linear_eval.py", "--zoo", "fashion_mnist_resnet18_simclr", "--encoder_path",
+               "x.keras", check=False)
+    assert "exactly one of --encoder_path and --zoo" in bad
+
+
 def test_contragan_trains_scores_and_draws_both_discriminators(tmp_path):
     """The 2C run end to end (a few steps); the projection discriminator's
     step in this process (its run differs only in the discriminator)."""
