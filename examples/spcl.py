@@ -15,7 +15,9 @@ transformed the same way. Three encoders (ResNet-18 at --width), each trained
 - `spcl`: `SpCLModel` on source and target (Ge et al., NeurIPS 2020): the
   hybrid memory of source class centroids and target features, the target
   re-clustered every epoch (`SpCLClustering`: DBSCAN on the k-reciprocal
-  Jaccard distance, eps 0.6, with the reliability criteria);
+  Jaccard distance, eps 0.6, with the reliability criteria); from scratch,
+  or with --spcl_from_source_only from the source-only encoder (SpCL
+  starts from a pretrained backbone);
 - `target_supcon`: SupCon on the target with its labels: the upper bound.
 
 Each encoder is scored on the target's test set by a linear probe
@@ -56,6 +58,9 @@ flags.DEFINE_float("lr", 1e-3, "AdamW's peak learning rate (cosine decay).")
 flags.DEFINE_float("weight_decay", 5e-4, "AdamW's weight decay (SpCL's).")
 flags.DEFINE_float("eps", 0.6, "DBSCAN's radius on the Jaccard distance (SpCL's).")
 flags.DEFINE_integer("k1", 30, "The Jaccard distance's reciprocal neighbours (SpCL's).")
+flags.DEFINE_bool("spcl_from_source_only", False, "Start SpCL's encoder from the source-only "
+                  "encoder (trained first, or read from --out_dir/source_only_encoder.keras), "
+                  "as SpCL starts from a pretrained backbone; otherwise from scratch.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("data_dir", None, "Optional folder with TFDS data or IDX files.")
 flags.DEFINE_string("out_dir", "runs/spcl", "Output folder.")
@@ -80,10 +85,12 @@ def encoder():
     return sct.encoders.resnet18(SHAPE, width=FLAGS.width)
 
 
-def train_spcl(images, labels, num_classes):
-    """SpCLModel on `images` (labels -1: unlabelled); returns (model, seconds)."""
+def train_spcl(images, labels, num_classes, start=None):
+    """SpCLModel on `images` (labels -1: unlabelled), its encoder from the
+    .keras file `start` or new; returns (model, seconds, history)."""
     keras.utils.set_random_seed(FLAGS.seed)
-    model = sct.models.SpCLModel(encoder(), len(images), num_classes=num_classes,
+    net = encoder() if start is None else keras.models.load_model(start)
+    model = sct.models.SpCLModel(net, len(images), num_classes=num_classes,
                                  augmenter=sct.augment.supcon(SHAPE, seed=FLAGS.seed))
     ds = sct.data.with_index(tf.data.Dataset.from_tensor_slices((images, labels)))
     ds = sct.data.batches(ds, FLAGS.batch_size, training=True, seed=FLAGS.seed)
@@ -142,13 +149,19 @@ def main(argv):
               f"(probe on source labels), {100 * record[name]['target_top1_target_probe']:.2f}% "
               f"(probe on target labels); {seconds:.0f} s", flush=True)
 
+    source_only = os.path.join(FLAGS.out_dir, "source_only_encoder.keras")
     if "source_only" in FLAGS.runs:
         model, seconds, _ = train_spcl(source_x, source_y, classes)
         score("source_only", model, seconds)
+        sct.export.save_model(model.encoder, source_only)
     if "spcl" in FLAGS.runs:
+        if FLAGS.spcl_from_source_only and not os.path.isfile(source_only):
+            raise app.UsageError("--spcl_from_source_only needs the source-only encoder: add "
+                                 f"source_only to --runs (or keep {source_only}).")
         images = np.concatenate([source_x, target_x])
         labels = np.concatenate([source_y, np.full(len(target_x), -1)])
-        model, seconds, history = train_spcl(images, labels, classes)
+        model, seconds, history = train_spcl(
+            images, labels, classes, source_only if FLAGS.spcl_from_source_only else None)
         score("spcl", model, seconds)
         # The last epoch's pseudo labels of the target against its hidden labels.
         pseudo = model.memory.labels.numpy()[classes + len(source_x):]
