@@ -414,3 +414,28 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
     @classmethod
     def from_config(cls, config):
         return from_config_with_objects(cls, config, ["encoder", "head", "augmenter"])
+
+
+class LossReadsState:
+    """For a model whose loss reads its own state (a memory, a queue,
+    prototypes, codes) in `contrastive_loss`: `compile` takes only a loss of
+    the class `own_loss` (or none: `default_loss()`), and Keras's own loss
+    path (its symbolic build under a strategy calls `compute_loss` on
+    `model(x)`) gives the layers' regularisation losses only. Put it before
+    `ContrastiveModel` among the bases; `own_loss_reads` completes the
+    message ("SwAVModel's loss reads <it>")."""
+
+    own_loss = None
+    own_loss_reads = "the model's state"
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        cls = self.own_loss
+        if loss is not None and not isinstance(loss, cls):
+            article = "an" if cls.__name__[0] in "AEINOU" else "a"
+            raise ValueError(f"{type(self).__name__}'s loss reads {self.own_loss_reads}: "
+                             f"compile it with {article} {cls.__name__} or none (the default). "
+                             f"Received: loss={loss!r}")
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return self.additional_losses()

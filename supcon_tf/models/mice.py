@@ -10,11 +10,12 @@ from supcon_tf import _cross_replica
 from supcon_tf._checks import check_int, check_positive
 from supcon_tf.heads import MixtureHead
 from supcon_tf.losses.mice import MiCELoss, mice_log_terms, mice_posterior, simplex_prototypes
+from supcon_tf.models.base import LossReadsState
 from supcon_tf.models.moco import MoCoModel
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class MiCEModel(MoCoModel):
+class MiCEModel(LossReadsState, MoCoModel):
     """MiCE: K contrastive experts and a gate; the clustering is the posterior.
 
     Three views of each image: the experts embed view 0 (`f_k`, online
@@ -60,6 +61,8 @@ class MiCEModel(MoCoModel):
     """
 
     supports_imix = False
+    own_loss = MiCELoss
+    own_loss_reads = "its experts, gate and queue"
     method_name = "mice"
     method_title = "Mixture of contrastive experts (MiCE)"
     labels = "drop"
@@ -111,17 +114,7 @@ class MiCEModel(MoCoModel):
     def default_loss(self):
         return MiCELoss(self.temperature, self.kappa)
 
-    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None and not isinstance(loss, MiCELoss):
-            raise ValueError("MiCEModel's loss reads its experts, gate and queue: compile it "
-                             f"with a MiCELoss or none (the default). Received: loss={loss!r}")
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras's own loss path (its symbolic build under a strategy calls it
-        on `model(x)`): the layers' regularisation losses only. The loss
-        reads the experts, the gate and the queue, in `contrastive_loss`."""
-        return self.additional_losses()
 
     def forward(self, views, training):
         online = tf.stack([views[:, 0], views[:, 2]], axis=1)

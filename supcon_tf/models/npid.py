@@ -10,7 +10,7 @@ from supcon_tf import _cross_replica
 from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses.npid import KINDS as LOSSES, NPIDLoss, nce_normalizer
 from supcon_tf.memory import MemoryBank
-from supcon_tf.models.base import (ContrastiveModel, check_int,
+from supcon_tf.models.base import (ContrastiveModel, LossReadsState, check_int,
                                    feature_shape)
 
 
@@ -52,8 +52,19 @@ class IndexedInputs:
         return super().call(inputs, training=training)
 
 
+class OneIndexedView(IndexedInputs):
+    """`IndexedInputs` with one view per image: images `[batch, H, W, C]`
+    and no augmenter are that view as they come."""
+
+    def make_views(self, x):
+        images = tf.convert_to_tensor(split_indexed(x, type(self).__name__)[0])
+        if images.shape.rank == 4 and self.multi_view is None:
+            return images[:, None]
+        return super().make_views(x)
+
+
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class NPIDModel(IndexedInputs, ContrastiveModel):
+class NPIDModel(LossReadsState, OneIndexedView, ContrastiveModel):
     """Instance discrimination against a memory bank of the whole dataset.
 
     Each image (one augmented view) is embedded and L2-normalised, `f`; the
@@ -113,6 +124,8 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
 
     supports_imix = False
 
+    own_loss = NPIDLoss
+    own_loss_reads = "its memory bank"
     method_name = "npid"
     method_title = "Non-parametric instance discrimination (NPID)"
     labels = "probe"
@@ -160,12 +173,6 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
             self.seen = self.add_weight(shape=(self.bank_size,), initializer="zeros",
                                         dtype="int32", trainable=False, name="seen")
 
-    def make_views(self, x):
-        images = tf.convert_to_tensor(split_indexed(x, type(self).__name__)[0])
-        if images.shape.rank == 4 and self.multi_view is None:
-            return images[:, None]           # one view: the images as they come
-        return super().make_views(x)
-
     def _negatives(self):
         """`m` slot indices, the same on every replica (stateless draw)."""
         seed = tf.stack([tf.constant(20180618, tf.int64), tf.cast(self.steps_seen, tf.int64)])
@@ -177,20 +184,11 @@ class NPIDModel(IndexedInputs, ContrastiveModel):
         return NPIDLoss(self.temperature, self.npid_loss)
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None and not isinstance(loss, NPIDLoss):
-            raise ValueError("NPIDModel reads its memory bank for its loss: compile it with "
-                             f"an NPIDLoss or none (the default). Received: loss={loss!r}")
         if (isinstance(loss, NPIDLoss) and loss.kind == "nce"
                 and self.num_negatives is None):
             raise ValueError("NCE needs a number of noise samples: `num_negatives=None` "
                              "(every slot) is for kind='softmax'.")
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras's own loss path (its symbolic build under a strategy calls it
-        on `model(x)`): the layers' regularisation losses only. The loss reads
-        the memory bank, in `contrastive_loss`, which the step calls."""
-        return self.additional_losses()
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         """The compiled `NPIDLoss` on the similarities of each embedding to

@@ -15,12 +15,12 @@ from supcon_tf._checks import check_int, check_positive
 from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses.spcl import HybridMemoryLoss, label_scores
 from supcon_tf.memory import HybridMemory
-from supcon_tf.models.base import ContrastiveModel
-from supcon_tf.models.npid import IndexedInputs, split_indexed
+from supcon_tf.models.base import ContrastiveModel, LossReadsState
+from supcon_tf.models.npid import OneIndexedView, split_indexed
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class SpCLModel(IndexedInputs, ContrastiveModel):
+class SpCLModel(LossReadsState, OneIndexedView, ContrastiveModel):
     """SpCL: labelled and unlabelled samples against one hybrid memory.
 
     Inputs are `supcon_tf.data.with_index(dataset)` (`{"image", "index"}`),
@@ -71,6 +71,8 @@ class SpCLModel(IndexedInputs, ContrastiveModel):
 
     supports_imix = False
 
+    own_loss = HybridMemoryLoss
+    own_loss_reads = "its hybrid memory"
     method_name = "spcl"
     method_title = "Self-paced contrastive learning with a hybrid memory (SpCL)"
     labels = "drop"
@@ -114,25 +116,10 @@ class SpCLModel(IndexedInputs, ContrastiveModel):
                 shape=(), initializer=keras.initializers.Constant(-1.0), trainable=False,
                 name="independence_threshold")
 
-    def make_views(self, x):
-        images = tf.convert_to_tensor(split_indexed(x, type(self).__name__)[0])
-        if images.shape.rank == 4 and self.multi_view is None:
-            return images[:, None]
-        return super().make_views(x)
-
     def default_loss(self):
         return HybridMemoryLoss(self.temperature)
 
-    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None and not isinstance(loss, HybridMemoryLoss):
-            raise ValueError("SpCLModel reads its hybrid memory for its loss: compile it with "
-                             f"a HybridMemoryLoss or none (the default). Received: loss={loss!r}")
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras's own loss path: the layers' regularisation losses only (the
-        loss reads the memory, in `contrastive_loss`)."""
-        return self.additional_losses()
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         _, index = split_indexed(x, type(self).__name__)

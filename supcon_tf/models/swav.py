@@ -11,7 +11,7 @@ from supcon_tf.clustering import sinkhorn
 from supcon_tf.losses import SwAVLoss
 from supcon_tf._checks import check_positive
 from supcon_tf.memory import FeatureQueue
-from supcon_tf.models.base import (ContrastiveModel, check_int,
+from supcon_tf.models.base import (ContrastiveModel, LossReadsState, check_int,
                                    check_two_views, feature_shape)
 from supcon_tf.heads import swav_projector
 from supcon_tf.memory import Prototypes
@@ -22,7 +22,7 @@ CODED_VIEWS = 2
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class SwAVModel(ContrastiveModel):
+class SwAVModel(LossReadsState, ContrastiveModel):
     """SwAV: swapped prediction of Sinkhorn codes over learnable prototypes.
 
     Every view is embedded (encoder, `head`, L2-normalised) and scored against
@@ -89,6 +89,8 @@ class SwAVModel(ContrastiveModel):
     """
 
     supports_imix = False          # the codes are a statistic of the whole batch
+    own_loss = SwAVLoss
+    own_loss_reads = "its Sinkhorn codes"
     method_name = "swav"
     method_title = "Swapping assignments between views (SwAV)"
     labels = "probe"
@@ -153,17 +155,7 @@ class SwAVModel(ContrastiveModel):
         """`SwAVLoss(temperature)`; a compiled `SwAVLoss` replaces it."""
         return SwAVLoss(self.temperature)
 
-    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        if loss is not None and not isinstance(loss, SwAVLoss):
-            raise ValueError("SwAVModel's loss is the swapped prediction of its Sinkhorn "
-                             "codes: compile it with a SwAVLoss or none (the default, "
-                             f"SwAVLoss(temperature)). Received: loss={loss!r}")
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras's own loss path (its symbolic build under a strategy): the
-        regularisation losses only; the step's loss needs the codes."""
-        return self.additional_losses()
 
     def build(self, input_shape):
         super().build(input_shape)
