@@ -594,3 +594,53 @@ def mice_reference(f, v, g, omega, mu, queue, temperature=1.0, kappa=1.0):
         posterior[i] = q
         loss[i] = -sum(qk * (a + c - math.log(qk)) for qk, a, c in zip(q, log_pi, log_phi))
     return loss, posterior
+
+
+def dim_reference(g, local, estimator="jsd"):
+    """Deep InfoMax's local objective per image in float64 loops, as
+    rdevon/DIM's `fenchel_dual_loss` (JSD measure) and `infonce_loss` (with
+    the other locations of the own image left out of the softmax instead of
+    scored -10)."""
+    g, local = np.asarray(g, np.float64), np.asarray(local, np.float64)
+    b, n_loc = local.shape[:2]
+    out = np.zeros(b)
+    log2 = math.log(2.0)
+
+    def softplus(x):
+        return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
+
+    for i in range(b):
+        if estimator == "jsd":
+            pos = np.mean([log2 - softplus(-float(g[i] @ local[i, m])) for m in range(n_loc)])
+            neg = [softplus(float(g[i] @ local[j, m])) - log2 for j in range(b) if j != i
+                   for m in range(n_loc)]
+            out[i] = (np.mean(neg) if neg else 0.0) - pos
+        else:
+            negs = [float(g[i] @ local[j, m]) for j in range(b) if j != i for m in range(n_loc)]
+            terms = []
+            for m in range(n_loc):
+                p = float(g[i] @ local[i, m])
+                terms.append(-(p - math.log(math.exp(p) + sum(math.exp(n) for n in negs))))
+            out[i] = np.mean(terms)
+    return out
+
+
+def amdim_reference(src, trg, tclip=20.0, logit_reg=0.05):
+    """AMDIM's NCE per source in float64 loops, as Philip-Bachman/amdim-public's
+    `NCE_MI_MULTI._model_scores` / `_loss_g2l` (its batch-mean logit penalty
+    as each source's share): scores / sqrt(R), tanh-clipped; each own target
+    location against every other image's locations."""
+    src, trg = np.asarray(src, np.float64), np.asarray(trg, np.float64)
+    b, n_loc, r = trg.shape
+    out = np.zeros(b)
+    for i in range(b):
+        raw = np.array([[float(src[i] @ trg[j, m]) / math.sqrt(r) for m in range(n_loc)]
+                        for j in range(b)])
+        reg = logit_reg * float(np.mean(raw ** 2))
+        clipped = tclip * np.tanh(raw / tclip) if tclip else raw
+        negs = [clipped[j, m] for j in range(b) if j != i for m in range(n_loc)]
+        terms = [-(clipped[i, m] - math.log(math.exp(clipped[i, m])
+                                            + sum(math.exp(n) for n in negs)))
+                 for m in range(n_loc)]
+        out[i] = np.mean(terms) + reg
+    return out

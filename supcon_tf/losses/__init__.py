@@ -14,7 +14,8 @@ augmentation family); `ConditionalContrastiveLoss` ContraGAN's 2C loss;
 `GraphCLLoss` GraphCL's one-direction loss between two views of graphs;
 `HybridMemoryLoss` SpCL's unified loss against class centroids, clusters and
 outliers in a hybrid memory; `MiCELoss` MiCE's negative ELBO of a gate over
-contrastive experts.
+contrastive experts; `DIMLoss` and `AMDIMLoss` Deep InfoMax's and AMDIM's
+local-global mutual information.
 
 Every loss runs on each Keras 3 backend (docs/losses.md, "Every Keras
 backend").
@@ -33,6 +34,7 @@ from supcon_tf.losses.distillation import DistillationLoss, distillation_loss
 from supcon_tf.losses.graphcl import GraphCLLoss, graphcl_loss
 from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
                                             hard_negative_terms)
+from supcon_tf.losses.infomax import AMDIMLoss, DIMLoss, amdim_loss, dim_loss
 from supcon_tf.losses.looc import LooCLoss, looc_loss
 from supcon_tf.losses.mice import MiCELoss, mice_loss, simplex_prototypes
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
@@ -44,9 +46,9 @@ from supcon_tf.losses.spcl import HybridMemoryLoss, hybrid_memory_loss
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
-__all__ = ["BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss",
-           "ContrastiveLoss", "DistillationLoss", "GraphCLLoss",
+__all__ = ["AMDIMLoss", "BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss",
+           "ContrastiveLoss", "DIMLoss", "DistillationLoss", "GraphCLLoss",
            "HardNegativeLoss", "HybridMemoryLoss", "LooCLoss", "MiCELoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "distillation_loss", "graphcl_loss",
+           "SwAVLoss", "VICRegLoss", "amdim_loss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "dim_loss", "distillation_loss", "graphcl_loss",
            "hard_negative_loss", "hard_negative_terms", "hybrid_memory_loss", "looc_loss", "mice_loss", "moco_loss", "npid_loss", "proto_nce",
            "simplex_prototypes", "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

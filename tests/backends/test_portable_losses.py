@@ -147,6 +147,10 @@ CASES = [
         queue=i["q"]), MICE,
      lambda: reference.mice_reference(Z6x3, MICE["v"], MICE["g"], MICE["w"], MICE["mu"],
                                       MICE["q"], 0.5, 0.7)[0]),
+    ("dim_jsd", Z6[:, 0], lambda x, i: L.DIMLoss("jsd", reduction=None)(None, x, local=i["l"]),
+     {"l": Z6x3}, lambda: reference.dim_reference(Z6[:, 0], Z6x3, "jsd")),
+    ("amdim", Z6[:, 0], lambda x, i: L.amdim_loss(x, i["l"], tclip=2.0), {"l": Z6x3},
+     lambda: reference.amdim_reference(Z6[:, 0], Z6x3, tclip=2.0)),
 ]
 # LooC's own reference, where the case needs its input.
 _LOOC = CASES[[c[0] for c in CASES].index("looc")]
