@@ -28,7 +28,7 @@ SMALL = {"moco": {"queue_size": 16}, "supcon_queue": {"queue_size": 16},
          "npid": {"num_negatives": 8}, "mice": {"queue_size": 16, "num_experts": 3}, "swav": {"num_prototypes": 6, "queue_size": 8,
                                                 "freeze_prototypes_steps": 0}}
 # Views per image the pipeline makes, where a method reads one crop.
-VIEWS = {"npid": 1, "cmc": 1, "looc": 4, "mice": 3}
+VIEWS = {"npid": 1, "cmc": 1, "looc": 4, "mice": 3, "dim": 1}
 # The options a model of the family may take; each either fits or is refused.
 OPTIONS = {"imix": {"imix": "mixup"}, "clae": {"adversarial_eps": 0.03},
            "mochi": {"mochi_n": 8, "mochi_s": 4, "mochi_s_prime": 2},

@@ -2,6 +2,7 @@
 translations of the official code: values, gradients (finite differences)
 and two replicas against one device."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -77,3 +78,38 @@ def test_classes_and_argument_checks():
         sct.losses.AMDIMLoss()(None, G)
     # One image: no negatives; InfoNCE is 0.
     np.testing.assert_allclose(sct.losses.dim_loss(G[:1], LOCAL[:1], "infonce"), 0.0, atol=1e-6)
+
+
+def _pooled_encoder():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def test_amdim_model_fits_round_trips_and_refuses_what_it_cannot_read(tmp_path):
+    images, _ = next(iter(sct.data.load("fashion_mnist", "train[:32]").batch(32)))
+    model = sct.models.DIMModel(_pooled_encoder(), objective="amdim", dim=16,
+                                augmenter=sct.augment.simclr((28, 28, 1), seed=0))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(tf.data.Dataset.from_tensor_slices(images).batch(16), epochs=2,
+                        verbose=0).history
+    assert np.all(np.isfinite(history["loss"])) and "contrastive_accuracy" in history
+    two = tf.cast(tf.stack([images[:4], images[:4]], axis=1), tf.float32)
+    out = model.forward(two, training=False)
+    assert tuple(out["local"].shape) == (4, 2, 36, 16) and tuple(out["projections"].shape) == (4, 2, 16)
+    path = str(tmp_path / "amdim.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(tf.cast(images[:4], tf.float32)),
+                               model(tf.cast(images[:4], tf.float32)), atol=1e-6)
+    assert loaded.objective == "amdim" and isinstance(loaded.loss, sct.losses.AMDIMLoss)
+    with pytest.raises(ValueError, match="views=2"):
+        sct.models.DIMModel(_pooled_encoder(), objective="amdim", views=1)
+    with pytest.raises(ValueError, match="pooling"):
+        sct.models.DIMModel(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                              keras.layers.Dense(4)]))
+    with pytest.raises(ValueError, match="DIMLoss or an AMDIMLoss"):
+        model.compile(optimizer="adam", loss=sct.losses.SupConLoss())

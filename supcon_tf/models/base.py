@@ -422,18 +422,20 @@ class LossReadsState:
     the class `own_loss` (or none: `default_loss()`), and Keras's own loss
     path (its symbolic build under a strategy calls `compute_loss` on
     `model(x)`) gives the layers' regularisation losses only. Put it before
-    `ContrastiveModel` among the bases; `own_loss_reads` completes the
+    `ContrastiveModel` among the bases; `own_loss` may be a tuple of
+    classes; `own_loss_reads` completes the
     message ("SwAVModel's loss reads <it>")."""
 
     own_loss = None
     own_loss_reads = "the model's state"
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        cls = self.own_loss
-        if loss is not None and not isinstance(loss, cls):
-            article = "an" if cls.__name__[0] in "AEINOU" else "a"
+        classes = self.own_loss if isinstance(self.own_loss, tuple) else (self.own_loss,)
+        if loss is not None and not isinstance(loss, classes):
+            names = " or ".join(("an " if c.__name__[0] in "AEINOU" else "a ") + c.__name__
+                                for c in classes)
             raise ValueError(f"{type(self).__name__}'s loss reads {self.own_loss_reads}: "
-                             f"compile it with {article} {cls.__name__} or none (the default). "
+                             f"compile it with {names} or none (the default). "
                              f"Received: loss={loss!r}")
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
