@@ -45,8 +45,8 @@ def simplex_prototypes(num, dim):
     Example:
 
     >>> p = simplex_prototypes(4, 8)
-    >>> np.round(p @ p.T, 6).tolist()[0]
-    [1.0, -0.333333, -0.333333, -0.333333]
+    >>> [round(float(v), 4) for v in (p @ p.T)[0]]
+    [1.0, -0.3333, -0.3333, -0.3333]
     """
     num, dim = check_int(num, "num", 2), check_int(dim, "dim", 1)
     if dim < num - 1:
