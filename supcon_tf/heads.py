@@ -329,3 +329,83 @@ class MixtureHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_experts": self.num_experts, "dim": self.dim,
                 "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CPCContext(keras.layers.Layer):
+    """CPC's context network and its predictors on a grid of patch
+    encodings: `[batch, H, W, D]` -> predictions `[batch, steps, H, W, D]`.
+
+    The context is a stack of `depth` convolutions masked along the rows (a
+    PixelCNN-style autoregressive network: each `kernel_size x kernel_size`
+    kernel sees its own row and the `kernel_size - 1` rows above, and columns
+    on both sides), ReLU between them and residual connections; so
+    `c_{i,j}` depends on rows up to `i` only. Step `k`'s prediction of the
+    patch `k` rows below is a linear map of `c` (`W_k`, one `Dense` for all
+    steps). Rows whose target falls outside the grid are computed too;
+    `losses.cpc_loss` ignores them.
+
+    Args:
+        steps: K, the rows ahead predicted, >= 1. Defaults to 3.
+        units: The context's channels, or None for the encodings' size.
+            Defaults to None.
+        depth: Masked convolutions, >= 1. Defaults to 2.
+        kernel_size: Odd, >= 1. Defaults to 3.
+
+    Example:
+
+    >>> ctx = CPCContext(steps=2)
+    >>> tuple(ctx(keras.ops.ones((2, 5, 5, 8))).shape)
+    (2, 2, 5, 5, 8)
+
+    Reference:
+        Hénaff et al., "Data-Efficient Image Recognition with Contrastive
+        Predictive Coding", ICML 2020.
+    """
+
+    def __init__(self, steps=3, units=None, depth=2, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("steps", steps), ("depth", depth), ("kernel_size", kernel_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"`kernel_size` must be odd. Received: kernel_size={kernel_size}")
+        if units is not None and (isinstance(units, bool) or not isinstance(units, int)
+                                  or units < 1):
+            raise ValueError(f"`units` must be None or an integer >= 1. Received: units={units!r}")
+        self.steps, self.units, self.depth, self.kernel_size = steps, units, depth, kernel_size
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        units = self.units or dim
+        self.convs = [keras.layers.Conv2D(units, self.kernel_size, padding="valid",
+                                          name=f"masked_conv{i}") for i in range(self.depth)]
+        channels = dim
+        for conv in self.convs:
+            conv.build((None, None, None, channels))
+            channels = units
+        self.predict = keras.layers.Dense(self.steps * dim, name="predictors")
+        self.predict.build((None, None, None, units))
+        self.dim = dim
+        self.built = True
+
+    def context(self, z):
+        """`c [batch, H, W, units]`, each position from rows up to its own."""
+        k = self.kernel_size
+        pad = [[0, 0], [k - 1, 0], [(k - 1) // 2, (k - 1) // 2], [0, 0]]
+        x = z
+        for i, conv in enumerate(self.convs):
+            y = conv(keras.ops.pad(x, pad))
+            x = keras.ops.relu(y) + (x if x.shape[-1] == y.shape[-1] else 0.0)
+        return x
+
+    def call(self, inputs):
+        c = self.context(inputs)
+        p = self.predict(c)                                                 # [b, H, W, K*D]
+        shape = keras.ops.shape(p)
+        p = keras.ops.reshape(p, (shape[0], shape[1], shape[2], self.steps, self.dim))
+        return keras.ops.transpose(p, (0, 3, 1, 2, 4))
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps, "units": self.units,
+                "depth": self.depth, "kernel_size": self.kernel_size}

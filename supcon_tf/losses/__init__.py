@@ -15,7 +15,8 @@ augmentation family); `ConditionalContrastiveLoss` ContraGAN's 2C loss;
 `HybridMemoryLoss` SpCL's unified loss against class centroids, clusters and
 outliers in a hybrid memory; `MiCELoss` MiCE's negative ELBO of a gate over
 contrastive experts; `DIMLoss` and `AMDIMLoss` Deep InfoMax's and AMDIM's
-local-global mutual information.
+local-global mutual information; `CPCLoss` CPC's InfoNCE of predicted patches
+against every patch of the batch.
 
 Every loss runs on each Keras 3 backend (docs/losses.md, "Every Keras
 backend").
@@ -30,6 +31,7 @@ from supcon_tf.losses.byol import BYOLLoss
 from supcon_tf.losses.clip import CLIPLoss, clip_loss
 from supcon_tf.losses.cmc import CMCLoss, cmc_loss
 from supcon_tf.losses.contragan import ConditionalContrastiveLoss, conditional_contrastive_loss
+from supcon_tf.losses.cpc import CPCLoss, cpc_loss
 from supcon_tf.losses.distillation import DistillationLoss, distillation_loss
 from supcon_tf.losses.graphcl import GraphCLLoss, graphcl_loss
 from supcon_tf.losses.hard_negative import (HardNegativeLoss, hard_negative_loss,
@@ -46,9 +48,9 @@ from supcon_tf.losses.spcl import HybridMemoryLoss, hybrid_memory_loss
 from supcon_tf.losses.supcon import SupConLoss, supcon_loss
 from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
-__all__ = ["AMDIMLoss", "BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss",
+__all__ = ["AMDIMLoss", "BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss", "CPCLoss",
            "ContrastiveLoss", "DIMLoss", "DistillationLoss", "GraphCLLoss",
            "HardNegativeLoss", "HybridMemoryLoss", "LooCLoss", "MiCELoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
-           "SwAVLoss", "VICRegLoss", "amdim_loss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "dim_loss", "distillation_loss", "graphcl_loss",
+           "SwAVLoss", "VICRegLoss", "amdim_loss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "cpc_loss", "dim_loss", "distillation_loss", "graphcl_loss",
            "hard_negative_loss", "hard_negative_terms", "hybrid_memory_loss", "looc_loss", "mice_loss", "moco_loss", "npid_loss", "proto_nce",
            "simplex_prototypes", "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

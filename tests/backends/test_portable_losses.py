@@ -46,6 +46,8 @@ EXTRA[1, 2] = 0.0                                       # an absent negative
 SPCL_MEMORY = _unit(_floats(8, 5))
 SPCL_LABELS = np.array([0, 1, 2, 2, 2, 5, 6, -1])
 SPCL_TARGETS = np.array([0, 1, 2, 5, 6, 2])
+# CPC: two steps on a 4 x 3 grid of 5-d encodings.
+CPC_P, CPC_Z = 0.5 * _floats(3, 2, 4, 3, 5), 0.5 * _floats(3, 4, 3, 5)
 # MiCE: three experts of dim 5, a queue of four keys.
 MICE = {"v": _floats(6, 3, 5), "g": Z6[:, 1], "w": L.simplex_prototypes(3, 5), "mu": QUEUE[:3],
         "q": _floats(4, 3, 5)}
@@ -151,6 +153,8 @@ CASES = [
      {"l": Z6x3}, lambda: reference.dim_reference(Z6[:, 0], Z6x3, "jsd")),
     ("amdim", Z6[:, 0], lambda x, i: L.amdim_loss(x, i["l"], tclip=2.0), {"l": Z6x3},
      lambda: reference.amdim_reference(Z6[:, 0], Z6x3, tclip=2.0)),
+    ("cpc", CPC_P, lambda x, i: L.CPCLoss(reduction=None)(None, x, targets=i["z"]),
+     {"z": CPC_Z}, lambda: reference.cpc_reference(CPC_P, CPC_Z)),
 ]
 # LooC's own reference, where the case needs its input.
 _LOOC = CASES[[c[0] for c in CASES].index("looc")]
