@@ -26,7 +26,8 @@ def test_every_family_loss_is_a_contrastive_loss_with_a_function():
             assert issubclass(cls, sct.losses.ContrastiveLoss), name
         function = {"BYOLLoss": None, "ProtoNCELoss": "proto_nce", "BarlowTwinsLoss":
                     "barlow_twins_loss", "HardNegativeLoss": "hard_negative_loss",
-                    "ConditionalContrastiveLoss": "conditional_contrastive_loss"}.get(
+                    "ConditionalContrastiveLoss": "conditional_contrastive_loss",
+                    "HybridMemoryLoss": "hybrid_memory_loss"}.get(
             name, name[:-4].lower().replace("supcon", "supcon") + "_loss")
         if function is not None:
             assert callable(getattr(sct.losses, function)), (name, function)
