@@ -13,8 +13,9 @@ features every epoch:
    the result is a `scipy.sparse` matrix whose stored entries are the pairs
    closer than 1 (the diagonal's zeros stored too); every other pair is at
    distance 1.
-2. `dbscan`: DBSCAN (Ester et al., KDD 1996) on such a matrix (scikit-learn's
-   `DBSCAN(metric="precomputed")` with a sparse input reads it the same way).
+2. `dbscan`: DBSCAN (Ester et al., KDD 1996) on such a matrix, with
+   scikit-learn's labels (its `DBSCAN(metric="precomputed")` reads a sparse
+   input the same way).
 3. `self_paced_labels`: DBSCAN at `eps`, `eps - eps_gap` (tight) and
    `eps + eps_gap` (loose); a sample keeps its cluster only if the cluster is
    independent (its members' sets barely grow at the loose `eps`, by the
@@ -179,10 +180,9 @@ def dbscan(distance, eps=0.6, min_samples=4):
     `eps`, itself included when its diagonal entry is stored (as
     `jaccard_distance` stores it); a core sample has at least `min_samples`
     of them. Clusters are the connected groups of core samples, numbered in
-    the order of their first sample (as scikit-learn numbers them); a
-    non-core sample with a core neighbour joins the cluster of its nearest
-    core neighbour (scikit-learn: of the first cluster to reach it); any
-    other sample is noise, -1.
+    the order of their first sample and a non-core sample with a core
+    neighbour joins the first of its neighbours' clusters, as scikit-learn's
+    scan assigns them; any other sample is noise, -1.
 
     Args:
         distance: A square `scipy.sparse` matrix (stored entries: distances).
@@ -223,11 +223,12 @@ def dbscan(distance, eps=0.6, min_samples=4):
         labels[core_ids[order]] = number
         border = ~core[rows] & core[cols]
         if border.any():
-            b_rows, b_cols, b_dist = rows[border], cols[border], dist[border]
-            pick = np.lexsort((b_cols, b_dist, b_rows))
-            b_rows, b_cols = b_rows[pick], b_cols[pick]
-            firsts = np.concatenate([[True], b_rows[1:] != b_rows[:-1]])
-            labels[b_rows[firsts]] = labels[b_cols[firsts]]
+            # The first cluster (by number) among its core neighbours': the one
+            # scikit-learn's scan reaches it from.
+            best = np.full(n, np.iinfo(np.int64).max)
+            np.minimum.at(best, rows[border], labels[cols[border]])
+            joined = best < np.iinfo(np.int64).max
+            labels[joined] = best[joined]
     return labels
 
 
