@@ -46,9 +46,15 @@ class ContrastiveLoss(keras.losses.Loss):
             if y_true is not None:
                 y_true = keras.tree.map_structure(
                     lambda x: keras.ops.convert_to_tensor(x, dtype=self.dtype), y_true)
-            values = self.call(y_true, y_pred, **inputs)
-            return _Reduce(reduction=self.reduction, dtype=self.dtype,
-                           name=self.name)(values, values, sample_weight=sample_weight)
+            return self.reduce(self.call(y_true, y_pred, **inputs), sample_weight)
+
+    def reduce(self, values, sample_weight=None):
+        """Keras's reduction of per-sample `values` of this loss (the
+        reduction, `sample_weight` and the scaling under `tf.distribute`), as
+        `__call__` reduces `call`'s: for a model that computed the values
+        itself from terms it also reads."""
+        return _Reduce(reduction=self.reduction, dtype=self.dtype,
+                       name=self.name)(values, values, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred, **inputs):
         raise NotImplementedError

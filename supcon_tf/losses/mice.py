@@ -85,10 +85,12 @@ def _checked(y_pred, keys, gating, gating_prototypes, expert_prototypes, queue):
 
 
 def mice_log_terms(y_pred, keys, gating, gating_prototypes, expert_prototypes, queue,
-                   temperature=1.0, kappa=1.0):
+                   temperature=1.0, kappa=1.0, with_scores=False):
     """`(log_pi, log_phi)`, each `[batch, experts]`: the gate's log-probabilities
     and each expert's log-probability of the positive key (the module
-    docstring's; arguments as `mice_loss`)."""
+    docstring's; arguments as `mice_loss`). With `with_scores`, also each
+    expert's positive score and its highest queue score (-inf for an empty
+    queue), `[batch, experts]` each."""
     temperature = check_positive(temperature, "temperature")
     kappa = check_positive(kappa, "kappa")
     f, t = _checked(y_pred, keys, gating, gating_prototypes, expert_prototypes, queue)
@@ -108,7 +110,19 @@ def mice_log_terms(y_pred, keys, gating, gating_prototypes, expert_prototypes, q
     both = ops.concatenate([positive[:, :, None], negative], axis=2)
     top = ops.stop_gradient(ops.max(both, axis=2))
     lse = top + ops.log(ops.sum(ops.exp(both - top[:, :, None]), axis=2))
+    if with_scores:
+        best = ops.max(ops.concatenate([negative, ops.full_like(positive[:, :, None],
+                                                               float("-inf"))], axis=2), axis=2)
+        return log_pi, positive - lse, positive, best
     return log_pi, positive - lse
+
+
+def negative_elbo(log_pi, log_phi):
+    """Per image, `-log sum_k pi_k phi_k` from `mice_log_terms`: the negative
+    ELBO at the exact posterior."""
+    joint = log_pi + log_phi
+    top = ops.stop_gradient(ops.max(joint, axis=1, keepdims=True))
+    return -(top[:, 0] + ops.log(ops.sum(ops.exp(joint - top), axis=1)))
 
 
 def mice_posterior(log_pi, log_phi):
@@ -147,11 +161,8 @@ def mice_loss(y_pred, keys, gating, gating_prototypes, expert_prototypes, queue,
         Tsai, Wu, Zhu, "MiCE: Mixture of Contrastive Experts for Unsupervised
         Image Clustering", ICLR 2021.
     """
-    log_pi, log_phi = mice_log_terms(y_pred, keys, gating, gating_prototypes,
-                                     expert_prototypes, queue, temperature, kappa)
-    joint = log_pi + log_phi
-    top = ops.stop_gradient(ops.max(joint, axis=1, keepdims=True))
-    return -(top[:, 0] + ops.log(ops.sum(ops.exp(joint - top), axis=1)))
+    return negative_elbo(*mice_log_terms(y_pred, keys, gating, gating_prototypes,
+                                         expert_prototypes, queue, temperature, kappa))
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")

@@ -9,7 +9,8 @@ import tensorflow as tf
 from supcon_tf import _cross_replica
 from supcon_tf._checks import check_int, check_positive
 from supcon_tf.heads import MixtureHead
-from supcon_tf.losses.mice import MiCELoss, mice_log_terms, mice_posterior, simplex_prototypes
+from supcon_tf.losses.mice import (MiCELoss, mice_log_terms, mice_posterior, negative_elbo,
+                                   simplex_prototypes)
 from supcon_tf.models.base import LossReadsState
 from supcon_tf.models.moco import MoCoModel
 
@@ -134,29 +135,19 @@ class MiCEModel(LossReadsState, MoCoModel):
                    "expert_prototypes": self.expert_prototypes, "queue": u}
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
+        """The negative ELBO, reduced as the compiled `MiCELoss` reduces it,
+        from one computation of the terms that also give the posterior (the
+        prototypes' update) and the metric."""
         f, inputs = self._inputs(out)
         loss = self.loss if isinstance(self.loss, MiCELoss) else self.default_loss()
-        log_pi, log_phi = mice_log_terms(f, temperature=loss.temperature, kappa=loss.kappa,
-                                         **inputs)
+        log_pi, log_phi, positive, best = mice_log_terms(
+            f, temperature=loss.temperature, kappa=loss.kappa, with_scores=True, **inputs)
         posterior = tf.stop_gradient(mice_posterior(log_pi, log_phi))
-        out["posterior"], out["expert_keys"] = posterior, inputs["keys"]
         winner = tf.argmax(posterior, axis=1, output_type=tf.int32)
-        out["winner"] = winner
-        out["positive_first"] = self._positive_first(f, inputs, winner, loss.temperature)
-        return loss(None, f, sample_weight=sample_weight, **inputs)
-
-    @staticmethod
-    def _positive_first(f, inputs, winner, temperature):
-        f_w = tf.gather(tf.math.l2_normalize(f, -1), winner, batch_dims=1)
-        v_w = tf.gather(tf.math.l2_normalize(inputs["keys"], -1), winner, batch_dims=1)
-        u = tf.math.l2_normalize(inputs["queue"], -1)                        # [n, K, D]
-        u_w = tf.gather(tf.transpose(u, [1, 0, 2]), winner)                 # [B, n, D]
-        mu_w = tf.gather(tf.math.l2_normalize(inputs["expert_prototypes"], -1), winner)
-        positive = tf.reduce_sum(f_w * v_w + v_w * mu_w, -1)
-        negative = tf.einsum("bd,bnd->bn", f_w + mu_w, u_w)
-        best = tf.reduce_max(tf.concat([negative, tf.fill([tf.shape(f_w)[0], 1], -np.inf)],
-                                       axis=1), axis=1)
-        return positive > best
+        out["posterior"], out["expert_keys"], out["winner"] = posterior, inputs["keys"], winner
+        out["positive_first"] = (tf.gather(positive, winner, batch_dims=1)
+                                 > tf.gather(best, winner, batch_dims=1))
+        return loss.reduce(negative_elbo(log_pi, log_phi), sample_weight)
 
     def update_metrics(self, y, out):
         self.contrastive_accuracy_tracker.update_state(
