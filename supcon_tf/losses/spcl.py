@@ -65,7 +65,12 @@ def hybrid_memory_loss(y_true, y_pred, memory, memory_labels, temperature=0.05):
         Domain Adaptive Object Re-ID", NeurIPS 2020.
     """
     temperature = check_positive(temperature, "temperature")
-    means, held, check = label_scores(y_pred, memory, memory_labels, temperature)
+    return loss_from_scores(y_true, *label_scores(y_pred, memory, memory_labels, temperature))
+
+
+def loss_from_scores(y_true, means, held, check=0.0):
+    """`hybrid_memory_loss` from `label_scores`' outputs (for a model that
+    reads the scores too)."""
     slots = means.shape[1]
     y = ops.reshape(ops.cast(ops.convert_to_tensor(y_true), "int32"), (-1,))
     if y.shape[0] is not None and means.shape[0] is not None and y.shape[0] != means.shape[0]:

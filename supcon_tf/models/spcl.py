@@ -13,7 +13,7 @@ import tensorflow as tf
 from supcon_tf import _cross_replica, self_paced
 from supcon_tf._checks import check_int, check_positive
 from supcon_tf.heads import ProjectionHead
-from supcon_tf.losses.spcl import HybridMemoryLoss, label_scores
+from supcon_tf.losses.spcl import HybridMemoryLoss, label_scores, loss_from_scores
 from supcon_tf.memory import HybridMemory
 from supcon_tf.models.base import ContrastiveModel, LossReadsState
 from supcon_tf.models.npid import OneIndexedView, split_indexed
@@ -129,12 +129,12 @@ class SpCLModel(LossReadsState, OneIndexedView, ContrastiveModel):
         targets = tf.gather(labels, slots)
         f = tf.cast(out["projections"][:, 0], tf.float32)
         loss = self.loss if isinstance(self.loss, HybridMemoryLoss) else self.default_loss()
-        scores, held, _ = label_scores(f, values, labels, loss.temperature)
-        scores = tf.where(held[None, :], scores, float("-inf"))
-        out["own_first"] = tf.equal(tf.argmax(scores, axis=1, output_type=tf.int32), targets)
+        # One computation of the labels' scores for the loss and the metric.
+        scores, held, check = label_scores(f, values, labels, loss.temperature)
+        masked = tf.where(held[None, :], scores, float("-inf"))
+        out["own_first"] = tf.equal(tf.argmax(masked, axis=1, output_type=tf.int32), targets)
         out["slots"] = slots
-        return loss(targets, f, sample_weight=sample_weight, memory=values,
-                    memory_labels=labels)
+        return loss.reduce(loss_from_scores(targets, scores, held, check), sample_weight)
 
     def probe_loss(self, y, out, view=0):
         """The probe on the labelled samples only (labels >= 0)."""
