@@ -409,3 +409,79 @@ class CPCContext(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "steps": self.steps, "units": self.units,
                 "depth": self.depth, "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PixelPropagation(keras.layers.Layer):
+    """PixPro's pixel propagation module: `[batch, L, D]` features of an
+    image's L locations -> `[batch, L, D]`, each location the sum of every
+    location's transformed feature weighted by their similarity,
+
+        y_i = sum_j max(cos(x_i, x_j), 0) ** gamma * g(x_j) / ||g(x_j)||
+
+    (the official `featprop`: the values `g(x)` L2-normalised, the weights
+    not). `g` is the identity (`transform_layers=0`), one linear map (1, the
+    paper's choice), or linear, BatchNorm, ReLU, linear (2).
+
+    Args:
+        gamma: The sharpness of the weights, > 0. Defaults to 2.0.
+        transform_layers: 0, 1 or 2. Defaults to 1.
+        synchronized_bn: BatchNorm over the global batch (with 2 layers).
+            Defaults to False.
+
+    Example:
+
+    >>> ppm = PixelPropagation()
+    >>> tuple(ppm(keras.ops.ones((2, 9, 8))).shape)
+    (2, 9, 8)
+
+    Reference:
+        Xie et al., "Propagate Yourself: Exploring Pixel-Level Consistency
+        for Unsupervised Visual Representation Learning", CVPR 2021.
+    """
+
+    def __init__(self, gamma=2.0, transform_layers=1, synchronized_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+            raise ValueError(f"`gamma` must be a number > 0. Received: gamma={gamma!r}")
+        if transform_layers not in (0, 1, 2) or isinstance(transform_layers, bool):
+            raise ValueError("`transform_layers` must be 0, 1 or 2. "
+                             f"Received: transform_layers={transform_layers!r}")
+        self.gamma, self.transform_layers = float(gamma), transform_layers
+        self.synchronized_bn = bool(synchronized_bn)
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if self.transform_layers == 0:
+            self.transform = []
+        elif self.transform_layers == 1:
+            self.transform = [keras.layers.Dense(dim, name="transform")]
+        else:
+            self.transform = [keras.layers.Dense(dim, name="transform0"),
+                              keras.layers.BatchNormalization(
+                                  synchronized=self.synchronized_bn, name="transform_bn"),
+                              keras.layers.ReLU(name="transform_relu"),
+                              keras.layers.Dense(dim, name="transform1")]
+        shape = tuple(input_shape)
+        for layer in self.transform:
+            layer.build(shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        ops = keras.ops
+        values = inputs
+        for layer in self.transform:
+            values = (layer(values, training=training)
+                      if isinstance(layer, keras.layers.BatchNormalization) else layer(values))
+        values = values / ops.maximum(ops.norm(values, axis=-1, keepdims=True), 1e-12)
+        x = inputs / ops.maximum(ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
+        weights = ops.maximum(ops.matmul(x, ops.transpose(x, (0, 2, 1))), 0.0) ** self.gamma
+        return ops.matmul(weights, values)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma,
+                "transform_layers": self.transform_layers,
+                "synchronized_bn": self.synchronized_bn}

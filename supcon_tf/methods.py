@@ -277,6 +277,7 @@ for _cls in (models.SupConModel, models.SimCLRModel, models.MoCoModel,
              models.SupConQueueModel, models.BYOLModel, models.SimSiamModel,
              models.BarlowTwinsModel, models.VICRegModel, models.NPIDModel, models.PCLModel,
              models.SwAVModel, models.CMCModel, models.InfoMinModel,
-             models.LooCModel, models.SpCLModel, models.MiCEModel, models.DIMModel):
+             models.LooCModel, models.SpCLModel, models.MiCEModel, models.DIMModel,
+             models.PixProModel):
     register(_cls)
 del _cls

@@ -665,3 +665,53 @@ def cpc_reference(predictions, z):
                     terms.append(-(pos - math.log(sum(math.exp(s) for s in scores))))
             out[n] += np.mean(terms) / steps
     return out
+
+
+def pixpro_mask_reference(boxes_q, boxes_k, height, width, threshold=0.7):
+    """The official PixPro `get_mask` in float64 loops, with its boxes
+    `(x0, y0, x1, y1)` read from ours `[y0, x0, y1, x1]`: each location's
+    centre from its view's box, positive when the distance over the larger
+    bin diagonal is below `threshold`."""
+    out = np.zeros((len(boxes_q), height * width, height * width))
+    for n, (q, k) in enumerate(zip(np.asarray(boxes_q, np.float64),
+                                   np.asarray(boxes_k, np.float64))):
+        qy0, qx0, qy1, qx1 = q
+        ky0, kx0, ky1, kx1 = k
+        qbw, qbh = (qx1 - qx0) / width, (qy1 - qy0) / height
+        kbw, kbh = (kx1 - kx0) / width, (ky1 - ky0) / height
+        diag = max(math.hypot(qbw, qbh), math.hypot(kbw, kbh))
+        for p in range(height * width):
+            cqy, cqx = qy0 + (p // width + 0.5) * qbh, qx0 + (p % width + 0.5) * qbw
+            for r in range(height * width):
+                cky, ckx = ky0 + (r // width + 0.5) * kbh, kx0 + (r % width + 0.5) * kbw
+                out[n, p, r] = math.hypot(cqy - cky, cqx - ckx) / diag < threshold
+    return out
+
+
+def pixpro_reference(targets, predictions, mask):
+    """The official PixPro `regression_loss` of one direction per image in
+    float64 loops: -2 sum_pq mask_pq cos(pred_p, target_q) / (sum mask + 1e-6)."""
+    t, p = np.asarray(targets, np.float64), np.asarray(predictions, np.float64)
+    mask = np.asarray(mask, np.float64)
+    out = np.zeros(len(t))
+    for n in range(len(t)):
+        total = 0.0
+        for i in range(p.shape[1]):
+            for j in range(t.shape[1]):
+                cos = p[n, i] @ t[n, j] / np.linalg.norm(p[n, i]) / np.linalg.norm(t[n, j])
+                total += mask[n, i, j] * cos
+        out[n] = -2.0 * total / (mask[n].sum() + 1e-6)
+    return out
+
+
+def pixel_propagation_reference(x, values, gamma=2.0):
+    """The official `featprop` per location in float64 loops, with the
+    values `g(x)` given: y_i = sum_j max(cos(x_i, x_j), 0)^gamma g_j / |g_j|."""
+    x, g = np.asarray(x, np.float64), np.asarray(values, np.float64)
+    out = np.zeros_like(g)
+    for n in range(len(x)):
+        for i in range(x.shape[1]):
+            for j in range(x.shape[1]):
+                cos = x[n, i] @ x[n, j] / np.linalg.norm(x[n, i]) / np.linalg.norm(x[n, j])
+                out[n, i] += max(cos, 0.0) ** gamma * g[n, j] / np.linalg.norm(g[n, j])
+    return out

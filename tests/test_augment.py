@@ -37,7 +37,7 @@ def test_resized_crop_takes_the_requested_area():
 def test_resized_crop_ratio_and_scale_ranges_hold():
     x = np.zeros((256, 40, 40, 1), np.float32)
     layer = augment.RandomResizedCrop(40, 40, scale=(0.1, 0.6), ratio=(0.5, 2.0), seed=2)
-    boxes = layer._boxes(256, 40.0, 40.0).numpy()
+    boxes = layer.sample_boxes(256, 40.0, 40.0).numpy()
     heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     area = heights * widths
     assert np.all(area >= 0.1 - 1e-6) and np.all(area <= 0.6 + 1e-6)

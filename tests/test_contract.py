@@ -28,6 +28,8 @@ SMALL = {"moco": {"queue_size": 16}, "supcon_queue": {"queue_size": 16},
          "npid": {"num_negatives": 8}, "mice": {"queue_size": 16, "num_experts": 3}, "swav": {"num_prototypes": 6, "queue_size": 8,
                                                 "freeze_prototypes_steps": 0}}
 # Views per image the pipeline makes, where a method reads one crop.
+# Methods whose pre-made views carry their crop boxes (`augment.CropViews`).
+BOXED = {"pixpro"}
 VIEWS = {"npid": 1, "cmc": 1, "looc": 4, "mice": 3, "dim": 1}
 # The options a model of the family may take; each either fits or is refused.
 OPTIONS = {"imix": {"imix": "mixup"}, "clae": {"adversarial_eps": 0.03},
@@ -86,7 +88,8 @@ def dataset(name, data, labels=True, views=None, batch=8, whole=False):
         ds = sct.data.with_index(ds)
     ds = ds.batch(batch, drop_remainder=whole)
     if views:
-        make_views = sct.augment.MultiView(sct.augment.simclr(SHAPE, seed=3), views)
+        make_views = (sct.augment.CropViews(*SHAPE[:2], views=views, seed=3) if name in BOXED
+                      else sct.augment.MultiView(sct.augment.simclr(SHAPE, seed=3), views))
 
         def premade(x, *y):
             if isinstance(x, dict):

@@ -9,12 +9,13 @@ Representations" (SimCLR), ICML 2020; Khosla et al., "Supervised Contrastive
 Learning", NeurIPS 2020.
 """
 
+from supcon_tf.augment.geometry import CropViews, split_geometry
 from supcon_tf.augment.layers import (MultiView, RandomApply, RandomResizedCrop, RandomRotate90,
                                       crop_and_resize, rotate90)
 from supcon_tf.augment.randaugment import RAND_AUGMENT_OPS, RandAugment
 from supcon_tf.augment.recipes import (MAX_COLOR_STRENGTH, RECIPES, from_spec, infomin, simclr,
                                        supcon)
 
-__all__ = ["MAX_COLOR_STRENGTH", "MultiView", "RAND_AUGMENT_OPS", "RECIPES", "RandAugment",
+__all__ = ["CropViews", "MAX_COLOR_STRENGTH", "MultiView", "RAND_AUGMENT_OPS", "RECIPES", "RandAugment",
            "RandomApply", "RandomResizedCrop", "RandomRotate90", "crop_and_resize", "from_spec",
-           "infomin", "rotate90", "simclr", "supcon"]
+           "infomin", "rotate90", "simclr", "split_geometry", "supcon"]

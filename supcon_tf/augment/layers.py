@@ -118,7 +118,9 @@ class RandomResizedCrop(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._attempts = 10
 
-    def _boxes(self, batch, image_height, image_width):
+    def sample_boxes(self, batch, image_height, image_width):
+        """`[batch, 4]` float32 boxes `[y0, x0, y1, x1]` (fractions of the
+        image, `tf.image.crop_and_resize`'s convention), one draw per image."""
         shape = (batch, self._attempts)
         area = keras.random.uniform(shape, self.scale[0], self.scale[1],
                                     seed=self.seed_generator)
@@ -153,7 +155,7 @@ class RandomResizedCrop(keras.layers.Layer):
         images = tf.cast(images, self.compute_dtype)
         shape = tf.shape(images)
         if training:
-            boxes = self._boxes(shape[0], tf.cast(shape[1], tf.float32),
+            boxes = self.sample_boxes(shape[0], tf.cast(shape[1], tf.float32),
                                 tf.cast(shape[2], tf.float32))
             out = crop_and_resize(tf.cast(images, tf.float32), boxes,
                                   (self.height, self.width), self.interpolation)

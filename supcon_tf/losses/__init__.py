@@ -16,7 +16,8 @@ augmentation family); `ConditionalContrastiveLoss` ContraGAN's 2C loss;
 outliers in a hybrid memory; `MiCELoss` MiCE's negative ELBO of a gate over
 contrastive experts; `DIMLoss` and `AMDIMLoss` Deep InfoMax's and AMDIM's
 local-global mutual information; `CPCLoss` CPC's InfoNCE of predicted patches
-against every patch of the batch.
+against every patch of the batch; `PixProLoss` PixPro's consistency between
+nearby locations of two crops.
 
 Every loss runs on each Keras 3 backend (docs/losses.md, "Every Keras
 backend").
@@ -41,6 +42,7 @@ from supcon_tf.losses.looc import LooCLoss, looc_loss
 from supcon_tf.losses.mice import MiCELoss, mice_loss, simplex_prototypes
 from supcon_tf.losses.moco import MoCoLoss, moco_loss
 from supcon_tf.losses.npid import NPIDLoss, npid_loss
+from supcon_tf.losses.pixpro import PixProLoss, pixel_positive_mask, pixpro_loss
 from supcon_tf.losses.proto import ProtoNCELoss, proto_nce
 from supcon_tf.losses.redundancy import (BarlowTwinsLoss, VICRegLoss, barlow_twins_loss,
                                          vicreg_loss, vicreg_terms)
@@ -50,7 +52,7 @@ from supcon_tf.losses.swav import SwAVLoss, swav_loss
 
 __all__ = ["AMDIMLoss", "BYOLLoss", "BarlowTwinsLoss", "CLIPLoss", "CMCLoss", "ConditionalContrastiveLoss", "CPCLoss",
            "ContrastiveLoss", "DIMLoss", "DistillationLoss", "GraphCLLoss",
-           "HardNegativeLoss", "HybridMemoryLoss", "LooCLoss", "MiCELoss", "MoCoLoss", "NPIDLoss", "ProtoNCELoss", "SupConLoss",
+           "HardNegativeLoss", "HybridMemoryLoss", "LooCLoss", "MiCELoss", "MoCoLoss", "NPIDLoss", "PixProLoss", "ProtoNCELoss", "SupConLoss",
            "SwAVLoss", "VICRegLoss", "amdim_loss", "barlow_twins_loss", "clip_loss", "cmc_loss", "conditional_contrastive_loss", "cpc_loss", "dim_loss", "distillation_loss", "graphcl_loss",
-           "hard_negative_loss", "hard_negative_terms", "hybrid_memory_loss", "looc_loss", "mice_loss", "moco_loss", "npid_loss", "proto_nce",
+           "hard_negative_loss", "hard_negative_terms", "hybrid_memory_loss", "looc_loss", "mice_loss", "moco_loss", "npid_loss", "pixel_positive_mask", "pixpro_loss", "proto_nce",
            "simplex_prototypes", "supcon_loss", "swav_loss", "vicreg_loss", "vicreg_terms"]

@@ -13,7 +13,8 @@ augmentation family, and one invariant to all), `SpCLModel` (a hybrid
 memory of labelled classes and unlabelled samples; `SpCLClustering`
 re-clusters them each epoch), `MiCEModel` (a gate over contrastive experts:
 the clustering is its posterior), `DIMModel` (Deep InfoMax's and AMDIM's
-global-to-local mutual information). `LinearClassifier` and
+global-to-local mutual information), `PixProModel` (PixPro: each location of
+one crop regresses the nearby locations of the other). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -30,6 +31,7 @@ from supcon_tf.models.mice import MiCEModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
 from supcon_tf.models.moco import MoCoModel, SupConQueueModel
 from supcon_tf.models.npid import NPIDModel
+from supcon_tf.models.pixpro import PixProModel
 from supcon_tf.models.pcl import PCLClustering, PCLModel
 from supcon_tf.models.redundancy import BarlowTwinsModel, VICRegModel
 from supcon_tf.models.spcl import SpCLClustering, SpCLModel
@@ -40,6 +42,6 @@ from supcon_tf.models.momentum_model import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "DIMModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LooCModel", "MiCEModel", "MoCoModel",
-           "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "SimCLRModel",
+           "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "PixProModel", "SimCLRModel",
            "SimSiamModel", "SpCLClustering", "SpCLModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",
            "contrastive_accuracy"]

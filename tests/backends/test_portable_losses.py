@@ -48,6 +48,11 @@ SPCL_LABELS = np.array([0, 1, 2, 2, 2, 5, 6, -1])
 SPCL_TARGETS = np.array([0, 1, 2, 5, 6, 2])
 # CPC: two steps on a 4 x 3 grid of 5-d encodings.
 CPC_P, CPC_Z = 0.5 * _floats(3, 2, 4, 3, 5), 0.5 * _floats(3, 4, 3, 5)
+# PixPro: three images on a 2 x 2 grid; the second view flipped, the third
+# pair's crops apart (no positives).
+PIX_T, PIX_P = _floats(3, 4, 5), _floats(3, 4, 5)
+PIX_A = np.array([[0.0, 0.0, 1.0, 1.0], [0.1, 0.2, 0.7, 0.9], [0.0, 0.0, 0.3, 0.3]], "float32")
+PIX_B = np.array([[0.2, 0.1, 0.9, 0.8], [0.0, 0.8, 0.9, 0.1], [0.7, 0.7, 1.0, 1.0]], "float32")
 # MiCE: three experts of dim 5, a queue of four keys.
 MICE = {"v": _floats(6, 3, 5), "g": Z6[:, 1], "w": L.simplex_prototypes(3, 5), "mu": QUEUE[:3],
         "q": _floats(4, 3, 5)}
@@ -155,6 +160,11 @@ CASES = [
      lambda: reference.amdim_reference(Z6[:, 0], Z6x3, tclip=2.0)),
     ("cpc", CPC_P, lambda x, i: L.CPCLoss(reduction=None)(None, x, targets=i["z"]),
      {"z": CPC_Z}, lambda: reference.cpc_reference(CPC_P, CPC_Z)),
+    ("pixpro", PIX_P, lambda x, i: L.PixProLoss(reduction=None)(
+        i["t"], x, positives=L.pixel_positive_mask(i["a"], i["b"], (2, 2))),
+     {"t": PIX_T, "a": PIX_A, "b": PIX_B},
+     lambda: reference.pixpro_reference(PIX_T, PIX_P, reference.pixpro_mask_reference(
+         PIX_A, PIX_B, 2, 2))),
 ]
 # LooC's own reference, where the case needs its input.
 _LOOC = CASES[[c[0] for c in CASES].index("looc")]
