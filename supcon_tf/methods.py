@@ -175,7 +175,8 @@ def build(recipe, image_shape, num_examples=None, num_classes=None):
     sync_bn = (recipe["distribute"] != "none" if enc["synchronized_bn"] is None
                else bool(enc["synchronized_bn"]))
     encoder = encoders.get(enc["name"], cls.encoder_shape(image_shape, recipe["model"]),
-                           width=enc["width"], synchronized_bn=sync_bn)
+                           width=enc["width"], synchronized_bn=sync_bn,
+                           **cls.encoder_options(recipe["model"]))
     hidden = recipe["head"]["hidden_dims"]
     head = ProjectionHead(recipe["head"]["dim"],
                           hidden_dims=None if hidden is None else tuple(hidden),
@@ -278,6 +279,6 @@ for _cls in (models.SupConModel, models.SimCLRModel, models.MoCoModel,
              models.BarlowTwinsModel, models.VICRegModel, models.NPIDModel, models.PCLModel,
              models.SwAVModel, models.CMCModel, models.InfoMinModel,
              models.LooCModel, models.SpCLModel, models.MiCEModel, models.DIMModel,
-             models.PixProModel):
+             models.PixProModel, models.CPCModel):
     register(_cls)
 del _cls

@@ -30,7 +30,7 @@ SMALL = {"moco": {"queue_size": 16}, "supcon_queue": {"queue_size": 16},
 # Views per image the pipeline makes, where a method reads one crop.
 # Methods whose pre-made views carry their crop boxes (`augment.CropViews`).
 BOXED = {"pixpro"}
-VIEWS = {"npid": 1, "cmc": 1, "looc": 4, "mice": 3, "dim": 1}
+VIEWS = {"npid": 1, "cmc": 1, "looc": 4, "mice": 3, "dim": 1, "cpc": 1}
 # The options a model of the family may take; each either fits or is refused.
 OPTIONS = {"imix": {"imix": "mixup"}, "clae": {"adversarial_eps": 0.03},
            "mochi": {"mochi_n": 8, "mochi_s": 4, "mochi_s_prime": 2},
@@ -64,8 +64,8 @@ def make(name, augmenter=True, probe=True, seed=0, synchronized_bn=False, **opti
     """A compiled model of method `name` from its class's `from_recipe`."""
     cls = sct.methods.get(name)
     encoder = _encoder(seed, cls.encoder_shape(SHAPE, options))
-    head = sct.heads.ProjectionHead(8, hidden_dims=(8,), batch_norm=False,
-                                    synchronized_bn=synchronized_bn, **cls.head_options)
+    head = sct.heads.ProjectionHead(8, hidden_dims=(8,), synchronized_bn=synchronized_bn,
+                                    **{"batch_norm": False, **cls.head_options})
     recipe = sct.methods.resolve({"method": name, "epochs": 3,
                                   "augment": {"recipe": "simclr"}})
     context = {"recipe": recipe, "image_shape": SHAPE, "num_examples": N,

@@ -1,6 +1,8 @@
 """CPC: the loss against a float64 loop of its definition (values,
-gradients), two replicas against one device, and the context network's
-masking (a position sees its own row and the rows above only)."""
+gradients), two replicas against one device, the context network's
+masking (a position sees its own row and the rows above only), the patch
+grid, layer norm's independence of the batch, and CPCModel's recipe and
+refusals (fit, save/load, resume and two replicas: the contract test)."""
 
 import keras
 import numpy as np
@@ -74,3 +76,59 @@ def test_context_sees_its_row_and_those_above_only(tmp_path):
     np.testing.assert_allclose(keras.models.load_model(path)(z), base, atol=1e-6)
     with pytest.raises(ValueError, match="kernel_size"):
         sct.heads.CPCContext(kernel_size=2)
+
+
+def test_patch_grid_cuts_the_patches_at_their_stride():
+    images = RNG.uniform(0, 255, (2, 13, 11, 2)).astype("float32")
+    grid = np.asarray(sct.encoders.PatchGrid(5, 3)(images))
+    assert grid.shape == (2, 3, 3, 5, 5, 2)
+    for i in range(3):
+        for j in range(3):
+            np.testing.assert_array_equal(grid[:, i, j], images[:, 3 * i:3 * i + 5,
+                                                                3 * j:3 * j + 5])
+
+
+def test_grid_encoder_is_the_mean_of_the_patches_codes_and_its_map_their_grid():
+    keras.utils.set_random_seed(0)
+    patch = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(4)])
+    encoder = sct.encoders.patch_grid_encoder(patch, (16, 16, 1), 8, 4)
+    images = RNG.uniform(0, 255, (2, 16, 16, 1)).astype("float32")
+    codes = np.zeros((2, 3, 3, 4), "float32")
+    for i in range(3):
+        for j in range(3):
+            codes[:, i, j] = np.asarray(patch(images[:, 4 * i:4 * i + 8, 4 * j:4 * j + 8]))
+    np.testing.assert_allclose(np.asarray(sct.dense.feature_map(encoder)(images)), codes,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(encoder(images)), codes.mean(axis=(1, 2)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_resnet_shares_no_statistics_across_the_batch():
+    x = RNG.uniform(0, 255, (4, 8, 8, 1)).astype("float32")
+    layer = sct.encoders.resnet18((8, 8, 1), width=0.0625, norm="layer")
+    assert not any(isinstance(v, keras.layers.BatchNormalization) for v in layer.layers)
+    np.testing.assert_allclose(np.asarray(layer(x[:1], training=True)),
+                               np.asarray(layer(x, training=True))[:1], rtol=1e-4, atol=1e-5)
+    batch = sct.encoders.resnet18((8, 8, 1), width=0.0625)
+    assert not np.allclose(np.asarray(batch(x[:1], training=True)),
+                           np.asarray(batch(x, training=True))[:1], atol=1e-3)
+    with pytest.raises(ValueError, match="norm"):
+        sct.encoders.resnet18((8, 8, 1), norm="group")
+
+
+def test_recipe_builds_a_layer_norm_patch_encoder_and_bad_grids_are_refused():
+    model, _ = sct.methods.build({"method": "cpc", "encoder": {"width": 0.0625}},
+                                 (28, 28, 1), num_classes=10)
+    assert isinstance(model, sct.models.CPCModel)
+    assert model.patch_encoder.input_shape == (None, 8, 8, 1)
+    norms = {type(v).__name__ for v in model.patch_encoder.layers if "bn" in v.name}
+    assert norms == {"GroupNormalization"}
+    assert sct.dense.feature_map(model.encoder).output_shape == (None, 6, 6, 32)
+    patch = model.patch_encoder
+    with pytest.raises(ValueError, match="steps"):
+        sct.models.CPCModel(patch, image_shape=(28, 28, 1), steps=6)
+    with pytest.raises(ValueError, match="directions"):
+        sct.models.CPCModel(patch, image_shape=(28, 28, 1), directions=("left",))
+    with pytest.raises(ValueError, match="image_shape"):
+        sct.models.CPCModel(patch)

@@ -14,13 +14,20 @@ Encoders of several views of one image (encoders/views.py): `multi_view`, a
 backbone per fixed signal (`ViewSignal`: the image, its gradient, its
 Laplacian; CMC), and `learned_views`, a backbone per channel of a learned
 `ViewFlow` (InfoMin).
+
+An image encoder made of a patch encoder (encoders/patches.py):
+`patch_grid_encoder`, the image cut into a grid of overlapping patches
+(`PatchGrid`), each encoded on its own (`OnPatches`), the encodings
+averaged (CPC). `resnet(..., norm="layer")` builds a ResNet with layer norm
+in place of BatchNorm (CPC v2's patch encoder).
 """
 
 from supcon_tf.encoders.backbones import (Conv2D, as_encoder, get, resnet, resnet18, resnet34,
                                           resnet50)
+from supcon_tf.encoders.patches import OnPatches, PatchGrid, grid_size, patch_grid_encoder
 from supcon_tf.encoders.views import (SIGNALS, ViewChannel, ViewFlow, ViewSignal, learned_branches,
                                       learned_views, multi_view, signal_branches, view_signals)
 
-__all__ = ["Conv2D", "SIGNALS", "ViewChannel", "ViewFlow", "ViewSignal", "as_encoder", "get",
-           "learned_branches", "learned_views", "multi_view", "resnet", "resnet18", "resnet34",
+__all__ = ["Conv2D", "OnPatches", "PatchGrid", "SIGNALS", "ViewChannel", "ViewFlow", "ViewSignal", "as_encoder", "get", "grid_size",
+           "learned_branches", "learned_views", "multi_view", "patch_grid_encoder", "resnet", "resnet18", "resnet34",
            "resnet50", "signal_branches", "view_signals"]

@@ -11,6 +11,12 @@ _BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
 
 
 def _bn(name, synchronized):
+    """The normalisation after a convolution: BatchNorm (`synchronized` a
+    bool) or, with `synchronized="layer"`, layer norm over each sample's
+    map (`GroupNormalization` with one group: statistics over H, W and C,
+    a scale and offset per channel)."""
+    if synchronized == "layer":
+        return keras.layers.GroupNormalization(groups=1, epsilon=1e-5, name=name)
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
                                            synchronized=synchronized, name=name)
 
@@ -48,7 +54,7 @@ def _bottleneck_block(x, filters, stride, name, sync):
 
 
 def resnet(depth, input_shape=(32, 32, 3), width=1.0, synchronized_bn=False,
-           rescale=True, name=None):
+           rescale=True, name=None, norm="batch"):
     """A CIFAR-stem ResNet encoder returning the pooled feature vector.
 
     Args:
@@ -64,6 +70,11 @@ def resnet(depth, input_shape=(32, 32, 3), width=1.0, synchronized_bn=False,
         rescale: Map inputs from [0, 255] to [0, 1] inside the model, so the
             encoder takes raw images. Defaults to True.
         name: Model name. Defaults to `"resnet{depth}"`.
+        norm: `"batch"` (BatchNorm) or `"layer"` (layer norm over each
+            sample's feature map, `GroupNormalization(groups=1)`: no
+            statistics shared between the samples of a batch, CPC v2's
+            choice for its patch encoder). The layers keep their `*_bn`
+            names. Defaults to `"batch"`.
 
     Returns:
         A functional `keras.Model` from images to `[batch, features]`, where
@@ -82,6 +93,10 @@ def resnet(depth, input_shape=(32, 32, 3), width=1.0, synchronized_bn=False,
             v is not None and v < 8 for v in (height, wide)):
         raise ValueError("`input_shape` must be at least (8, 8, 1). "
                          f"Received: input_shape={input_shape!r}")
+    if norm not in ("batch", "layer"):
+        raise ValueError(f"`norm` must be 'batch' or 'layer'. Received: norm={norm!r}")
+    if norm == "layer":
+        synchronized_bn = "layer"
     kind, counts = _BLOCKS[depth]
     block = _basic_block if kind == "basic" else _bottleneck_block
     base = max(1, int(round(64 * width)))

@@ -14,7 +14,8 @@ memory of labelled classes and unlabelled samples; `SpCLClustering`
 re-clusters them each epoch), `MiCEModel` (a gate over contrastive experts:
 the clustering is its posterior), `DIMModel` (Deep InfoMax's and AMDIM's
 global-to-local mutual information), `PixProModel` (PixPro: each location of
-one crop regresses the nearby locations of the other). `LinearClassifier` and
+one crop regresses the nearby locations of the other), `CPCModel` (CPC v2: a
+grid of patches, a masked context predicting the patches below and above). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -24,6 +25,7 @@ from supcon_tf.metrics import contrastive_accuracy
 from supcon_tf.models.base import ContrastiveModel
 from supcon_tf.models.byol import BYOLModel, SimSiamModel
 from supcon_tf.models.cmc import CMCModel, MultiViewHead
+from supcon_tf.models.cpc import CPCModel
 from supcon_tf.models.dim import DIMModel
 from supcon_tf.models.infomin import InfoMinModel
 from supcon_tf.models.looc import LooCModel
@@ -40,7 +42,7 @@ from supcon_tf.models.supcon import SimCLRModel, SupConModel
 from supcon_tf.models.swav import SwAVModel
 from supcon_tf.models.momentum_model import MomentumModel
 
-__all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "DIMModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
+__all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "CPCModel", "DIMModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
            "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LooCModel", "MiCEModel", "MoCoModel",
            "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "PixProModel", "SimCLRModel",
            "SimSiamModel", "SpCLClustering", "SpCLModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",

@@ -145,6 +145,12 @@ class ContrastiveModel(FitChecks, ViewChanges, keras.Model):
         """The input shape a recipe's encoder is built for."""
         return tuple(image_shape)
 
+    @classmethod
+    def encoder_options(cls, args):
+        """Extra arguments of the recipe's encoder builder, from the recipe's
+        `model` entries (CPC: the patch encoder's `norm`). None here."""
+        return {}
+
     def recipe_callbacks(self, images):
         """Callbacks a recipe's `fit` needs, given the training `images` in
         dataset order, unshuffled and unaugmented. None here."""
