@@ -121,7 +121,10 @@ def test_each_config_builds_its_model_and_trains_a_step(path, images):
     cls = sct.methods.get(recipe["method"])
     model, loss = sct.methods.build(recipe, (28, 28, 1), num_examples=64, num_classes=10)
     assert type(model) is cls
-    model.compile(optimizer=sct.methods.optimizer(recipe, steps_per_epoch=2), loss=loss)
+    # Without XLA: its compile is most of a step's time here, and the
+    # contract test trains every method with it (`jit_compile="auto"`).
+    model.compile(optimizer=sct.methods.optimizer(recipe, steps_per_epoch=2), loss=loss,
+                  jit_compile=False)
     batches = sct.data.batches(sct.methods.training_data(cls, images), 32, training=True, seed=0)
     history = model.fit(batches, epochs=1, verbose=0,
                         callbacks=model.recipe_callbacks(images.map(lambda x, y: x)))
