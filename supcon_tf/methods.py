@@ -279,6 +279,6 @@ for _cls in (models.SupConModel, models.SimCLRModel, models.MoCoModel,
              models.BarlowTwinsModel, models.VICRegModel, models.NPIDModel, models.PCLModel,
              models.SwAVModel, models.CMCModel, models.InfoMinModel,
              models.LooCModel, models.SpCLModel, models.MiCEModel, models.DIMModel,
-             models.PixProModel, models.CPCModel):
+             models.PixProModel, models.CPCModel, models.LoCoModel):
     register(_cls)
 del _cls

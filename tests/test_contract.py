@@ -25,7 +25,8 @@ N = 18                    # batches of 8: two whole ones and an odd last batch o
 SMALL = {"moco": {"queue_size": 16}, "supcon_queue": {"queue_size": 16},
          "pcl": {"queue_size": 16, "num_clusters": (2, 3), "warmup_epochs": 0,
                  "num_prototype_negatives": 2},
-         "npid": {"num_negatives": 8}, "mice": {"queue_size": 16, "num_experts": 3}, "swav": {"num_prototypes": 6, "queue_size": 8,
+         "npid": {"num_negatives": 8}, "mice": {"queue_size": 16, "num_experts": 3},
+         "loco": {"boundaries": (1, 2)}, "swav": {"num_prototypes": 6, "queue_size": 8,
                                                 "freeze_prototypes_steps": 0}}
 # Views per image the pipeline makes, where a method reads one crop.
 # Methods whose pre-made views carry their crop boxes (`augment.CropViews`).

@@ -15,7 +15,9 @@ re-clusters them each epoch), `MiCEModel` (a gate over contrastive experts:
 the clustering is its posterior), `DIMModel` (Deep InfoMax's and AMDIM's
 global-to-local mutual information), `PixProModel` (PixPro: each location of
 one crop regresses the nearby locations of the other), `CPCModel` (CPC v2: a
-grid of patches, a masked context predicting the patches below and above). `LinearClassifier` and
+grid of patches, a masked context predicting the patches below and above),
+`LoCoModel` (LoCo and Greedy InfoMax: each stage of the encoder trained by
+a loss of its own). `LinearClassifier` and
 `CrossEntropyClassifier` put a linear layer on an encoder; SimCLR v2's
 few-label recipe adds `FineTuneClassifier` (fine-tuning from a layer of the
 projection head) and `DistillationModel` (models/semi_supervised.py).
@@ -28,6 +30,7 @@ from supcon_tf.models.cmc import CMCModel, MultiViewHead
 from supcon_tf.models.cpc import CPCModel
 from supcon_tf.models.dim import DIMModel
 from supcon_tf.models.infomin import InfoMinModel
+from supcon_tf.models.local import LoCoModel, split_stages, stage_boundaries
 from supcon_tf.models.looc import LooCModel
 from supcon_tf.models.mice import MiCEModel
 from supcon_tf.models.classifiers import CrossEntropyClassifier, LinearClassifier
@@ -43,7 +46,7 @@ from supcon_tf.models.swav import SwAVModel
 from supcon_tf.models.momentum_model import MomentumModel
 
 __all__ = ["BYOLModel", "BarlowTwinsModel", "CMCModel", "CPCModel", "DIMModel", "MultiViewHead", "ContrastiveModel", "CrossEntropyClassifier",
-           "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LooCModel", "MiCEModel", "MoCoModel",
+           "DistillationModel", "FineTuneClassifier", "InfoMinModel", "LinearClassifier", "LoCoModel", "LooCModel", "MiCEModel", "MoCoModel",
            "MomentumModel", "NPIDModel", "PCLClustering", "PCLModel", "PixProModel", "SimCLRModel",
            "SimSiamModel", "SpCLClustering", "SpCLModel", "SupConModel", "SupConQueueModel", "SwAVModel", "VICRegModel",
-           "contrastive_accuracy"]
+           "contrastive_accuracy", "split_stages", "stage_boundaries"]
