@@ -440,3 +440,14 @@ def test_spcl_adapts_and_scores_its_encoder(tmp_path):
         assert 0.0 <= spcl[f"target_top1_{probe}_probe"] <= 1.0
     assert spcl["clusters"] + spcl["outliers"] >= 1 and spcl["final_loss"] > 0
     assert -1.0 <= spcl["pseudo_label_ari"] <= 1.0 and 0.0 <= spcl["pseudo_label_nmi"] <= 1.0
+
+
+def test_dense_eval_of_a_zoo_entry(tmp_path):
+    out = _run("dense_eval.py", "--zoo", "fashion_mnist_resnet18_simclr", "--train_size", "512",
+               "--test_size", "256", "--epochs", "10", "--batch_size", "64",
+               "--model_dir", str(tmp_path))
+    record = json.loads((tmp_path / "dense_eval.json").read_text())
+    assert record["feature_shape"] == [4, 4, 64] and len(record["iou"]) == 11
+    # Background alone (about half the pixels) gives a mean IoU below 0.1 (one
+    # class of 11): the probe reads classes and extent from the map.
+    assert 0.25 < record["miou"] <= 1.0 and record["pixel_accuracy"] > 0.6, out[-2000:]

@@ -5,6 +5,8 @@
     encoder = sct.zoo.load("fashion_mnist_resnet18_supcon")
     embeddings = encoder(images)                           # raw uint8 / float images
 
+    encoder = sct.zoo.load_keras("fashion_mnist_resnet18_supcon")   # its Keras layers
+
     python -m supcon_tf.zoo list
     python -m supcon_tf.zoo eval fashion_mnist_resnet18_supcon
 
@@ -312,6 +314,59 @@ def load(name, output="embedding", cache=None):
     model = keras.Model(inputs, outputs[output], name=name)
     model.zoo_entry = entry
     return model
+
+
+def load_keras(name, cache=None):
+    """The entry's encoder as a Keras model of supcon_tf's, with its trained
+    weights: for fine-tuning, or to read layers the SavedModel does not
+    serve (`dense.feature_map`).
+
+    The encoder is built again from the entry's recipe (`recipe`:
+    `methods.build`, or the encoder alone for a cross-entropy entry), and
+    the SavedModel's variables (sha256-checked as `load` checks them) are
+    read into it through the SavedModel's checkpoint: every variable of the
+    rebuilt encoder must be found there with its shape, or a `ValueError`
+    says the recipe does not rebuild what was exported. (The projection head
+    is not rebuilt: `load(name, output="projection")` serves it.)
+
+    Args:
+        name: A name from `list()`.
+        cache: As `load`.
+
+    Returns:
+        A Keras model from raw images `[batch, *input_shape]` to the
+        encoder's features (not normalised: `load` L2-normalises them).
+    """
+    _backend.require_tensorflow("supcon_tf.zoo.load_keras")
+    import tensorflow as tf
+
+    from supcon_tf import encoders as _encoders
+    from supcon_tf import export as _export
+    from supcon_tf import methods as _methods
+
+    entry = get(name)
+    recipe, shape = entry.get("recipe"), tuple(entry["input_shape"])
+    if not recipe:
+        raise ValueError(f"Zoo entry {name!r} records no recipe to rebuild its network from.")
+    if recipe["method"] == "ce":
+        spec = recipe["encoder"]
+        encoder = _encoders.get(spec["name"], shape, width=spec["width"])
+    else:
+        # A memory the size of the training set (NPID's bank, PCL's cluster
+        # ids) is not exported; its size only has to admit the recipe.
+        size = (recipe.get("data") or {}).get("train_size") or 60000
+        encoder = _methods.build(recipe, shape, num_examples=size)[0].encoder
+    path = saved_model_path(name, cache)
+    module = _export._Exported(encoder, None, shape)
+    try:
+        status = tf.train.Checkpoint(root=module).read(
+            os.path.join(path, "variables", "variables"))
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as err:
+        raise ValueError(f"Zoo entry {name!r}: its recipe does not rebuild the exported "
+                         f"encoder ({str(err)[:300]})") from None
+    status.expect_partial()
+    return encoder
 
 
 def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
