@@ -5,7 +5,9 @@ head 512 -> 128, NT-Xent at T 0.2) with the encoder trained stage by stage.
 
 The ResNet-18's four stages (the stem in the first) make three overlapping
 units (stages 1-2, 2-3, 3-4), each with its own head and loss. Greedy
-InfoMax, four isolated units: `--config.model.overlap=False`.
+InfoMax, four isolated units: `--config.model.overlap=False`. It runs
+without XLA (`jit_compile="false"`): compiled as one program, the step keeps
+every unit's activations alive.
 The recipe's keys: docs/methods.md (supcon_tf.methods.DEFAULTS).
 """
 
@@ -26,4 +28,7 @@ def get_config():
     c.head = dict(dim=128, hidden_dims=(512,))
     c.model = dict(overlap=True)
     c.loss = dict(name="SupConLoss", temperature=0.2)
-    return with_budget(c)
+    # Without XLA: XLA compiles the step as one program and keeps every
+    # unit's activations (benchmarks/local_memory.py), which local learning
+    # is there to avoid.
+    return with_budget(c, jit_compile="false")
