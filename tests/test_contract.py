@@ -61,7 +61,8 @@ def _encoder(seed=0, shape=SHAPE):
                              else keras.layers.Flatten(), keras.layers.Dense(8)])
 
 
-def make(name, augmenter=True, probe=True, seed=0, synchronized_bn=False, **options):
+def make(name, augmenter=True, probe=True, seed=0, synchronized_bn=False, jit_compile="auto",
+         **options):
     """A compiled model of method `name` from its class's `from_recipe`."""
     cls = sct.methods.get(name)
     encoder = _encoder(seed, cls.encoder_shape(SHAPE, options))
@@ -75,7 +76,7 @@ def make(name, augmenter=True, probe=True, seed=0, synchronized_bn=False, **opti
     model = cls.from_recipe(encoder, head=head, augmenter=aug,
                             probe_classes=10 if probe and cls.labels != "drop" else None,
                             context=context, **{**SMALL.get(name, {}), **options})
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)
     return model
 
 
@@ -146,7 +147,9 @@ def test_fits_round_trips_and_fits_views_without_labels(name, data, tmp_path):
 def test_each_option_fits_or_is_refused_by_name(name, option, data):
     args = OPTIONS[option]
     try:
-        model = make(name, probe=False, **args)
+        # Without XLA (its compile is most of these tests' time): the first
+        # test fits every method with it.
+        model = make(name, probe=False, jit_compile=False, **args)
     except (TypeError, ValueError) as err:
         words = {"imix": "imix", "clae": "adversarial", "mochi": "mochi",
                  "multi_crop": "small_views"}[option]
@@ -163,7 +166,8 @@ def test_resumes_after_a_kill_from_its_backup(name, data, tmp_path):
         callbacks = (sct.models.PCLClustering(data[0]),)
     elif name == "spcl":
         callbacks = (sct.models.SpCLClustering(data[0], k1=6, k2=2),)
-    killed_then_resumed(lambda: make(name), dataset(name, data), str(tmp_path / "backup"),
+    killed_then_resumed(lambda: make(name, jit_compile=False), dataset(name, data),
+                        str(tmp_path / "backup"),
                         epochs=2, kill_after=1, callbacks=callbacks)
 
 
