@@ -27,6 +27,15 @@ def build_if_known(model, network=None):
         model.build(shape)
 
 
+def refuse_mixing(name, options, why):
+    """A `ValueError` when the constructor's `options` ask for i-Mix or
+    adversarial views, which `name`'s views cannot take (`why`)."""
+    if options.get("imix") is not None or options.get("adversarial_eps", 0.0):
+        raise ValueError(f"{name} supports neither i-Mix nor adversarial views ({why}). "
+                         f"Received: imix={options.get('imix')!r}, "
+                         f"adversarial_eps={options.get('adversarial_eps', 0.0)!r}")
+
+
 def check_two_views(name, views):
     """A `ValueError` unless `views` is 2 (methods built on pairs of views)."""
     check_views(name, views, 2)

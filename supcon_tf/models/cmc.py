@@ -12,6 +12,7 @@ from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses import CMCLoss
 from supcon_tf.losses.cmc import GRAPHS
 from supcon_tf.models.base import ContrastiveModel
+from supcon_tf.models.building import refuse_mixing
 
 _PACKAGE = "supcon_tf"
 CROPS = ("shared", "independent")
@@ -131,11 +132,7 @@ class CMCModel(ContrastiveModel):
             encoder = multi_view(encoder, signals)
         signals = tuple(signals)
         crops = check_choice(crops, "crops", CROPS)
-        if kwargs.get("imix") is not None or kwargs.get("adversarial_eps", 0.0):
-            raise ValueError("CMCModel supports neither i-Mix nor adversarial views (both "
-                             "pair two crops through one encoder). Received: "
-                             f"imix={kwargs.get('imix')!r}, "
-                             f"adversarial_eps={kwargs.get('adversarial_eps', 0.0)!r}")
+        refuse_mixing("CMCModel", kwargs, "both pair two crops through one encoder")
         expected = 1 if crops == "shared" else len(signals)
         if views is not None and views != expected:
             raise ValueError(f"CMCModel with crops={crops!r} reads {expected} crop(s) per image "

@@ -12,6 +12,7 @@ from supcon_tf.encoders.patches import grid_size, patch_grid_encoder
 from supcon_tf.heads import CPCContext, ProjectionHead
 from supcon_tf.losses.cpc import CPCLoss
 from supcon_tf.models.base import ContrastiveModel, LossReadsState
+from supcon_tf.models.building import refuse_mixing
 
 DIRECTIONS = ("down", "up")
 
@@ -99,11 +100,7 @@ class CPCModel(LossReadsState, ContrastiveModel):
                  patch_augmenter=None, probe_classes=None, **kwargs):
         if views != 1:
             raise ValueError(f"CPCModel reads one view per image. Received: views={views!r}")
-        if kwargs.get("imix") is not None or kwargs.get("adversarial_eps", 0.0):
-            raise ValueError("CPCModel supports neither i-Mix nor adversarial views (its loss "
-                             "pairs patches of one view). Received: "
-                             f"imix={kwargs.get('imix')!r}, "
-                             f"adversarial_eps={kwargs.get('adversarial_eps', 0.0)!r}")
+        refuse_mixing("CPCModel", kwargs, "its loss pairs patches of one view")
         if image_shape is None:
             raise ValueError("CPCModel needs `image_shape=(H, W, C)`: `encoder` is the patch "
                              "encoder, and the grid is cut from images of that shape.")

@@ -11,7 +11,7 @@ import tensorflow as tf
 from supcon_tf.losses import SupConLoss
 from supcon_tf.metrics import contrastive_accuracy, output_std
 from supcon_tf.models.base import ContrastiveModel
-from supcon_tf.models.building import check_two_views
+from supcon_tf.models.building import check_two_views, refuse_mixing
 
 _STAGE_END = re.compile(r"^stage(\d+)_block(\d+)_out$")
 
@@ -136,11 +136,7 @@ class LoCoModel(ContrastiveModel):
     def __init__(self, encoder, head=None, augmenter=None, views=2, overlap=True,
                  boundaries=None, probe_classes=None, **kwargs):
         check_two_views("LoCoModel", views)
-        if kwargs.get("imix") is not None or kwargs.get("adversarial_eps", 0.0):
-            raise ValueError("LoCoModel supports neither i-Mix nor adversarial views (its "
-                             "step trains each unit on its own). Received: "
-                             f"imix={kwargs.get('imix')!r}, "
-                             f"adversarial_eps={kwargs.get('adversarial_eps', 0.0)!r}")
+        refuse_mixing("LoCoModel", kwargs, "its step trains each unit on its own")
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          probe_classes=probe_classes, **kwargs)
         self.overlap = bool(overlap)

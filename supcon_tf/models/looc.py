@@ -12,6 +12,7 @@ from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses import LooCLoss
 from supcon_tf.metrics import contrastive_accuracy
 from supcon_tf.models.base import ContrastiveModel
+from supcon_tf.models.building import refuse_mixing
 from supcon_tf.models.cmc import MultiViewHead
 
 _PACKAGE = "supcon_tf"
@@ -94,11 +95,8 @@ class LooCModel(ContrastiveModel):
                 f not in FAMILIES for f in families):
             raise ValueError(f"`families` must name different families of {FAMILIES}, at "
                              f"least one. Received: families={families!r}")
-        if kwargs.get("imix") is not None or kwargs.get("adversarial_eps", 0.0):
-            raise ValueError("LooCModel supports neither i-Mix nor adversarial views (both "
-                             "pair two crops, LooC's views are a query and its keys). "
-                             f"Received: imix={kwargs.get('imix')!r}, "
-                             f"adversarial_eps={kwargs.get('adversarial_eps', 0.0)!r}")
+        refuse_mixing("LooCModel", kwargs,
+                      "both pair two crops, LooC's views are a query and its keys")
         expected = len(families) + 2
         if views is not None and views != expected:
             raise ValueError(f"LooCModel with {len(families)} families reads {expected} views "

@@ -10,7 +10,7 @@ from supcon_tf.dense import feature_map
 from supcon_tf.heads import PixelPropagation, ProjectionHead
 from supcon_tf.losses.pixpro import PixProLoss, pixel_positive_mask
 from supcon_tf.models.base import LossReadsState
-from supcon_tf.models.building import check_two_views
+from supcon_tf.models.building import check_two_views, refuse_mixing
 from supcon_tf.models.momentum_model import MomentumModel
 
 
@@ -105,11 +105,8 @@ class PixProModel(LossReadsState, MomentumModel):
                  transform_layers=1, momentum=0.99, momentum_schedule="cosine", view_size=None,
                  seed=None, probe_classes=None, **kwargs):
         check_two_views("PixProModel", views)
-        if kwargs.get("imix") is not None or kwargs.get("adversarial_eps", 0.0):
-            raise ValueError("PixProModel supports neither i-Mix nor adversarial views (both "
-                             "change a view's pixels away from the box it records). Received: "
-                             f"imix={kwargs.get('imix')!r}, "
-                             f"adversarial_eps={kwargs.get('adversarial_eps', 0.0)!r}")
+        refuse_mixing("PixProModel", kwargs,
+                      "both change a view's pixels away from the box it records")
         self.threshold = check_positive(threshold, "threshold")
         crop, flip, photometric = (split_geometry(augmenter) if augmenter is not None
                                    else (None, True, None))
