@@ -152,24 +152,24 @@ class CPCModel(LossReadsState, ContrastiveModel):
         grid = self.grid_map(views[:, 0], training=training)                # [b, gh, gw, F]
         z = self.head(grid, training=training)                               # [b, gh, gw, D]
         features = tf.reduce_mean(grid, axis=[1, 2])
+        z = tf.cast(z, tf.float32)
+        # Per direction: the grid it reads (upside down for "up") and its predictions.
+        targets = [z if d == "down" else tf.reverse(z, axis=[1]) for d in self.directions]
+        predictions = [tf.cast(c(t), tf.float32) for c, t in zip(self.contexts, targets)]
         return {"features": features[:, None], "projections": tf.reduce_mean(z, [1, 2])[:, None],
-                "z": z}
+                "z": z, "targets": targets, "predictions": predictions}
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
-        z = tf.cast(out["z"], tf.float32)
         total = 0.0
-        for direction, context in zip(self.directions, self.contexts):
-            target = z if direction == "down" else tf.reverse(z, axis=[1])
-            total += self.loss(None, tf.cast(context(target), tf.float32),
-                               sample_weight=sample_weight, targets=target)
+        for p, target in zip(out["predictions"], out["targets"]):
+            total += self.loss(None, p, sample_weight=sample_weight, targets=target)
         return total / len(self.directions)
 
     def update_metrics(self, y, out):
         """`contrastive_accuracy`: how often step 1's prediction (downwards)
         scores its own patch above every other patch of the batch."""
-        z = tf.cast(out["z"], tf.float32)
-        target = z if self.directions[0] == "down" else tf.reverse(z, axis=[1])
-        p = tf.cast(self.contexts[0](target), tf.float32)[:, 0, :-1]          # [b, gh-1, gw, D]
+        z, target = out["z"], out["targets"][0]
+        p = out["predictions"][0][:, 0, :-1]                                   # [b, gh-1, gw, D]
         d = z.shape[-1]
         scores = tf.matmul(tf.reshape(p, [-1, d]), tf.reshape(target, [-1, d]), transpose_b=True)
         rows, cols = tf.shape(z)[1], tf.shape(z)[2]
