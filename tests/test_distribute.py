@@ -98,12 +98,15 @@ def test_blockwise_loss_across_replicas(strategy, kind, block_size):
     batch = REPLICAS * LOCAL
     z = rng.normal(size=(batch, VIEWS, DIM)).astype("float32")
     y = labels(kind, rng, batch)
-    want, want_grad = single_device(SupConLoss(temperature=0.2), y, z)
-    values, grads = replicated(strategy, SupConLoss(temperature=0.2, block_size=block_size),
-                               y, z)
-    np.testing.assert_allclose(sum(values), want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grads, want_grad, rtol=1e-5, atol=1e-6)
-    assert np.abs(want_grad).max() > 1e-3
+    # With labels and a middle block size, also `positives_cap` (whose fused
+    # path compares class ranks of the global batch).
+    for options in [{}] + ([dict(positives_cap=1)] if block_size == 3 and y is not None else []):
+        want, want_grad = single_device(SupConLoss(temperature=0.2, **options), y, z)
+        values, grads = replicated(
+            strategy, SupConLoss(temperature=0.2, block_size=block_size, **options), y, z)
+        np.testing.assert_allclose(sum(values), want, rtol=1e-5, atol=1e-6, err_msg=str(options))
+        np.testing.assert_allclose(grads, want_grad, rtol=1e-5, atol=1e-6, err_msg=str(options))
+        assert np.abs(want_grad).max() > 1e-3
 
 
 def test_local_negatives_would_differ(strategy):

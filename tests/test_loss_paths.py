@@ -28,9 +28,13 @@ def _labels(kind, rng, batch, classes=3):
     return ids
 
 
-def _value_and_grad(y, z, **options):
+def _value_and_grad(y, z, uniform=False, **options):
+    """The per-sample losses and the gradient of their weighted sum: with
+    weights that differ per sample, or (`uniform`) of their mean, the upstream
+    gradient the blockwise paths take from their forward pass."""
     z = tf.constant(z)
-    weights = tf.linspace(0.5, 1.5, z.shape[0])  # each sample's row counts
+    weights = (tf.fill([z.shape[0]], 1.0 / z.shape[0]) if uniform
+               else tf.linspace(0.5, 1.5, z.shape[0]))
     with tf.GradientTape() as tape:
         tape.watch(z)
         value = supcon_loss(y, z, **options)
@@ -68,6 +72,11 @@ def test_fused_and_blockwise_equal_the_masked_path(kind, batch, views, temperatu
         np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-5, err_msg=str(options))
         np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-5,
                                    err_msg=str(options))
+    # The mean's gradient: the blockwise path scales what its forward pass took.
+    _, want_mean = _value_and_grad(y, z, uniform=True, temperature=temperature, fused=False)
+    for options in [dict(block_size=1), dict(block_size=4)]:
+        _, grad = _value_and_grad(y, z, uniform=True, temperature=temperature, **options)
+        np.testing.assert_allclose(grad, want_mean, rtol=1e-5, atol=1e-6, err_msg=str(options))
 
 
 def test_matches_loop_reference_with_base_temperature_and_no_normalize():
@@ -252,7 +261,7 @@ GENERAL_OPTIONS = [
     dict(variant="in"), dict(denominator="one_positive"), dict(denominator="only_negatives"),
     dict(positives_cap=1), dict(positives_cap=0, variant="in"), dict(contrast_mode="one"),
     dict(contrast_mode="one", denominator="only_negatives", positives_cap=2),
-    dict(fused=False),
+    dict(fused=False), dict(positives_cap=2, fused=False),
 ]
 
 
@@ -288,6 +297,11 @@ def test_every_option_blockwise_equals_dense_and_the_loop_reference(kind, option
         np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=str(block_size))
         np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6,
                                    err_msg=str(block_size))
+    # The mean's gradient, which the blocks take in their forward pass.
+    _, want_mean = _value_and_grad(y, z, uniform=True, temperature=0.3, **extra, **options)
+    _, grad = _value_and_grad(y, z, uniform=True, temperature=0.3, block_size=3,
+                              **extra, **options)
+    np.testing.assert_allclose(grad, want_mean, rtol=1e-5, atol=1e-6)
 
 
 def test_class_segments():

@@ -26,6 +26,7 @@ of local sample `i`; contrast column `v * Bc + j` is view `v` of global sample
 
 import tensorflow as tf
 
+from supcon_tf.losses import _fused
 from supcon_tf.losses._fused import MAX_FIXED_SHIFT_SPAN
 from supcon_tf.losses._masks import _masked_logsumexp, class_ids, same_class
 
@@ -276,6 +277,14 @@ _xla_forward = tf.function(_forward, jit_compile=True, reduce_retracing=True)
 _xla_backward = tf.function(_backward, jit_compile=True, reduce_retracing=True)
 
 
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _xla_forward_and_gradient(logits, *inputs):
+    """`_forward`, and `_backward` for an upstream of 1 on every row, in one
+    compiled function."""
+    per_anchor, stats = _forward(logits, *inputs)
+    return per_anchor, stats, _backward(logits, *inputs, stats, tf.ones_like(per_anchor))
+
+
 class Blocks:
     """What a block of anchor rows needs besides its rows: the sample-level
     relations and the layout (see the module docstring)."""
@@ -355,22 +364,34 @@ def per_anchor_loss(anchor, contrast, blocks, block_size):
         stop = tf.minimum(start + block_size, n_anchor)
         return start, stop, tf.range(start, stop)
 
+    def array():
+        return tf.TensorArray(tf.float32, size=n_blocks, infer_shape=False)
+
     @tf.custom_gradient
     def run(a, c):
-        def forward(b, values, stats):
+        # Each block's forward pass also takes its gradient for an upstream of
+        # 1 on every row (`_fused.uniform_upstream`), while its logits are at
+        # hand; the backward pass scales it, or recomputes each block's logits
+        # when the upstream is not uniform. Unused, these loop outputs are
+        # pruned inside a tf.function.
+        def forward(b, values, stats, d_anchor, d_contrast):
             start, stop, rows = bounds(b)
-            value, stat = blocks.loss(a[start:stop], c, rows)
-            return b + 1, values.write(b, value), stats.write(b, stat)
+            block = a[start:stop]
+            value, stat, d_logits = _xla_forward_and_gradient(blocks.logits(block, c),
+                                                              *blocks.inputs(rows))
+            d_anchor = d_anchor.write(b, tf.matmul(d_logits, c))
+            d_contrast = tf.ensure_shape(
+                d_contrast + tf.matmul(d_logits, block, transpose_a=True), c.shape)
+            return b + 1, values.write(b, value), stats.write(b, stat), d_anchor, d_contrast
 
-        def array():
-            return tf.TensorArray(tf.float32, size=n_blocks, infer_shape=False)
-
-        _, values, stats = tf.while_loop(lambda b, *_: b < n_blocks, forward,
-                                         (tf.constant(0), array(), array()),
-                                         parallel_iterations=1)
+        _, values, stats, d_anchor_1, d_contrast_1 = tf.while_loop(
+            lambda b, *_: b < n_blocks, forward,
+            (tf.constant(0), array(), array(), array(), tf.zeros_like(c)),
+            parallel_iterations=1)
         stats = stats.concat()
+        d_anchor_1 = tf.reshape(d_anchor_1.concat(), tf.shape(a))
 
-        def grad(upstream):
+        def recomputed(upstream):
             def backward(b, d_anchor, d_contrast):
                 start, stop, rows = bounds(b)
                 d_block, d_c = blocks.grads(a[start:stop], c, rows, stats[start:stop],
@@ -382,6 +403,19 @@ def per_anchor_loss(anchor, contrast, blocks, block_size):
                 lambda b, *_: b < n_blocks, backward,
                 (tf.constant(0), array(), tf.zeros_like(c)), parallel_iterations=1)
             return tf.reshape(d_anchor.concat(), tf.shape(a)), d_contrast
+
+        def grad(upstream):
+            # Rows that do not count (no positive) have a zero gradient of
+            # the logits whatever their upstream.
+            counted = stats[:, 3] > 0
+            uniform, scale = _fused.uniform_upstream(
+                tf.where(counted, upstream, tf.zeros_like(upstream)), counted)
+            inverse_t = 1.0 / blocks.temperature
+            return tf.cond(
+                uniform,
+                lambda: (d_anchor_1 * (upstream * inverse_t)[:, None],
+                         d_contrast_1 * (scale * inverse_t)),
+                lambda: recomputed(upstream))
 
         return values.concat(), grad
 

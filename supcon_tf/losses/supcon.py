@@ -22,14 +22,19 @@ from supcon_tf.losses.base import ContrastiveLoss
 def _fused_applies(y_true, mask, contrast_mode, variant, denominator, positives_cap):
     """Whether the options are those the fused paths (`_fused`) implement."""
     return (mask is None and contrast_mode == "all" and variant == "out"
-            and denominator == "all" and positives_cap is None
+            and denominator == "all"
             and (y_true is None or is_class_ids(tf.convert_to_tensor(y_true))))
 
 
 def _fused_per_anchor(features, contrast_features, y_true, batch, views, offset,
-                      temperature, block_size, unit_norm, queue=None, queue_labels=None):
-    """Per-anchor `L_out` of the default options, rows sample-major; the queue's
-    rows follow the batch's."""
+                      temperature, block_size, unit_norm, queue=None, queue_labels=None,
+                      positives_cap=None):
+    """Per-anchor `L_out` of the default options (or with `positives_cap`),
+    rows sample-major; the queue's rows follow the batch's.
+
+    With `positives_cap` (and labels) the kept positives are gathered (at most
+    `cap` other entries per anchor) and the entries the cap leaves out are
+    dropped inside the log-sum-exp's compiled pass, from class ids and ranks."""
     n_contrast = tf.shape(contrast_features)[0]
     dim = tf.shape(features)[-1]
     contrast = tf.reshape(contrast_features, [-1, dim])
@@ -47,14 +52,37 @@ def _fused_per_anchor(features, contrast_features, y_true, batch, views, offset,
             seg_contrast = _fused.class_segments(labels)
     seg_anchor = seg_contrast[offset:offset + batch]
     seg_rows = tf.repeat(seg_contrast[:n_contrast], views)
+    anchor = tf.reshape(features, [-1, dim])
+    positives = excluded = None
+    if positives_cap is not None and y_true is not None:
+        # Entries: the global batch's samples, then the queue's (one row each).
+        n_queue = 0 if queue is None else tf.shape(queue)[0]
+        sums = tf.reduce_sum(contrast_features, axis=1)
+        rows_per = tf.fill([n_contrast], tf.cast(views, tf.float32))
+        if queue is not None:
+            sums = tf.concat([sums, queue], 0)
+            rows_per = tf.concat([rows_per, tf.ones([n_queue])], 0)
+        ranks = _general.class_ranks(labels)
+        samples = offset + tf.range(batch)
+        total, n_pos = _fused.capped_positives(sums, rows_per, seg_contrast, ranks, samples,
+                                               views, int(positives_cap))
+        positives = (total - anchor, n_pos)
+        col_sample = tf.concat([tf.repeat(tf.range(n_contrast), views),
+                                n_contrast + tf.range(n_queue)], 0)
+        col_rank = tf.concat([tf.repeat(ranks[:n_contrast], views), ranks[n_contrast:]], 0)
+        excluded = (tf.repeat(seg_anchor, views), tf.repeat(tf.gather(ranks, samples), views),
+                    tf.repeat(samples, views), None, col_rank, col_sample, int(positives_cap))
     grad_rows = None
     if queue is not None:
         grad_rows = tf.shape(contrast)[0]           # the queue's rows take no gradient
         contrast = tf.concat([contrast, queue], 0)
         seg_rows = tf.concat([seg_rows, seg_contrast[n_contrast:]], 0)
+    if excluded is not None:
+        excluded = excluded[:3] + (seg_rows,) + excluded[4:]
     return _fused.supcon_out_per_anchor(
-        tf.reshape(features, [-1, dim]), contrast, tf.repeat(seg_anchor, views), seg_rows,
-        offset * views, float(temperature), block_size, unit_norm, grad_rows)
+        anchor, contrast, tf.repeat(seg_anchor, views), seg_rows,
+        offset * views, float(temperature), block_size, unit_norm, grad_rows,
+        positives=positives, excluded=excluded)
 
 
 def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=None,
@@ -212,7 +240,7 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
         per_anchor = _fused_per_anchor(features, contrast_features, y_true, batch,
                                        views, offset, temperature, block_size,
                                        unit_norm=normalize, queue=queue,
-                                       queue_labels=queue_labels)
+                                       queue_labels=queue_labels, positives_cap=positives_cap)
         per_anchor *= temperature / base_temperature
         return tf.reduce_mean(tf.reshape(per_anchor, [batch, views]), axis=1) + poison
     n_queue = 0 if queue is None else tf.shape(queue)[0]
