@@ -309,3 +309,22 @@ def test_class_segments():
     assert ids.tolist() == [1, 0, 1, 2, 0, 0]
     floats = _fused.class_segments(tf.constant([0.5, -1.0, 0.5])).numpy()
     assert floats.tolist() == [1, 0, 1]
+
+
+@pytest.mark.parametrize("options", [dict(), dict(positives_cap=1), dict(variant="in")])
+def test_blockwise_path_compiles_with_xla(options):
+    """A train step compiled whole with XLA (`jit_compile=True`) runs the
+    blockwise paths (blocks of a static size, the last one padded; the own
+    entries masked inside the compiled pass) to the same losses as without."""
+    x = np.random.default_rng(3).normal(size=(20, 2, 6)).astype("float32")
+    y = np.arange(20) % 3
+    losses = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2, 6)), keras.layers.Dense(6)])
+        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit,
+                      loss=SupConLoss(block_size=7, **options))   # 20 anchors: 7 + 7 + 6
+        history = model.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0)
+        losses.append(history.history["loss"])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    assert losses[0][1] < losses[0][0]

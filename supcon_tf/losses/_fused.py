@@ -44,16 +44,6 @@ def class_segments(labels):
     return tf.scatter_nd(order[:, None], ids_in_order, tf.shape(labels))
 
 
-def _masked_rows(logits, diag):
-    """Sets each anchor's own entry (`(i, i + diag)`) to -inf; with `diag`
-    None the anchors are not among the contrast rows and nothing is masked."""
-    if diag is None:
-        return logits
-    rows = tf.shape(logits)[0]
-    return tf.linalg.set_diag(logits, tf.fill([rows], tf.constant(-float("inf"))),
-                              k=diag)
-
-
 # exp(-MAX_FIXED_SHIFT_SPAN) must stay a normal float32 (> 1.2e-38).
 MAX_FIXED_SHIFT_SPAN = 80.0
 
@@ -79,21 +69,32 @@ def _capped_out(excluded):
         order > cap)
 
 
-def _drop(logits, excluded):
-    if excluded is None:
+def _drop(logits, diag, excluded):
+    """-inf on each anchor's own entry (`(i, i + diag)`; none with `diag`
+    None: the anchors are not among the contrast rows) and on the entries of
+    `_capped_out`. A comparison inside the compiled pass (a dynamic `diag`,
+    as a replica's offset, is fine under XLA)."""
+    drop = None
+    if diag is not None:
+        rows, cols = tf.shape(logits)[0], tf.shape(logits)[1]
+        drop = tf.equal(tf.range(cols)[None, :], tf.range(rows)[:, None] + diag)
+    if excluded is not None:
+        out = _capped_out(excluded)
+        drop = out if drop is None else tf.logical_or(drop, out)
+    if drop is None:
         return logits
-    return tf.where(_capped_out(excluded), tf.constant(-float("inf")), logits)
+    return tf.where(drop, tf.constant(-float("inf")), logits)
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _exp_row_sum(logits, excluded=None):
-    exp = tf.exp(_drop(logits, excluded))
+def _exp_row_sum(logits, diag=None, excluded=None):
+    exp = tf.exp(_drop(logits, diag, excluded))
     return exp, tf.reduce_sum(exp, axis=1)
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _exp_max_shifted_row_sum(logits, excluded=None):
-    logits = _drop(logits, excluded)
+def _exp_max_shifted_row_sum(logits, diag=None, excluded=None):
+    logits = _drop(logits, diag, excluded)
     row_max = tf.reduce_max(logits, axis=1, keepdims=True)
     # A row with nothing to contrast (one row in all) is all -inf.
     row_max = tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
@@ -102,16 +103,37 @@ def _exp_max_shifted_row_sum(logits, excluded=None):
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _exp(logits, excluded=None):
-    return tf.exp(_drop(logits, excluded))
+def _exp(logits, diag=None, excluded=None):
+    return tf.exp(_drop(logits, diag, excluded))
 
 
-def _block_excluded(excluded, start, stop):
-    """`excluded` for the anchor rows `start:stop`."""
+def _as_diag(diag):
+    return None if diag is None else tf.convert_to_tensor(diag, tf.int32)
+
+
+def padded_rows(x, block_size):
+    """`x` with zero rows appended up to a multiple of `block_size` (a Python
+    int), so that every block is a slice of static size `block_size` at a
+    dynamic offset: what XLA compiles (a shorter last block is not)."""
+    n = tf.shape(x)[0]
+    pad = (block_size - n % block_size) % block_size
+    return tf.pad(x, tf.concat([[[0, pad]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], 0))
+
+
+def block_of(x, start, block_size):
+    """Rows `start .. start + block_size` of a `padded_rows` tensor."""
+    begin = tf.concat([[start], tf.zeros([tf.rank(x) - 1], tf.int32)], 0)
+    size = tf.concat([[block_size], tf.fill([tf.rank(x) - 1], -1)], 0)
+    return tf.slice(x, begin, size)
+
+
+def _block_excluded(excluded, start, block_size):
+    """`excluded` (its row vectors `padded_rows`) for the block at `start`."""
     if excluded is None:
         return None
     row_class, row_rank, row_sample, *cols = excluded
-    return (row_class[start:stop], row_rank[start:stop], row_sample[start:stop], *cols)
+    return (block_of(row_class, start, block_size), block_of(row_rank, start, block_size),
+            block_of(row_sample, start, block_size), *cols)
 
 
 def _shifted_logits(anchor_block, contrast, scale, shift):
@@ -134,12 +156,12 @@ def _lse_block(anchor_block, contrast, diag, temperature, unit_norm, excluded=No
     scale = 1.0 / temperature
     if unit_norm and 2.0 * scale <= MAX_FIXED_SHIFT_SPAN:
         shift = tf.fill(tf.shape(anchor_block)[:1], tf.constant(scale))
-        logits = _masked_rows(_shifted_logits(anchor_block, contrast, scale, shift), diag)
-        exp, total = _exp_row_sum(logits, excluded)
+        exp, total = _exp_row_sum(_shifted_logits(anchor_block, contrast, scale, shift),
+                                  _as_diag(diag), excluded)
     else:
-        logits = _masked_rows(
-            tf.matmul(anchor_block * scale, contrast, transpose_b=True), diag)
-        exp, total, shift = _exp_max_shifted_row_sum(logits, excluded)
+        exp, total, shift = _exp_max_shifted_row_sum(
+            tf.matmul(anchor_block * scale, contrast, transpose_b=True), _as_diag(diag),
+            excluded)
     safe = tf.where(total > 0, total, tf.ones_like(total))
     return shift + tf.math.log(safe), exp, safe
 
@@ -206,30 +228,34 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size,
     then only scales them when the upstream is uniform (`uniform_upstream`),
     and recomputes each block's logits otherwise. A caller that takes no
     gradient inside a `tf.function` does not pay for these products: the
-    unused loop outputs are pruned."""
+    unused loop outputs are pruned. The anchors are padded to whole blocks
+    (zero rows, dropped from the results), so that XLA compiles the loop."""
     n_anchor = tf.shape(anchor)[0]
     n_blocks = (n_anchor + block_size - 1) // block_size
-    weights = None if counted is None else tf.cast(counted, tf.float32)
-
-    def bounds(b):
-        start = b * block_size
-        return start, tf.minimum(start + block_size, n_anchor)
+    weights = None if counted is None else padded_rows(tf.cast(counted, tf.float32), block_size)
+    if excluded is not None:
+        excluded = tuple(padded_rows(v, block_size) for v in excluded[:3]) + tuple(excluded[3:])
 
     def array():
-        return tf.TensorArray(tf.float32, size=n_blocks, infer_shape=False)
+        return tf.TensorArray(tf.float32, size=n_blocks, element_shape=None,
+                              infer_shape=False)
 
     @tf.custom_gradient
     def lse(a, c):
+        padded = padded_rows(a, block_size)
+
         def forward(b, values, d_anchor, d_contrast):
-            start, stop = bounds(b)
-            block = a[start:stop]
+            start = b * block_size
+            block = block_of(padded, start, block_size)
             value, exp, total = _lse_block(block, c, _shift(diag, start),
                                            temperature, unit_norm,
-                                           _block_excluded(excluded, start, stop))
+                                           _block_excluded(excluded, start, block_size))
             # The softmax's row weights on the [rows, d] operands, as in
-            # _lse_dense (an empty row has exponentials 0 and total 1).
+            # _lse_dense (an empty row has exponentials 0 and total 1; a
+            # padding row is zero and adds nothing to the contrast's).
             inverse = (1.0 / total)[:, None]
-            weight = inverse if weights is None else inverse * weights[start:stop, None]
+            weight = inverse if weights is None else (
+                inverse * block_of(weights, start, block_size)[:, None])
             d_anchor = d_anchor.write(b, tf.matmul(exp, c) * inverse)
             d_contrast = tf.ensure_shape(
                 d_contrast + _contrast_grad(exp, block * weight, c, grad_rows), c.shape)
@@ -238,22 +264,26 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size,
         _, values, d_anchor_1, d_contrast_1 = tf.while_loop(
             lambda b, *_: b < n_blocks, forward,
             (tf.constant(0), array(), array(), tf.zeros_like(c)), parallel_iterations=1)
-        value = values.concat()
-        d_anchor_1 = tf.reshape(d_anchor_1.concat(), tf.shape(a))
+        value = values.concat()[:n_anchor]
+        d_anchor_1 = tf.reshape(d_anchor_1.concat()[:n_anchor], tf.shape(a))
+        padded_value = padded_rows(value, block_size)
 
         def recomputed(upstream):
+            padded_upstream = padded_rows(upstream, block_size)
+
             def backward(b, d_anchor, d_contrast):
-                start, stop = bounds(b)
-                block = a[start:stop]
+                start = b * block_size
+                block = block_of(padded, start, block_size)
                 # The softmax from the stored log-sum-exp (empty rows have a
                 # zero upstream gradient and a finite stand-in).
-                row_lse = value[start:stop]
+                row_lse = block_of(padded_value, start, block_size)
                 row_lse = tf.where(tf.math.is_finite(row_lse), row_lse,
                                    tf.zeros_like(row_lse))
-                softmax = _exp(_masked_rows(
-                    _shifted_logits(block, c, 1.0 / temperature, row_lse),
-                    _shift(diag, start)), _block_excluded(excluded, start, stop))
-                row_weight = (upstream[start:stop] / temperature)[:, None]
+                softmax = _exp(_shifted_logits(block, c, 1.0 / temperature, row_lse),
+                               _as_diag(_shift(diag, start)),
+                               _block_excluded(excluded, start, block_size))
+                row_weight = (block_of(padded_upstream, start, block_size)
+                              / temperature)[:, None]
                 d_anchor = d_anchor.write(b, tf.matmul(softmax, c) * row_weight)
                 d_contrast = tf.ensure_shape(
                     d_contrast + _contrast_grad(softmax, block * row_weight, c, grad_rows),
@@ -263,7 +293,7 @@ def _lse_blockwise(anchor, contrast, diag, temperature, unit_norm, block_size,
             _, d_anchor, d_contrast = tf.while_loop(
                 lambda b, *_: b < n_blocks, backward,
                 (tf.constant(0), array(), tf.zeros_like(c)), parallel_iterations=1)
-            return tf.reshape(d_anchor.concat(), tf.shape(a)), d_contrast
+            return tf.reshape(d_anchor.concat()[:n_anchor], tf.shape(a)), d_contrast
 
         def grad(upstream):
             uniform, scale = uniform_upstream(upstream, counted)

@@ -359,50 +359,59 @@ def per_anchor_loss(anchor, contrast, blocks, block_size):
         return dense(anchor, contrast)
     n_blocks = (n_anchor + block_size - 1) // block_size
 
-    def bounds(b):
-        start = b * block_size
-        stop = tf.minimum(start + block_size, n_anchor)
-        return start, stop, tf.range(start, stop)
-
     def array():
         return tf.TensorArray(tf.float32, size=n_blocks, infer_shape=False)
 
     @tf.custom_gradient
     def run(a, c):
+        # The anchors padded to whole blocks (zero rows: they add nothing to
+        # the contrast's gradient and their results are dropped), so that
+        # every block has a static size and XLA compiles the loop.
+        padded = _fused.padded_rows(a, block_size)
+
+        def block(b):
+            start = b * block_size
+            return (_fused.block_of(padded, start, block_size),
+                    start + tf.range(block_size))
+
         # Each block's forward pass also takes its gradient for an upstream of
         # 1 on every row (`_fused.uniform_upstream`), while its logits are at
         # hand; the backward pass scales it, or recomputes each block's logits
         # when the upstream is not uniform. Unused, these loop outputs are
         # pruned inside a tf.function.
         def forward(b, values, stats, d_anchor, d_contrast):
-            start, stop, rows = bounds(b)
-            block = a[start:stop]
-            value, stat, d_logits = _xla_forward_and_gradient(blocks.logits(block, c),
+            rows_a, rows = block(b)
+            value, stat, d_logits = _xla_forward_and_gradient(blocks.logits(rows_a, c),
                                                               *blocks.inputs(rows))
             d_anchor = d_anchor.write(b, tf.matmul(d_logits, c))
             d_contrast = tf.ensure_shape(
-                d_contrast + tf.matmul(d_logits, block, transpose_a=True), c.shape)
+                d_contrast + tf.matmul(d_logits, rows_a, transpose_a=True), c.shape)
             return b + 1, values.write(b, value), stats.write(b, stat), d_anchor, d_contrast
 
         _, values, stats, d_anchor_1, d_contrast_1 = tf.while_loop(
             lambda b, *_: b < n_blocks, forward,
             (tf.constant(0), array(), array(), array(), tf.zeros_like(c)),
             parallel_iterations=1)
-        stats = stats.concat()
-        d_anchor_1 = tf.reshape(d_anchor_1.concat(), tf.shape(a))
+        padded_stats = stats.concat()
+        stats = padded_stats[:n_anchor]
+        d_anchor_1 = tf.reshape(d_anchor_1.concat()[:n_anchor], tf.shape(a))
 
         def recomputed(upstream):
+            padded_upstream = _fused.padded_rows(upstream, block_size)
+
             def backward(b, d_anchor, d_contrast):
-                start, stop, rows = bounds(b)
-                d_block, d_c = blocks.grads(a[start:stop], c, rows, stats[start:stop],
-                                            upstream[start:stop])
+                rows_a, rows = block(b)
+                start = b * block_size
+                d_block, d_c = blocks.grads(
+                    rows_a, c, rows, _fused.block_of(padded_stats, start, block_size),
+                    _fused.block_of(padded_upstream, start, block_size))
                 return (b + 1, d_anchor.write(b, d_block),
                         tf.ensure_shape(d_contrast + d_c, c.shape))
 
             _, d_anchor, d_contrast = tf.while_loop(
                 lambda b, *_: b < n_blocks, backward,
                 (tf.constant(0), array(), tf.zeros_like(c)), parallel_iterations=1)
-            return tf.reshape(d_anchor.concat(), tf.shape(a)), d_contrast
+            return tf.reshape(d_anchor.concat()[:n_anchor], tf.shape(a)), d_contrast
 
         def grad(upstream):
             # Rows that do not count (no positive) have a zero gradient of
@@ -417,6 +426,6 @@ def per_anchor_loss(anchor, contrast, blocks, block_size):
                          d_contrast_1 * (scale * inverse_t)),
                 lambda: recomputed(upstream))
 
-        return values.concat(), grad
+        return values.concat()[:n_anchor], grad
 
     return run(anchor, contrast)
