@@ -138,18 +138,22 @@ def supcon_loss(y_true, y_pred, mask=None, temperature=0.1, base_temperature=Non
         block_size: None, or an integer >= 1: compute the loss and its
             gradient `block_size` anchor rows at a time, so the extra memory
             grows as O(block_size x N) instead of O(N^2) for N = batch x views
-            rows (the logits of a block are recomputed in the backward pass:
-            one more N x N x dim product). Every option, label kind, `mask`
-            and `queue` works in blocks. None chooses when the function is traced:
+            rows. A block's forward pass also takes its share of the
+            gradient for a mean over the batch, which the backward pass
+            scales; any other upstream gradient (per-sample weights)
+            recomputes each block's logits (one more N x N x dim product).
+            Every option, label kind, `mask` and `queue` works in blocks, and
+            under `jit_compile=True`. None chooses when the function is traced:
             blockwise with 1024-row blocks above 16384 x 16384 logits, else
             in one block; when the number of rows is not known then (a
             dataset batched without `drop_remainder=True`), in one block.
             Defaults to None.
         fused: With the default options (class-id labels or none, no
-            `mask`, `contrast_mode="all"`, `variant="out"`, `denominator="all"`,
-            no `positives_cap`), compute the loss from per-class sums of the
-            embeddings and one log-sum-exp over the logits with its own
-            gradient, instead of building masks. False forces the general
+            `mask`, `contrast_mode="all"`, `variant="out"`, `denominator="all"`;
+            `positives_cap` allowed), compute the loss from per-class sums of
+            the embeddings (with `positives_cap`, of the kept positives) and
+            one log-sum-exp over the logits with its own gradient, instead of
+            building masks. False forces the general
             path (the one of every other option), which gives the same values
             and gradients (to float32 round-off) more slowly. Defaults to True.
         queue: Optional `[K, dim]` embeddings added to every anchor's contrast
