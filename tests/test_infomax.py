@@ -113,3 +113,57 @@ def test_amdim_model_fits_round_trips_and_refuses_what_it_cannot_read(tmp_path):
                                               keras.layers.Dense(4)]))
     with pytest.raises(ValueError, match="DIMLoss or an AMDIMLoss"):
         model.compile(optimizer="adam", loss=sct.losses.SupConLoss())
+
+
+def test_amdim_multiscale_sums_the_official_three_tasks(tmp_path):
+    """`scales=2`: the loss is 1t5 + 1t7 + 5t5 (each both ways), from the
+    last map, the named second map and one random location of the last map."""
+    encoder = _pooled_encoder()
+    second = encoder.layers[2].name                         # the first conv: 13 x 13
+    model = sct.models.DIMModel(encoder, objective="amdim", dim=8, scales=2,
+                                second_map=second)
+    images = tf.cast(next(iter(sct.data.load("fashion_mnist", "train[:6]").batch(6)))[0],
+                     tf.float32)
+    views = tf.stack([images, tf.image.flip_left_right(images)], axis=1)
+    model(images)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    out = model.forward(views, training=False)
+    assert tuple(out["local"].shape) == (6, 2, 36, 8)
+    assert tuple(out["local_2"].shape) == (6, 2, 169, 8)
+    state = model.location_seed.state.numpy()
+    total = float(model.contrastive_loss(None, None, out, None, training=True))
+    model.location_seed.state.assign(state)
+    picks = keras.random.randint((6, 2), 0, 36, seed=model.location_seed).numpy()
+    g, local, local_2 = (np.asarray(out[k], np.float64) for k in ("projections", "local",
+                                                                     "local_2"))
+
+    def both_ways(source, target):
+        return 0.5 * (np.mean(sct.losses.amdim_loss(source[:, 0], target[:, 1]))
+                      + np.mean(sct.losses.amdim_loss(source[:, 1], target[:, 0])))
+
+    source = np.stack([local[np.arange(6), v, picks[:, v]] for v in range(2)], axis=1)
+    want = both_ways(g, local) + both_ways(g, local_2) + both_ways(source, local)
+    assert total == pytest.approx(want, rel=1e-4)
+    assert total > both_ways(g, local) + 1e-3
+    # Fits, and round-trips with its second head.
+    history = model.fit(tf.data.Dataset.from_tensor_slices(views).batch(3), epochs=1,
+                        verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    path = str(tmp_path / "amdim2.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.scales == 2 and loaded.second_map == second
+    np.testing.assert_allclose(loaded.forward(views, training=False)["local_2"],
+                               model.forward(views, training=False)["local_2"], atol=1e-5)
+    # A supcon_tf ResNet's second map is the end of its third stage.
+    resnet = sct.encoders.resnet18((28, 28, 1), width=0.0625)
+    assert sct.models.DIMModel(resnet, objective="amdim", scales=2).second_map.startswith(
+        "stage3_")
+    with pytest.raises(ValueError, match="objective='amdim'"):
+        sct.models.DIMModel(_pooled_encoder(), scales=2)
+    with pytest.raises(ValueError, match="second_map"):
+        sct.models.DIMModel(_pooled_encoder(), objective="amdim", scales=2)
+    with pytest.raises(ValueError, match="second_map='nope'"):
+        sct.models.DIMModel(_pooled_encoder(), objective="amdim", scales=2, second_map="nope")
+    with pytest.raises(ValueError, match="scales"):
+        sct.models.DIMModel(_pooled_encoder(), objective="amdim", scales=3)

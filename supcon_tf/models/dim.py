@@ -9,6 +9,7 @@ from supcon_tf.dense import feature_map
 from supcon_tf.heads import ProjectionHead
 from supcon_tf.losses.infomax import AMDIMLoss, DIMLoss
 from supcon_tf.models.base import ContrastiveModel, LossReadsState
+from supcon_tf.models.local import stage_boundaries
 
 OBJECTIVES = ("dim", "amdim")
 
@@ -30,9 +31,11 @@ class DIMModel(LossReadsState, ContrastiveModel):
       (`losses.DIMLoss`, JSD by default, the paper's choice).
     - `objective="amdim"`: two views; the global embedding of each view
       against the other view's local embeddings, both ways, averaged
-      (`losses.AMDIMLoss`, tclip 20, logit penalty 0.05). The official AMDIM
-      also predicts across two feature scales (5 x 5 and 7 x 7 maps of its
-      own encoder); this model uses the encoder's last map, one scale.
+      (`losses.AMDIMLoss`, tclip 20, logit penalty 0.05). With `scales=2`,
+      AMDIM's multiscale objective as the official code sums it: global to
+      the last map ("1t5"), global to a larger map earlier in the encoder
+      ("1t7", `second_map`, with a head of its own), and one random location
+      of the last map to the other view's last map ("5t5"), each both ways.
 
     Args:
         encoder: A functional Keras model from images to `[batch, C]` whose
@@ -44,6 +47,14 @@ class DIMModel(LossReadsState, ContrastiveModel):
         augmenter: A Keras layer making each view. Defaults to None.
         objective: `"dim"` or `"amdim"`. Defaults to `"dim"`.
         dim: `R`, the embeddings' size, for the default heads. Defaults to 64.
+        scales: 1, or 2 (AMDIM only): also predict across a second, larger
+            feature map. Defaults to 1.
+        second_map: With `scales=2`, the name of the encoder layer whose
+            output is the second map, or None: the end of the stage before
+            the last of a supcon_tf ResNet (7 x 7 on Fashion-MNIST, the last
+            map being 4 x 4).
+        local_head_2: With `scales=2`, the second map's per-location head,
+            or None: the same shape as `local_head`.
         probe_classes: Classes of an online linear probe, or None.
 
     Metrics: `loss`, `contrastive_accuracy` (how often an image's global
@@ -77,13 +88,21 @@ class DIMModel(LossReadsState, ContrastiveModel):
         """The recipe's head is the global head, and a head of the same
         configuration the local one; its size is `dim`."""
         local = head.__class__.from_config({**head.get_config(), "name": "local_head"})
+        if args.get("scales", 1) == 2:
+            args["local_head_2"] = head.__class__.from_config(
+                {**head.get_config(), "name": "local_head_2"})
         return cls(encoder, head=head, local_head=local, augmenter=augmenter,
                    probe_classes=probe_classes, dim=head.output_dim, **args)
 
     def __init__(self, encoder, head=None, local_head=None, augmenter=None, objective="dim",
-                 dim=64, probe_classes=None, **kwargs):
+                 dim=64, probe_classes=None, scales=1, second_map=None, local_head_2=None,
+                 **kwargs):
         self.objective = check_choice(objective, "objective", OBJECTIVES)
         self.dim = check_int(dim, "dim", 1)
+        self.scales = check_choice(check_int(scales, "scales", 1), "scales", (1, 2))
+        if self.scales == 2 and self.objective != "amdim":
+            raise ValueError("`scales=2` is AMDIM's multiscale objective: it needs "
+                             f"objective='amdim'. Received: objective={objective!r}")
         views = kwargs.pop("views", 1 if self.objective == "dim" else 2)
         if views != (1 if self.objective == "dim" else 2):
             raise ValueError(f"objective={objective!r} needs `views="
@@ -96,14 +115,25 @@ class DIMModel(LossReadsState, ContrastiveModel):
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          probe_classes=probe_classes, **kwargs)
         spatial = feature_map(self.encoder)
-        self.both = keras.Model(self.encoder.inputs, [spatial.outputs[0], self.encoder.outputs[0]],
-                                name="map_and_features")
+        outputs = [spatial.outputs[0], self.encoder.outputs[0]]
+        self.second_map = self.local_head_2 = None
+        if self.scales == 2:
+            self.second_map = _second_map(self.encoder, second_map)
+            outputs.insert(0, self.encoder.get_layer(self.second_map).output)
+            self.local_head_2 = local_head_2 if local_head_2 is not None else ProjectionHead(
+                self.dim, hidden_dims=(2 * self.dim,), normalize=False, name="local_head_2")
+            # One random location of the last map per image, for "5t5".
+            self.location_seed = keras.random.SeedGenerator(0)
+        self.both = keras.Model(self.encoder.inputs, outputs, name="map_and_features")
 
     def build(self, input_shape):
         super().build(input_shape)
-        if not self.local_head.built:
-            channels = self.both.output[0].shape[-1]
-            self.local_head.build((None, None, channels))
+        heads = [(self.local_head, self.both.output[-2])]
+        if self.scales == 2:
+            heads.append((self.local_head_2, self.both.output[0]))
+        for head, spatial in heads:
+            if not head.built:
+                head.build((None, None, spatial.shape[-1]))
 
     def default_loss(self):
         return DIMLoss("jsd") if self.objective == "dim" else AMDIMLoss()
@@ -111,22 +141,44 @@ class DIMModel(LossReadsState, ContrastiveModel):
     def forward(self, views, training):
         shape = tf.shape(views)
         flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
-        spatial, features = self.both(flat, training=training)
-        m = tf.shape(spatial)
-        spatial = tf.reshape(spatial, [m[0], m[1] * m[2], spatial.shape[-1]])
-        local = self.local_head(spatial, training=training)                  # [N, L, R]
-        projections = self.head(features, training=training)                 # [N, R]
+        maps = self.both(flat, training=training)
+        features = maps[-1]
         views_ = shape[1]
-        return {"features": tf.reshape(features, [shape[0], views_, -1]),
-                "projections": tf.reshape(projections, [shape[0], views_, self.dim]),
-                "local": tf.reshape(local, [shape[0], views_, -1, self.dim])}
+
+        def locations(spatial, head):
+            m = tf.shape(spatial)
+            spatial = tf.reshape(spatial, [m[0], m[1] * m[2], spatial.shape[-1]])
+            local = head(spatial, training=training)                          # [N, L, R]
+            return tf.reshape(local, [shape[0], views_, -1, self.dim])
+
+        projections = self.head(features, training=training)                 # [N, R]
+        out = {"features": tf.reshape(features, [shape[0], views_, -1]),
+               "projections": tf.reshape(projections, [shape[0], views_, self.dim]),
+               "local": locations(maps[-2], self.local_head)}
+        if self.scales == 2:
+            out["local_2"] = locations(maps[0], self.local_head_2)
+        return out
 
     def contrastive_loss(self, x, y, out, sample_weight, training):
         g, local = tf.cast(out["projections"], tf.float32), tf.cast(out["local"], tf.float32)
         if self.objective == "dim":
             return self.loss(None, g[:, 0], sample_weight=sample_weight, local=local[:, 0])
-        return 0.5 * (self.loss(None, g[:, 0], sample_weight=sample_weight, local=local[:, 1])
-                      + self.loss(None, g[:, 1], sample_weight=sample_weight, local=local[:, 0]))
+
+        def both_ways(source, target):
+            return 0.5 * (
+                self.loss(None, source[:, 0], sample_weight=sample_weight, local=target[:, 1])
+                + self.loss(None, source[:, 1], sample_weight=sample_weight, local=target[:, 0]))
+
+        loss = both_ways(g, local)                                          # 1t5
+        if self.scales == 2:
+            loss += both_ways(g, tf.cast(out["local_2"], tf.float32))      # 1t7
+            # 5t5: a random location of each view's last map as the source.
+            batch, n_loc = tf.shape(local)[0], tf.shape(local)[2]
+            picks = keras.random.randint((batch, 2), 0, n_loc, seed=self.location_seed)
+            source = tf.stack([tf.gather(local[:, v], picks[:, v], axis=1, batch_dims=1)
+                               for v in range(2)], axis=1)                  # [B, 2, R]
+            loss += both_ways(source, local)
+        return loss
 
     def update_metrics(self, y, out):
         g = tf.cast(out["projections"][:, 0], tf.float32)
@@ -140,11 +192,40 @@ class DIMModel(LossReadsState, ContrastiveModel):
         config = super().get_config()
         config.pop("views", None)
         config.update({"local_head": keras.saving.serialize_keras_object(self.local_head),
-                       "objective": self.objective, "dim": self.dim})
+                       "objective": self.objective, "dim": self.dim, "scales": self.scales,
+                       "second_map": self.second_map,
+                       "local_head_2": (None if self.local_head_2 is None else
+                                        keras.saving.serialize_keras_object(self.local_head_2))})
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["local_head"] = keras.saving.deserialize_keras_object(config["local_head"])
+        for key in ("local_head", "local_head_2"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return super().from_config(config)
+
+
+def _second_map(encoder, name):
+    """The name of the layer giving AMDIM's second map: `name` if the encoder
+    has it, else (None) the end of a supcon_tf ResNet's stage before the last."""
+    if name is None:
+        stages = stage_boundaries(encoder)
+        if not stages:
+            raise ValueError(
+                "`scales=2` needs a second feature map: name the encoder layer whose output "
+                "it is with `second_map=` (found no supcon_tf ResNet stages in "
+                f"{encoder.name!r}). Received: second_map=None")
+        return stages[-1]
+    if not isinstance(name, str):
+        raise TypeError(f"`second_map` must be a layer name (str) or None. Received: {name!r}")
+    names = [layer.name for layer in encoder.layers]
+    if name not in names:
+        raise ValueError(f"`second_map` names a layer the encoder {encoder.name!r} does not "
+                         f"have. Received: second_map={name!r}")
+    if len(encoder.get_layer(name).output.shape) != 4:
+        raise ValueError("`second_map` must name a layer with a spatial output [batch, h, w, "
+                         f"channels]. Received: second_map={name!r} with output shape "
+                         f"{encoder.get_layer(name).output.shape}")
+    return name
