@@ -55,6 +55,8 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing entry / SavedModel.")
 flags.DEFINE_bool("projection", True, "Also serve the projection head's output (`projection`). "
                   "--noprojection exports the encoder alone: a wide head (Barlow Twins' and "
                   "VICReg's 1024-1024-1024 is 2.2M parameters, 8 MB) would outweigh it.")
+flags.DEFINE_bool("feature_map", False, "Also serve the encoder's last feature map "
+                  "(`feature_map`, before its global pooling), for dense tasks.")
 flags.DEFINE_float("max_archive_mb", 5.0, "The largest zoo archive to write, in MB (the "
                    "repository keeps zoo artifacts small); a larger one is an error and "
                    "nothing is written.")
@@ -186,6 +188,8 @@ def model_card(name, entry):
         f"| input | `{entry['input_shape']}`, {entry['preprocessing']} |",
         f"| embedding | {entry['embedding_dim']}-d, L2-normalised (`embedding`)"
         + (", plus the projection head's output (`projection`)" if entry["has_projection"]
+           else "")
+        + (", and the last feature map (`feature_map`)" if entry.get("has_feature_map")
            else "") + " |",
         f"| linear-eval top-1 (test) | {100 * entry['linear_top1']:.2f}% |",
         f"| kNN top-1 (test, k={sct.zoo.KNN['k']}) | {100 * entry['knn_top1']:.2f}% |",
@@ -264,7 +268,8 @@ def main(argv):
     image_shape = served_shape(encoder, record["config"]["data"]["dataset"], FLAGS.data_dir)
     if FLAGS.savedmodel_only:
         path = sct.export.export_encoder(encoder, FLAGS.savedmodel_only, head=head,
-                                         overwrite=FLAGS.overwrite, image_shape=image_shape)
+                                         overwrite=FLAGS.overwrite, image_shape=image_shape,
+                                         feature_map=FLAGS.feature_map)
         print(f"SavedModel written to {path}")
         return
     if not FLAGS.name:
@@ -281,7 +286,8 @@ def main(argv):
     archive = os.path.join(folder, f"{name}.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
         saved = sct.export.export_encoder(encoder, os.path.join(tmp, "savedmodel"), head=head,
-                                          image_shape=image_shape)
+                                          image_shape=image_shape,
+                                          feature_map=FLAGS.feature_map)
         packed = pack(saved)
     if len(packed) > FLAGS.max_archive_mb * 1e6:
         raise app.UsageError(
@@ -310,6 +316,7 @@ def main(argv):
         "preprocessing": PREPROCESSING,
         "embedding_dim": int(encoder.output_shape[-1]),
         "has_projection": head is not None,
+        **({"has_feature_map": True} if FLAGS.feature_map else {}),
         "wall_seconds": record["wall_seconds"],
         "archive": os.path.basename(archive),
         "archive_bytes": os.path.getsize(archive),

@@ -29,7 +29,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+import keras
+
 from supcon_tf import _backend
+from supcon_tf.dense import feature_map as dense_feature_map
 from supcon_tf.encoders import as_encoder
 
 SIGNATURES = ("serving_default", "serving_uint8")
@@ -39,16 +42,28 @@ class _Exported(tf.Module):
     """What the SavedModel holds: the encoder, the optional head, and the
     serving functions."""
 
-    def __init__(self, encoder, head, image_shape):
+    def __init__(self, encoder, head, image_shape, feature_map=False):
         super().__init__(name="supcon_tf_encoder")
         self.encoder = encoder
         self.head = head
         self.image_shape = tf.constant(list(image_shape), tf.int32)
+        # With the feature map: one pass giving the map and the pooled
+        # features (a model sharing the encoder's layers).
+        self.both = None
+        if feature_map:
+            spatial = dense_feature_map(encoder)
+            self.both = keras.Model(encoder.inputs, [spatial.outputs[0], encoder.outputs[0]],
+                                    name="feature_map_and_features")
 
     def outputs(self, images):
         images = tf.cast(images, tf.float32)
-        features = self.encoder(images, training=False)
-        out = {"embedding": tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)}
+        if self.both is None:
+            features = self.encoder(images, training=False)
+            out = {}
+        else:
+            spatial, features = self.both(images, training=False)
+            out = {"feature_map": tf.cast(spatial, tf.float32)}
+        out["embedding"] = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)
         if self.head is not None:
             out["projection"] = tf.cast(self.head(features, training=False), tf.float32)
         return out
@@ -110,7 +125,8 @@ def _umask_mode():
     return 0o777 & ~mask
 
 
-def export_encoder(encoder, path, head=None, overwrite=False, verify=True, image_shape=None):
+def export_encoder(encoder, path, head=None, overwrite=False, verify=True, image_shape=None,
+                   feature_map=False):
     """Writes `encoder` (and optionally its projection `head`) as a SavedModel.
 
     The SavedModel is written to a temporary folder next to `path`, reloaded
@@ -138,6 +154,9 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True, image
         image_shape: `(height, width, channels)` the SavedModel serves.
             Defaults to None: the encoder's input shape. Required when that
             shape has unknown dimensions; must agree with its known ones.
+        feature_map: Also serve the encoder's last feature map before its
+            global pooling (`feature_map`, `[batch, h, w, channels]`, as
+            `dense.feature_map` reads it), for dense tasks. Defaults to False.
 
     Returns:
         The absolute path of the SavedModel.
@@ -147,14 +166,18 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True, image
             a SavedModel (nothing else is ever deleted).
         ValueError: the served input shape is unknown (no `image_shape` for
             an encoder of unknown input size) or `image_shape` disagrees with
-            the encoder's.
+            the encoder's; `feature_map=True` for an encoder without one
+            global pooling layer at its top level.
+        TypeError: `feature_map` is not a bool.
         RuntimeError: the reloaded export does not match (with `verify`).
     """
     _backend.require_tensorflow("supcon_tf.export.export_encoder (a TensorFlow SavedModel)")
     encoder = as_encoder(encoder)
     path = _check_path(path, overwrite)
     image_shape = _served_shape(encoder, image_shape)
-    module = _Exported(encoder, head, image_shape)
+    if not isinstance(feature_map, bool):
+        raise TypeError(f"`feature_map` must be a bool. Received: feature_map={feature_map!r}")
+    module = _Exported(encoder, head, image_shape, feature_map)
     spec = [None, *image_shape]
     serve_float = tf.function(module.outputs, input_signature=[
         tf.TensorSpec(spec, tf.float32, name="images")])

@@ -253,7 +253,7 @@ def test_export_script_makes_a_zoo_entry(tmp_path, pretrained_run):
     zoo_dir, registry = tmp_path / "zoo", tmp_path / "registry.json"
     out = _run("export.py", "--run_dir", run_dir, "--name", "fashion_mnist_resnet18_supcon",
                "--zoo_dir", str(zoo_dir), "--registry", str(registry),
-               "--eval_train_size", "1000", "--eval_test_size", "300")
+               "--eval_train_size", "1000", "--eval_test_size", "300", "--feature_map")
     assert "fashion_mnist_resnet18_supcon: linear top-1" in out
     entry = json.loads(registry.read_text())["fashion_mnist_resnet18_supcon"]
     folder = zoo_dir / "fashion_mnist_resnet18_supcon"
@@ -262,6 +262,7 @@ def test_export_script_makes_a_zoo_entry(tmp_path, pretrained_run):
     import supcon_tf as sct
     assert sct.zoo.sha256(folder / entry["archive"]) == entry["sha256"]
     assert entry["has_projection"] and entry["epochs"] == 1 and entry["method"] == "supcon"
+    assert entry["has_feature_map"]
     # The card names the loss option, and the registry records its flags.
     assert entry["method_long"] == ("Supervised contrastive (SupCon) with hard negatives "
                                     "(HCL, beta 0.5, tau+ 0.05)")
@@ -281,6 +282,7 @@ def test_export_script_makes_a_zoo_entry(tmp_path, pretrained_run):
             "supcon + HCL |") in (zoo_dir / "README.md").read_text()
     card = (folder / "README.md").read_text()
     assert f"{100 * entry['linear_top1']:.2f}%" in card and entry["sha256"] in card
+    assert "the last feature map (`feature_map`)" in card
     assert entry["eval_sizes"] == [1000, 300] and "first 1,000 training images" in card
     # Refuses to replace the entry without --overwrite.
     proc = subprocess.run([sys.executable, "examples/export.py", "--run_dir", run_dir,
@@ -312,7 +314,8 @@ def test_export_script_makes_a_zoo_entry(tmp_path, pretrained_run):
     assert sorted(p.name for p in (tmp_path / "sm_encoder").iterdir() if p.is_file()) == [
         "fingerprint.pb", "saved_model.pb"]
     sizes = {}
-    for saved, outputs in ((tmp_path / "archive" / "savedmodel", ["embedding", "projection"]),
+    for saved, outputs in ((tmp_path / "archive" / "savedmodel",
+                            ["embedding", "feature_map", "projection"]),
                            (tmp_path / "sm_encoder", ["embedding"])):
         served = tf.saved_model.load(str(saved))
         sizes[saved.name] = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())

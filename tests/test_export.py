@@ -62,6 +62,28 @@ def test_export_without_head_has_only_embedding(trained, tmp_path):
     assert list(out) == ["embedding"]
 
 
+def test_export_serves_the_feature_map_for_dense_tasks(trained, tmp_path):
+    """`feature_map=True` adds the encoder's last map (before its pooling),
+    equal to `dense.feature_map`'s, the other outputs unchanged."""
+    model, x, _ = trained
+    path = sct.export.export_encoder(model.encoder, tmp_path / "sm", head=model.head,
+                                     feature_map=True)
+    out = tf.saved_model.load(path).signatures["serving_uint8"](
+        images=tf.constant(x[:3].astype("uint8")))
+    assert sorted(out) == ["embedding", "feature_map", "projection"]
+    want = sct.dense.feature_map(model.encoder)(x[:3], training=False).numpy()
+    assert out["feature_map"].shape == want.shape and want.ndim == 4
+    np.testing.assert_allclose(out["feature_map"].numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(out["embedding"].numpy(), expected(model, x[:3])["embedding"],
+                               atol=1e-5)
+    with pytest.raises(TypeError, match="feature_map"):
+        sct.export.export_encoder(model.encoder, tmp_path / "bad", feature_map="yes")
+    flat = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="pooling"):
+        sct.export.export_encoder(flat, tmp_path / "flat", feature_map=True)
+    assert not os.path.exists(tmp_path / "bad") and not os.path.exists(tmp_path / "flat")
+
+
 def test_encoder_of_any_image_size_exports_at_the_given_shape(trained, tmp_path):
     """Multi-crop SwAV trains an encoder on `(None, None, C)`: the SavedModel
     serves the shape given; without one, or with one that disagrees, clear errors."""

@@ -283,3 +283,28 @@ def test_frechet_distance_is_the_gaussians_distance():
     assert sct.evaluation.frechet_distance(a, a + 3.0) == pytest.approx(5 * 9.0, rel=1e-3)
     with pytest.raises(ValueError, match="same dim"):
         sct.evaluation.frechet_distance(a, b[:, :4])
+
+
+def test_load_serves_the_feature_map_where_exported(small_archive, tmp_path):
+    """`load(output="feature_map")`: the encoder's last map from an archive
+    exported with it; an archive without one says what it has."""
+    encoder, archive, entry = small_archive
+    saved = sct.export.export_encoder(encoder, tmp_path / "savedmodel", feature_map=True)
+    (tmp_path / "map").mkdir()
+    with_map = tmp_path / "map" / "tiny_model.tar.gz"
+    with tarfile.open(with_map, "w:gz") as tar:
+        tar.add(saved, arcname="savedmodel")
+    cache = tmp_path / "cache"
+    (cache / "tiny_model").mkdir(parents=True)
+    shutil.copy(with_map, cache / "tiny_model" / with_map.name)
+    zoo.register("tiny_model", **{**entry, "sha256": zoo.sha256(with_map)})
+    model = zoo.load("tiny_model", output="feature_map", cache=str(cache))
+    x = np.random.default_rng(1).uniform(0, 255, size=(2, 8, 8, 1)).astype("float32")
+    want = sct.dense.feature_map(encoder)(x, training=False).numpy()
+    np.testing.assert_allclose(model(x), want, atol=1e-5)
+    plain = tmp_path / "plain"
+    (plain / "tiny_model").mkdir(parents=True)
+    shutil.copy(archive, plain / "tiny_model" / archive.name)
+    zoo.register("tiny_model", **entry)
+    with pytest.raises(ValueError, match="feature_map"):
+        zoo.load("tiny_model", output="feature_map", cache=str(plain))

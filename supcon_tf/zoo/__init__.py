@@ -288,9 +288,11 @@ def load(name, output="embedding", cache=None):
 
     Args:
         name: A name from `list()`.
-        output: `"embedding"` (L2-normalised encoder features) or
+        output: `"embedding"` (L2-normalised encoder features),
             `"projection"` (the projection head's output, where the export has
-            one). Defaults to `"embedding"`.
+            one) or `"feature_map"` (the encoder's last map, where the export
+            serves it: `examples/export.py --feature_map`). Defaults to
+            `"embedding"`.
         cache: Cache folder, searched before the repository's zoo folder
             when given. Defaults to None (`cache_dir()`, searched after it).
 
@@ -299,8 +301,8 @@ def load(name, output="embedding", cache=None):
         raw pixel values as the entry's `preprocessing` says) to `[batch, dim]`.
     """
     _backend.require_tensorflow("supcon_tf.zoo.load (the zoo's encoders are TensorFlow SavedModels)")
-    if output not in ("embedding", "projection"):
-        raise ValueError("`output` must be 'embedding' or 'projection'. "
+    if output not in ("embedding", "projection", "feature_map"):
+        raise ValueError("`output` must be 'embedding', 'projection' or 'feature_map'. "
                          f"Received: output={output!r}")
     entry = get(name)
     path = saved_model_path(name, cache)
