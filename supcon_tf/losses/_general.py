@@ -115,14 +115,12 @@ def _masks(logits, sample_pos, sample_out, col_sample, self_col, row_label, col_
         same = tf.equal(row_label[:, None], col_label[None, :])
         if cap_ranks is None:
             return tf.logical_and(same, not_self), tf.logical_not(same)
-        # Column j of another sample of the class is the anchor's
-        # (rank(j) - [rank(anchor) < rank(j)])-th other sample in order: kept
-        # while that is <= cap, else neither positive nor negative.
+        # The entries past the cap are neither positives nor negatives.
         row_rank, col_rank, row_sample, cap = cap_ranks
-        own = tf.equal(row_sample[:, None], col_sample[None, :])
-        order = col_rank[None, :] - tf.cast(row_rank[:, None] < col_rank[None, :], tf.int32)
-        kept = tf.logical_or(own, order <= cap)
-        return tf.logical_and(tf.logical_and(same, kept), not_self), tf.logical_not(same)
+        capped = _fused._capped_out(
+            (row_label, row_rank, row_sample, col_label, col_rank, col_sample, cap))
+        pos = tf.logical_and(tf.logical_and(same, tf.logical_not(capped)), not_self)
+        return pos, tf.logical_not(same)
     pos = tf.gather(sample_pos, col_sample, axis=1)
     out = tf.gather(sample_out, col_sample, axis=1)
     pos = tf.logical_and(pos, not_self)
