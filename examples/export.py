@@ -193,6 +193,11 @@ def model_card(name, entry):
            else "") + " |",
         f"| linear-eval top-1 (test) | {100 * entry['linear_top1']:.2f}% |",
         f"| kNN top-1 (test, k={sct.zoo.KNN['k']}) | {100 * entry['knn_top1']:.2f}% |",
+        *([f"| its own clustering (test): accuracy / NMI / ARI | "
+           f"{100 * entry['own_clustering']['accuracy']:.2f}% / "
+           f"{entry['own_clustering']['nmi']:.3f} / {entry['own_clustering']['ari']:.3f}, "
+           f"{sct.zoo.OWN_CLUSTERING[entry['method']]} |"]
+          if entry.get("own_clustering") else []),
         f"| epochs | {entry['epochs']} |",
         f"| batch size | {entry['batch_size']} |",
         f"| training wall time | {entry['wall_seconds']:.0f} s on the project's 2-core CPU "
@@ -334,6 +339,9 @@ def main(argv):
         result = sct.zoo.evaluate(model, dataset=entry["dataset"],
                                   train_size=FLAGS.eval_train_size,
                                   test_size=FLAGS.eval_test_size)
+        if method in sct.zoo.OWN_CLUSTERING and head is not None:
+            own = sct.zoo.own_clustering(name, test_size=FLAGS.eval_test_size, cache=cache)
+            entry["own_clustering"] = {key: own[key] for key in ("accuracy", "nmi", "ari")}
     if FLAGS.eval_train_size is not None or FLAGS.eval_test_size is not None:
         entry["eval_sizes"] = [int(result["train_size"]), int(result["test_size"])]
     entry["linear_top1"] = result["linear_top1"]
@@ -348,7 +356,9 @@ def main(argv):
     write_atomic(os.path.join(FLAGS.zoo_dir, "README.md"), zoo_index(registry))
     print(f"{name}: linear top-1 {100 * entry['linear_top1']:.2f}%, kNN top-1 "
           f"{100 * entry['knn_top1']:.2f}%, archive {entry['archive_bytes'] / 1e6:.2f} MB, "
-          f"sha256 {entry['sha256']}")
+          f"sha256 {entry['sha256']}"
+          + (f"; its own clustering {100 * entry['own_clustering']['accuracy']:.2f}% "
+             f"(NMI {entry['own_clustering']['nmi']:.3f})" if "own_clustering" in entry else ""))
 
 
 if __name__ == "__main__":

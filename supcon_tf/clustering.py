@@ -10,7 +10,9 @@ labels as scikit-learn's `normalized_mutual_info_score` (arithmetic mean) and
 clusters to classes (the Hungarian algorithm, `scipy.optimize`).
 
 For the prototype methods: `concentration` is PCL's per-cluster temperature
-phi, and `sinkhorn` SwAV's equal-partition codes over the global batch.
+phi, and `sinkhorn` SwAV's equal-partition codes over the global batch;
+`mice_gate_clusters` is MiCE's clustering by its gate, from an exported
+MiCE model's projection.
 """
 
 import numbers
@@ -248,6 +250,47 @@ def cluster_scores(embeddings, labels, k, metric="cosine", restarts=3, seed=0):
     return {"accuracy": clustering_accuracy(labels, assignments),
             "nmi": nmi(labels, assignments), "ari": ari(labels, assignments),
             "inertia": inertia}
+
+
+def mice_gate_clusters(projection, num_experts):
+    """Each image's cluster by a MiCE gate alone: the expert whose gating
+    prototype (`losses.simplex_prototypes`, fixed) is nearest the gate's
+    embedding, the argmax of MiCE's `log pi`.
+
+    Args:
+        projection: `[n, (num_experts + 1) * dim]`, the output of MiCE's
+            `heads.MixtureHead` (the experts' embeddings, then the gate's):
+            a MiCE zoo model's `projection` output, or
+            `model.head(model.encoder(images))`.
+        num_experts: K, the clusters (the recipe's `model.num_experts`).
+
+    Returns:
+        int64 `[n]` cluster ids in `[0, num_experts)`, equal to
+        `MiCEModel.cluster(images)[1]`. The posterior's clusters
+        (`MiCEModel.cluster(images)[0]`) also need the momentum network and
+        the queue, which an exported encoder does not hold.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from supcon_tf.losses import simplex_prototypes
+    >>> gate = simplex_prototypes(3, 4)[[2, 0]]           # two images' gates
+    >>> projection = np.concatenate([np.zeros((2, 12)), gate], axis=1)
+    >>> mice_gate_clusters(projection, num_experts=3).tolist()
+    [2, 0]
+    """
+    from supcon_tf.losses.mice import simplex_prototypes
+
+    if isinstance(num_experts, bool) or not isinstance(num_experts, numbers.Integral) \
+            or num_experts < 2:
+        raise ValueError(f"`num_experts` must be an integer >= 2. Received: num_experts={num_experts!r}")
+    projection = np.asarray(projection, dtype=np.float32)
+    if projection.ndim != 2 or projection.shape[1] % (num_experts + 1):
+        raise ValueError("`projection` must be `[n, (num_experts + 1) * dim]`, a MixtureHead's "
+                         f"output. Received: shape {projection.shape} with num_experts={num_experts}")
+    dim = projection.shape[1] // (num_experts + 1)
+    gate = projection[:, num_experts * dim:]
+    return np.argmax(gate @ simplex_prototypes(num_experts, dim).T, axis=1).astype(np.int64)
 
 
 def concentration(x, assignments, centroids, temperature=0.1, alpha=10.0):

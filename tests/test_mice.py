@@ -118,6 +118,13 @@ def test_prototypes_follow_the_keys_each_expert_won_and_images_cluster():
     posterior, gate = model.cluster(images.numpy())
     assert posterior.shape == gate.shape == (64,)
     assert set(posterior.tolist()) <= {0, 1, 2} and set(gate.tolist()) <= {0, 1, 2}
+    # The gate's clusters from the head's output alone (what an export serves).
+    projection = model.head(model.encoder(images, training=False)).numpy()
+    np.testing.assert_array_equal(sct.clustering.mice_gate_clusters(projection, 3), gate)
+    with pytest.raises(ValueError, match="projection"):
+        sct.clustering.mice_gate_clusters(projection[:, :-1], 3)
+    with pytest.raises(ValueError, match="num_experts"):
+        sct.clustering.mice_gate_clusters(projection, 1)
 
 
 def test_refuses_what_it_cannot_take():

@@ -269,6 +269,36 @@ def test_cli_eval_on_a_subset(tmp_path, monkeypatch, capsys):
     assert clustered > 40 and 0.3 < nmi <= 1.0, out
 
 
+@pytest.mark.skipif(not os.path.exists(FMNIST), reason="needs Debian's dataset-fashion-mnist")
+def test_mice_entry_serves_its_own_clustering(tmp_path, monkeypatch):
+    """MiCE's gate clusters from the published archive's projection: the
+    CLI prints them beside the recorded value; entries of other methods, or
+    exported without the head, refuse."""
+    monkeypatch.setenv("SUPCON_TF_CACHE", str(tmp_path))
+    name = next(e["name"] for e in zoo.list() if e["method"] == "mice")
+    code, out = run_cli("eval", name, "--train_size", "500", "--test_size", "1000")
+    assert code == 0
+    got = float(out.split("own clustering accuracy")[1].split("%")[0])
+    recorded = 100 * zoo.get(name)["own_clustering"]["accuracy"]
+    assert f"recorded {recorded:6.2f}%" in out
+    # 1,000 of the 10,000 test images: near the recorded value, far above chance.
+    assert abs(got - recorded) < 5 and got > 50, out
+    # The model card (examples/export.py's) states the recorded scores.
+    own = zoo.get(name)["own_clustering"]
+    card = open(os.path.join(ROOT, "zoo", name, "README.md")).read()
+    assert f"{recorded:.2f}% / {own['nmi']:.3f} / {own['ari']:.3f}" in card
+    supcon = next(e["name"] for e in zoo.list() if e["method"] == "supcon")
+    with pytest.raises(ValueError, match="no clustering of its own"):
+        zoo.own_clustering(supcon)
+    entry = {k: v for k, v in zoo.get(name).items() if k != "name"}
+    zoo.register("headless_mice", **{**entry, "has_projection": False})
+    try:
+        with pytest.raises(ValueError, match="--projection"):
+            zoo.own_clustering("headless_mice")
+    finally:
+        zoo.unregister("headless_mice")
+
+
 def test_frechet_distance_is_the_gaussians_distance():
     """Against scipy's matrix square root, and its two simplest cases."""
     import scipy.linalg

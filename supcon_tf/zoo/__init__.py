@@ -10,6 +10,9 @@
     python -m supcon_tf.zoo list
     python -m supcon_tf.zoo eval fashion_mnist_resnet18_supcon
 
+    sct.zoo.evaluate(encoder)                 # linear probe, kNN, k-means of the test set
+    sct.zoo.own_clustering("fashion_mnist_resnet18_mice")   # MiCE's gate clusters
+
 Each entry of the registry (`registry.json` next to this file) names a
 SavedModel archive (`<name>.tar.gz`) with its sha256, the model card's facts
 (method, dataset, encoder, parameters, input spec, embedding dim, linear and
@@ -32,11 +35,8 @@ import warnings
 import zlib
 
 import keras
-import numpy as np
 
 from supcon_tf import _backend
-from supcon_tf import data as _data
-from supcon_tf import evaluation as _evaluation
 
 REGISTRY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
 _REPO_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -44,9 +44,6 @@ _REPO_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 _NAME = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 REQUIRED = ("method", "dataset", "encoder", "input_shape", "embedding_dim", "archive",
             "sha256")
-# What `evaluate` does, and so what the recorded accuracies mean.
-LINEAR_PROBE = {"steps": 500, "learning_rate": 0.1, "weight_decay": 1e-4}
-KNN = {"k": 20, "temperature": 0.07}
 
 _registered = {}
 
@@ -371,62 +368,11 @@ def load_keras(name, cache=None):
     return encoder
 
 
-def evaluate(model, dataset="fashion_mnist", train_size=None, test_size=None,
-             data_dir=None, progress=None):
-    """Linear-probe and kNN top-1 of `model`'s embeddings on `dataset`'s test
-    set, with the settings the zoo's recorded values were measured with
-    (`LINEAR_PROBE`, `KNN`; reference set: the training split).
-
-    Args:
-        model: A zoo model (`load`) or any callable from images to embeddings.
-        dataset: Dataset name for `supcon_tf.data`. Defaults to "fashion_mnist".
-        train_size: Use the first N training images. Defaults to None (all).
-        test_size: Use the first N test images. Defaults to None (all).
-        data_dir: Optional data folder. Defaults to None.
-        progress: None, or a function called with a line of text as each
-            stage starts (loading, embedding, linear probe, kNN, clustering;
-            e.g. `print`). Defaults to None.
-
-    Returns:
-        A dict with `linear_top1`, `knn_top1`, the clustering scores of the
-        test embeddings (`evaluation.cluster_scores` with k = the number of
-        classes: `cluster_accuracy`, `nmi`, `ari`), `train_size`,
-        `test_size`, and the test embeddings and labels (`test_embeddings`,
-        `test_labels`).
-    """
-    def arrays(split, size):
-        if size is not None:
-            split = f"{split}[:{int(size)}]"
-        ds = _data.load(dataset, split, data_dir=data_dir)
-        images, labels = [], []
-        for image, label in ds.batch(4096):
-            images.append(image.numpy())
-            labels.append(label.numpy())
-        return np.concatenate(images).astype("float32"), np.concatenate(labels)
-
-    say = progress if progress is not None else (lambda line: None)
-    say(f"loading {dataset}")
-    x_train, y_train = arrays("train", train_size)
-    x_test, y_test = arrays("test", test_size)
-    say(f"embedding {len(x_train)} training and {len(x_test)} test images")
-    z_train = _evaluation.embed(model, x_train)
-    z_test = _evaluation.embed(model, x_test)
-    classes = _data.num_classes(dataset)
-    say(f"linear probe ({LINEAR_PROBE['steps']} steps)")
-    linear = _evaluation.linear_probe(z_train, y_train, z_test, y_test,
-                                      num_classes=classes, **LINEAR_PROBE)
-    say("kNN")
-    knn = _evaluation.knn_accuracy(z_train, y_train, z_test, y_test,
-                                   num_classes=classes, **KNN)
-    say(f"clustering (k-means, k = {classes})")
-    clusters = _evaluation.cluster_scores(z_test, y_test, k=classes)
-    return {"linear_top1": linear["top1"], "knn_top1": knn,
-            "cluster_accuracy": clusters["accuracy"], "nmi": clusters["nmi"],
-            "ari": clusters["ari"],
-            "train_size": len(y_train), "test_size": len(y_test),
-            "test_embeddings": z_test, "test_labels": y_test}
-
-
 # Earlier private names of the two above.
 _check_name = check_name
 _REGISTRY_PATH = REGISTRY_PATH
+
+# The evaluations (a module of their own; `evaluate` and its settings are this
+# module's API).
+from supcon_tf.zoo._evaluate import (  # noqa: E402,F401
+    KNN, LINEAR_PROBE, OWN_CLUSTERING, evaluate, own_clustering)

@@ -7,7 +7,8 @@
 recomputes its linear-probe and kNN top-1 on the test set and prints them
 beside the recorded values, then the clustering scores of the test
 embeddings (spherical k-means with k = the classes: Hungarian-matched
-accuracy, NMI, ARI).
+accuracy, NMI, ARI), and for a method that clusters the images itself (MiCE:
+`zoo.OWN_CLUSTERING`) that clustering's scores beside the recorded ones.
 """
 
 import argparse
@@ -58,6 +59,15 @@ def _eval(args):
     print(f"  clustering    accuracy {100 * result['cluster_accuracy']:6.2f}%   "
           f"NMI {result['nmi']:.3f}   ARI {result['ari']:.3f}   "
           "(k-means of the test embeddings, k = classes)")
+    recorded = entry.get("own_clustering")
+    if recorded is not None:
+        progress(f"{entry['method']}'s own clustering")
+        own = zoo.own_clustering(args.name, test_size=args.test_size, data_dir=args.data_dir)
+        got = 100 * own["accuracy"]
+        print(f"  own clustering accuracy {got:6.2f}%   recorded {100 * recorded['accuracy']:6.2f}%   "
+              f"difference {got - 100 * recorded['accuracy']:+.2f} points   NMI {own['nmi']:.3f}   "
+              f"ARI {own['ari']:.3f}   ({entry['method']}: "
+              f"{zoo.OWN_CLUSTERING[entry['method']]})")
     return 0
 
 
