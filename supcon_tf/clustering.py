@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from supcon_tf import _backend
+from supcon_tf._checks import check_int
 
 METRICS = ("euclidean", "cosine")
 
@@ -281,9 +282,7 @@ def mice_gate_clusters(projection, num_experts):
     """
     from supcon_tf.losses.mice import simplex_prototypes
 
-    if isinstance(num_experts, bool) or not isinstance(num_experts, numbers.Integral) \
-            or num_experts < 2:
-        raise ValueError(f"`num_experts` must be an integer >= 2. Received: num_experts={num_experts!r}")
+    num_experts = check_int(num_experts, "num_experts", 2)
     projection = np.asarray(projection, dtype=np.float32)
     if projection.ndim != 2 or projection.shape[1] % (num_experts + 1):
         raise ValueError("`projection` must be `[n, (num_experts + 1) * dim]`, a MixtureHead's "
