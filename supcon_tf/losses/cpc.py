@@ -86,7 +86,6 @@ def cpc_loss(y_pred, targets):
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-@keras.saving.register_keras_serializable(package="supcon_tf")
 class CPCLoss(ContrastiveLoss):
     """CPC's loss as a Keras loss: `loss(None, predictions, targets=z)`;
     `cpc_loss` documents it.
