@@ -167,3 +167,37 @@ def test_amdim_multiscale_sums_the_official_three_tasks(tmp_path):
         sct.models.DIMModel(_pooled_encoder(), objective="amdim", scales=2, second_map="nope")
     with pytest.raises(ValueError, match="scales"):
         sct.models.DIMModel(_pooled_encoder(), objective="amdim", scales=3)
+
+
+def test_dim_reads_its_local_features_from_the_named_map(tmp_path):
+    """`local_map`: DIM's locations come from the named layer (here the first
+    convolution's 13 x 13, not the last map's 6 x 6), and the global feature
+    stays the pooled one; it round-trips; AMDIM and unknown layers are refused."""
+    encoder = _pooled_encoder()
+    first = encoder.layers[2].name
+    model = sct.models.DIMModel(encoder, dim=8, local_map=first)
+    images = tf.cast(next(iter(sct.data.load("fashion_mnist", "train[:6]").batch(6)))[0],
+                     tf.float32)
+    model(images)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    out = model.forward(images[:, None], training=False)
+    assert tuple(out["local"].shape) == (6, 1, 169, 8)
+    sub = keras.Model(encoder.inputs, encoder.get_layer(first).output)
+    want = model.local_head(tf.reshape(sub(images), [6, 169, -1]), training=False)
+    np.testing.assert_allclose(out["local"][:, 0], want, atol=1e-5)
+    np.testing.assert_allclose(out["features"][:, 0], encoder(images), atol=1e-5)
+    total = float(model.contrastive_loss(None, None, out, None, training=True))
+    assert total == pytest.approx(float(np.mean(sct.losses.dim_loss(
+        out["projections"][:, 0], out["local"][:, 0], "jsd"))), rel=1e-5)
+    path = str(tmp_path / "dim.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.local_map == first
+    np.testing.assert_allclose(loaded.forward(images[:, None], training=False)["local"],
+                               out["local"], atol=1e-5)
+    with pytest.raises(ValueError, match="local_map='nope'"):
+        sct.models.DIMModel(_pooled_encoder(), local_map="nope")
+    with pytest.raises(ValueError, match="objective='amdim', local_map="):
+        sct.models.DIMModel(_pooled_encoder(), objective="amdim", local_map=first)
+    with pytest.raises(TypeError, match="local_map"):
+        sct.models.DIMModel(_pooled_encoder(), local_map=2)

@@ -26,5 +26,5 @@ def get_config():
     c.method = "dim"
     c.augment = dict(recipe="simclr", crop_min_scale=0.3, color_strength=placeholder(float))
     c.head = dict(dim=64, hidden_dims=(128,))
-    c.model = dict(objective="dim")
+    c.model = dict(objective="dim", local_map=placeholder(str))
     return with_budget(c)

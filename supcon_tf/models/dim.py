@@ -55,6 +55,13 @@ class DIMModel(LossReadsState, ContrastiveModel):
             map being 4 x 4).
         local_head_2: With `scales=2`, the second map's per-location head,
             or None: the same shape as `local_head`.
+        local_map: With `objective="dim"`, the name of the encoder layer
+            whose output holds the local features, or None: the last map.
+            DIM's encoders take them from a map before the last (the
+            official 28 x 28 encoder's 7 x 7, each location seeing 13
+            pixels): a location of the last map sees the whole image, and
+            the global feature, pooled from those locations, identifies
+            them without learning what the image shows.
         probe_classes: Classes of an online linear probe, or None.
 
     Metrics: `loss`, `contrastive_accuracy` (how often an image's global
@@ -96,7 +103,7 @@ class DIMModel(LossReadsState, ContrastiveModel):
 
     def __init__(self, encoder, head=None, local_head=None, augmenter=None, objective="dim",
                  dim=64, probe_classes=None, scales=1, second_map=None, local_head_2=None,
-                 **kwargs):
+                 local_map=None, **kwargs):
         self.objective = check_choice(objective, "objective", OBJECTIVES)
         self.dim = check_int(dim, "dim", 1)
         self.scales = check_choice(check_int(scales, "scales", 1), "scales", (1, 2))
@@ -115,7 +122,16 @@ class DIMModel(LossReadsState, ContrastiveModel):
         super().__init__(encoder, head=head, augmenter=augmenter, views=views,
                          probe_classes=probe_classes, **kwargs)
         spatial = feature_map(self.encoder)
-        outputs = [spatial.outputs[0], self.encoder.outputs[0]]
+        self.local_map = None
+        if local_map is not None:
+            if self.objective != "dim":
+                raise ValueError("`local_map` picks DIM's local features; AMDIM reads the last "
+                                 "map (and `second_map`). Received: objective="
+                                 f"{objective!r}, local_map={local_map!r}")
+            self.local_map = _named_map(self.encoder, local_map, "local_map")
+        local_output = (spatial.outputs[0] if self.local_map is None
+                        else self.encoder.get_layer(self.local_map).output)
+        outputs = [local_output, self.encoder.outputs[0]]
         self.second_map = self.local_head_2 = None
         if self.scales == 2:
             self.second_map = _second_map(self.encoder, second_map)
@@ -193,7 +209,7 @@ class DIMModel(LossReadsState, ContrastiveModel):
         config.pop("views", None)
         config.update({"local_head": keras.saving.serialize_keras_object(self.local_head),
                        "objective": self.objective, "dim": self.dim, "scales": self.scales,
-                       "second_map": self.second_map,
+                       "second_map": self.second_map, "local_map": self.local_map,
                        "local_head_2": (None if self.local_head_2 is None else
                                         keras.saving.serialize_keras_object(self.local_head_2))})
         return config
@@ -218,14 +234,20 @@ def _second_map(encoder, name):
                 "it is with `second_map=` (found no supcon_tf ResNet stages in "
                 f"{encoder.name!r}). Received: second_map=None")
         return stages[-1]
+    return _named_map(encoder, name, "second_map")
+
+
+def _named_map(encoder, name, arg):
+    """`name`, checked to be a layer of `encoder` with a spatial output
+    (`arg`: the argument named in the errors)."""
     if not isinstance(name, str):
-        raise TypeError(f"`second_map` must be a layer name (str) or None. Received: {name!r}")
+        raise TypeError(f"`{arg}` must be a layer name (str) or None. Received: {name!r}")
     names = [layer.name for layer in encoder.layers]
     if name not in names:
-        raise ValueError(f"`second_map` names a layer the encoder {encoder.name!r} does not "
-                         f"have. Received: second_map={name!r}")
+        raise ValueError(f"`{arg}` names a layer the encoder {encoder.name!r} does not "
+                         f"have. Received: {arg}={name!r}")
     if len(encoder.get_layer(name).output.shape) != 4:
-        raise ValueError("`second_map` must name a layer with a spatial output [batch, h, w, "
-                         f"channels]. Received: second_map={name!r} with output shape "
+        raise ValueError(f"`{arg}` must name a layer with a spatial output [batch, h, w, "
+                         f"channels]. Received: {arg}={name!r} with output shape "
                          f"{encoder.get_layer(name).output.shape}")
     return name
