@@ -7,6 +7,7 @@ import os
 import shutil
 import tarfile
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -267,6 +268,26 @@ def test_cli_eval_on_a_subset(tmp_path, monkeypatch, capsys):
     clustered = float(out.split("clustering    accuracy")[1].split("%")[0])
     nmi = float(out.split("NMI")[1].split()[0])
     assert clustered > 40 and 0.3 < nmi <= 1.0, out
+
+
+@pytest.mark.skipif(not os.path.exists(FMNIST), reason="needs Debian's dataset-fashion-mnist")
+def test_cli_eval_scores_a_saved_encoder(tmp_path):
+    """`eval PATH.keras`: the zoo's protocols on an encoder saved as
+    pretrain.py saves it, the numbers `zoo.evaluate` gives; a missing file
+    and --dataset on a zoo name are errors."""
+    keras.utils.set_random_seed(0)
+    encoder = sct.encoders.resnet18((28, 28, 1), width=0.0625)
+    path = str(tmp_path / "encoder.keras")
+    sct.export.save_model(encoder, path)
+    code, out = run_cli("eval", path, "--train_size", "300", "--test_size", "200")
+    assert code == 0, out
+    want = zoo.evaluate(encoder, train_size=300, test_size=200)
+    assert f"linear top-1  {100 * want['linear_top1']:6.2f}%" in out, out
+    assert f"kNN top-1     {100 * want['knn_top1']:6.2f}%" in out, out
+    assert f"NMI {want['nmi']:.3f}" in out and "recorded" not in out, out
+    assert run_cli("eval", str(tmp_path / "missing.keras"))[0] == 2
+    supcon = next(e["name"] for e in zoo.list() if e["method"] == "supcon")
+    assert run_cli("eval", supcon, "--dataset", "mnist")[0] == 2
 
 
 @pytest.mark.skipif(not os.path.exists(FMNIST), reason="needs Debian's dataset-fashion-mnist")

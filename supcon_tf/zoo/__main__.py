@@ -2,6 +2,7 @@
 
     python -m supcon_tf.zoo list
     python -m supcon_tf.zoo eval NAME [--train_size N] [--test_size N] [--data_dir DIR]
+    python -m supcon_tf.zoo eval PATH.keras [--dataset D] [--train_size N] ...
 
 `eval` loads NAME exactly as `supcon_tf.zoo.load` does (sha256 checked),
 recomputes its linear-probe and kNN top-1 on the test set and prints them
@@ -9,6 +10,10 @@ beside the recorded values, then the clustering scores of the test
 embeddings (spherical k-means with k = the classes: Hungarian-matched
 accuracy, NMI, ARI), and for a method that clusters the images itself (MiCE:
 `zoo.OWN_CLUSTERING`) that clustering's scores beside the recorded ones.
+
+`eval PATH.keras` scores an encoder saved by `examples/pretrain.py` (its
+`encoder.keras`) with the same protocols, on `--dataset` (default
+fashion_mnist), with nothing recorded to compare against.
 """
 
 import argparse
@@ -38,14 +43,29 @@ def _list(_):
     return 0
 
 
-def _eval(args):
-    entry = zoo.get(args.name)
-    model = zoo.load(args.name)
+def _progress():
     start = time.time()
 
     def progress(line):
         print(f"  [{time.time() - start:5.0f} s] {line} ...", file=sys.stderr, flush=True)
+    return progress
 
+
+def _print_clustering(result):
+    print(f"  clustering    accuracy {100 * result['cluster_accuracy']:6.2f}%   "
+          f"NMI {result['nmi']:.3f}   ARI {result['ari']:.3f}   "
+          "(k-means of the test embeddings, k = classes)")
+
+
+def _eval(args):
+    if args.name.endswith(".keras"):
+        return _eval_file(args)
+    if args.dataset is not None:
+        raise ValueError("--dataset is for a saved encoder (PATH.keras); a zoo entry is "
+                         f"scored on its own dataset. Received: --dataset={args.dataset}")
+    entry = zoo.get(args.name)
+    model = zoo.load(args.name)
+    progress = _progress()
     result = zoo.evaluate(model, dataset=entry["dataset"], train_size=args.train_size,
                           test_size=args.test_size, data_dir=args.data_dir, progress=progress)
     subset = args.train_size is not None or args.test_size is not None
@@ -56,9 +76,7 @@ def _eval(args):
         got, recorded = 100 * result[key], 100 * entry[key]
         print(f"  {label:<13} {got:6.2f}%   recorded {recorded:6.2f}%   "
               f"difference {got - recorded:+.2f} points")
-    print(f"  clustering    accuracy {100 * result['cluster_accuracy']:6.2f}%   "
-          f"NMI {result['nmi']:.3f}   ARI {result['ari']:.3f}   "
-          "(k-means of the test embeddings, k = classes)")
+    _print_clustering(result)
     recorded = entry.get("own_clustering")
     if recorded is not None:
         progress(f"{entry['method']}'s own clustering")
@@ -71,18 +89,40 @@ def _eval(args):
     return 0
 
 
+def _eval_file(args):
+    """`eval PATH.keras`: an encoder saved by examples/pretrain.py."""
+    if not os.path.isfile(args.name):
+        raise FileNotFoundError(f"No saved encoder at {args.name!r} (eval takes a zoo name or "
+                                "the path of an encoder.keras).")
+    import keras
+    model = keras.models.load_model(args.name)
+    dataset = args.dataset or "fashion_mnist"
+    result = zoo.evaluate(model, dataset=dataset, train_size=args.train_size,
+                          test_size=args.test_size, data_dir=args.data_dir,
+                          progress=_progress())
+    print(f"{args.name}: {dataset} test set, {result['test_size']} test and "
+          f"{result['train_size']} training images")
+    print(f"  linear top-1  {100 * result['linear_top1']:6.2f}%")
+    print(f"  kNN top-1     {100 * result['knn_top1']:6.2f}%")
+    _print_clustering(result)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m supcon_tf.zoo",
                                      description="supcon_tf's model zoo.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="List the zoo's models.").set_defaults(run=_list)
-    ev = commands.add_parser("eval", help="Recompute a model's linear and kNN top-1.")
-    ev.add_argument("name")
+    ev = commands.add_parser("eval", help="Recompute a model's linear and kNN top-1 (a zoo "
+                             "name), or score a saved encoder (PATH.keras).")
+    ev.add_argument("name", help="A zoo name, or the path of an encoder.keras.")
     ev.add_argument("--train_size", type=int, default=None,
                     help="Use the first N training images (default: all).")
     ev.add_argument("--test_size", type=int, default=None,
                     help="Use the first N test images (default: all).")
     ev.add_argument("--data_dir", default=None, help="Optional data folder.")
+    ev.add_argument("--dataset", default=None,
+                    help="The dataset of a saved encoder (PATH.keras; default fashion_mnist).")
     ev.set_defaults(run=_eval)
     args = parser.parse_args(argv)
     try:
