@@ -4,11 +4,16 @@ at the recipe budget.
     python examples/pretrain.py --config configs/fashion_mnist/dim.py --model_dir runs/dim
 
 One view per image (the simclr recipe at crop 0.3, the family's); each
-image's global embedding against the batch's embeddings of the 4 x 4
-locations of the ResNet's last map, its own positive, with the
-Jensen-Shannon estimator (the paper's choice). Embeddings of 64 from heads
-with a hidden layer of 128, not normalised (the model's defaults). The
-recipe's keys: docs/methods.md (supcon_tf.methods.DEFAULTS).
+image's global embedding against the batch's embeddings of the 14 x 14
+locations at the end of the ResNet's second stage (``stage2_block2_out``),
+its own positive, with the Jensen-Shannon estimator (the paper's choice).
+The paper's encoders take their locals from a map before the last, where a
+location sees part of the image; the last map's 4 x 4 locations each see it
+all, and the objective is then met by features that only tell images apart
+(docs/results/local_dense.md has the 12-epoch proxies behind this choice).
+Embeddings of 64 from heads with a hidden layer of 128, not normalised (the
+model's defaults). The recipe's keys: docs/methods.md
+(supcon_tf.methods.DEFAULTS).
 """
 
 import os
@@ -26,5 +31,5 @@ def get_config():
     c.method = "dim"
     c.augment = dict(recipe="simclr", crop_min_scale=0.3, color_strength=placeholder(float))
     c.head = dict(dim=64, hidden_dims=(128,))
-    c.model = dict(objective="dim", local_map=placeholder(str))
+    c.model = dict(objective="dim", local_map="stage2_block2_out")
     return with_budget(c)
