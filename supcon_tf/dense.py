@@ -142,5 +142,8 @@ def dense_probe(encoder, train_images, train_masks, test_images, test_masks, num
         np.argmax(probe.predict_on_batch(np.asarray(test_images[i:i + batch_size], np.float32)),
                   axis=-1) for i in range(0, len(test_images), batch_size)])
     miou, iou = mean_iou(test_masks, predicted, num_classes)
+    # Read off a real batch: an encoder built for any image size has no
+    # static map size.
+    shape = features(np.asarray(test_images[:1], np.float32), training=False).shape[1:]
     return {"miou": miou, "pixel_accuracy": float(np.mean(predicted == np.asarray(test_masks))),
-            "iou": iou.tolist(), "feature_shape": list(features.outputs[0].shape[1:])}
+            "iou": iou.tolist(), "feature_shape": [int(d) for d in shape]}

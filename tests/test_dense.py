@@ -53,3 +53,19 @@ def test_feature_map_and_probe_on_real_masks():
     assert result["feature_shape"] == [4, 4, 32]
     assert result["miou"] > max(all_background, one_class) + 0.02, result
     assert result["pixel_accuracy"] > np.mean(mt == 0), result
+
+
+def test_probe_reports_the_map_size_of_an_encoder_built_for_any_size():
+    """An encoder whose input has no static height and width (DIM's recipe
+    builds one) reports the map size of the images it was probed on."""
+    import keras
+    keras.utils.set_random_seed(0)
+    images = keras.Input((None, None, 1))
+    fmap = keras.layers.Conv2D(8, 3, strides=2, padding="same")(images)
+    encoder = keras.Model(images, fmap)
+    assert encoder.outputs[0].shape[1:3] == (None, None)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 28, 28, 1)).astype(np.uint8)
+    masks = sct.dense.segmentation_masks(x, rng.integers(0, 3, 16))
+    result = sct.dense.dense_probe(encoder, x, masks, x[:8], masks[:8], 4, epochs=1, batch_size=8)
+    assert result["feature_shape"] == [14, 14, 8]
