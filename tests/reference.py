@@ -646,21 +646,22 @@ def amdim_reference(src, trg, tclip=20.0, logit_reg=0.05):
     return out
 
 
-def cpc_reference(predictions, z):
-    """CPC's loss per image in float64 loops: for step k and position (i, j)
-    with i + k < H, the cross-entropy of the prediction's scores against
-    every patch of every image, the positive the image's patch (i + k, j);
-    the mean over positions, then over steps."""
+def cpc_reference(predictions, z, first_step=1):
+    """CPC's loss per image in float64 loops: for step t (k = first_step + t
+    rows ahead) and position (i, j) with i + k < H, the cross-entropy of the
+    prediction's scores against every patch of every image, the positive the
+    image's patch (i + k, j); the mean over positions, then over steps."""
     p, z = np.asarray(predictions, np.float64), np.asarray(z, np.float64)
     b, steps, rows, cols, _ = p.shape
     flat = z.reshape(-1, z.shape[-1])
     out = np.zeros(b)
     for n in range(b):
-        for k in range(1, steps + 1):
+        for t in range(steps):
+            k = first_step + t
             terms = []
             for i in range(rows - k):
                 for j in range(cols):
-                    scores = flat @ p[n, k - 1, i, j]
+                    scores = flat @ p[n, t, i, j]
                     pos = scores[n * rows * cols + (i + k) * cols + j]
                     terms.append(-(pos - math.log(sum(math.exp(s) for s in scores))))
             out[n] += np.mean(terms) / steps

@@ -45,6 +45,26 @@ def test_loss_and_gradients_match_the_definition():
         sct.losses.CPCLoss()(None, P)
 
 
+def test_first_step_offsets_every_prediction():
+    """Predictions of the rows 2 and 3 ahead (CPC v2 skips the nearest
+    rows): the loop's value, the rows past the grid ignored, refusals."""
+    want = reference.cpc_reference(P, Z, first_step=2)
+    np.testing.assert_allclose(sct.losses.cpc_loss(P, Z, first_step=2), want,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        sct.losses.CPCLoss(reduction=None)(None, P, targets=Z, first_step=2), want,
+        rtol=1e-5, atol=1e-5)
+    assert not np.allclose(want, reference.cpc_reference(P, Z))
+    changed = P.copy()
+    changed[:, 0, 2:], changed[:, 1, 1:] = 100.0, -100.0
+    np.testing.assert_allclose(sct.losses.cpc_loss(changed, Z, first_step=2), want,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="up to 4 rows ahead"):
+        sct.losses.cpc_loss(P, Z, first_step=3)
+    with pytest.raises(ValueError, match="first_step"):
+        sct.losses.cpc_loss(P, Z, first_step=0)
+
+
 def test_two_replicas_contrast_against_the_global_batch(strategy):
     one = sct.losses.cpc_loss(P, Z).numpy()
 
@@ -125,10 +145,31 @@ def test_recipe_builds_a_layer_norm_patch_encoder_and_bad_grids_are_refused():
     norms = {type(v).__name__ for v in model.patch_encoder.layers if "bn" in v.name}
     assert norms == {"GroupNormalization"}
     assert sct.dense.feature_map(model.encoder).output_shape == (None, 6, 6, 32)
+    assert (model.first_step, model.steps) == (3, 3)           # CPC v2's single offset
     patch = model.patch_encoder
     with pytest.raises(ValueError, match="steps"):
         sct.models.CPCModel(patch, image_shape=(28, 28, 1), steps=6)
+    with pytest.raises(ValueError, match="first_step"):
+        sct.models.CPCModel(patch, image_shape=(28, 28, 1), steps=2, first_step=3)
     with pytest.raises(ValueError, match="directions"):
         sct.models.CPCModel(patch, image_shape=(28, 28, 1), directions=("left",))
     with pytest.raises(ValueError, match="image_shape"):
         sct.models.CPCModel(patch)
+
+
+def test_contrastive_accuracy_finds_the_patch_first_step_rows_ahead():
+    """Predictions equal to the patches 2 rows below score 100%; the same
+    predictions read as 1 row ahead score near chance."""
+    model, _ = sct.methods.build({"method": "cpc", "encoder": {"width": 0.0625},
+                                  "model": {"steps": 2, "first_step": 2}},
+                                 (28, 28, 1), num_classes=10)
+    z = np.eye(108, dtype="float32").reshape(3, 6, 6, 108)      # each patch its own axis
+    p = np.zeros((3, 1, 6, 6, 108), "float32")
+    p[:, 0, :4] = 10.0 * z[:, 2:]
+    out = {"z": tf.constant(z), "targets": [tf.constant(z)], "predictions": [tf.constant(p)]}
+    model.update_metrics(None, out)
+    assert model.contrastive_accuracy_tracker.result() == 1.0
+    model.contrastive_accuracy_tracker.reset_state()
+    model.first_step = 1
+    model.update_metrics(None, out)
+    assert model.contrastive_accuracy_tracker.result() < 0.1

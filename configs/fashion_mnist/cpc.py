@@ -8,8 +8,9 @@ overlapping, as CPC v2's 64-pixel patches 32 apart); the recipe's ResNet-18
 (width 0.125, layer norm in place of BatchNorm) encodes each patch (each
 flipped on its own with probability 1/2, CPC v2's patch augmentation), a
 linear head maps it to 128, and two masked context networks (down and up)
-predict the patches 1 and 2 rows away. The image representation is the
-mean of the 36 patch encodings.
+predict the patches 3 rows away, as CPC v2 (the patch 1 row away shares
+half its pixels with the context's own row, the one 2 rows away borders
+it). The image representation is the mean of the 36 patch encodings.
 The recipe's keys: docs/methods.md (supcon_tf.methods.DEFAULTS).
 """
 
@@ -28,6 +29,6 @@ def get_config():
     c.method = "cpc"
     c.augment = dict(recipe="simclr", crop_min_scale=0.3, color_strength=placeholder(float))
     c.head = dict(dim=128, hidden_dims=placeholder(tuple))
-    c.model = dict(patch_size=8, stride=4, steps=2, directions=("down", "up"),
+    c.model = dict(patch_size=8, stride=4, steps=3, first_step=3, directions=("down", "up"),
                    context_depth=2, patch_norm="layer", patch_flip=True)
     return with_budget(c)

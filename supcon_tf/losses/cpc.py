@@ -6,8 +6,9 @@ Image Recognition with Contrastive Predictive Coding", ICML 2020 (CPC v2).
 
 An image is cut into an `H x W` grid of patches, each encoded to `z_{i,j}`
 (`[batch, H, W, D]`); a context network that sees rows up to `i` gives
-`c_{i,j}`, and for each step `k` a linear map predicts the patch `k` rows
-below, `p^k_{i,j} = W_k c_{i,j}` (rows `i < H - k`). The loss of a
+`c_{i,j}`, and for each step `k` (from `first_step` on) a linear map
+predicts the patch `k` rows below, `p^k_{i,j} = W_k c_{i,j}` (rows
+`i < H - k`). The loss of a
 prediction is the cross-entropy of its scores against every patch of the
 (global) batch, the true `z_{i+k,j}` being the positive:
 
@@ -15,7 +16,10 @@ prediction is the cross-entropy of its scores against every patch of the
 
 (every other patch of the same image and every patch of the other images
 are negatives, as CPC v2). A sample's loss is the mean over its steps and
-their valid positions.
+their valid positions. CPC v2 predicts only the patches 3 rows below
+(`first_step=3`, one step): its patches overlap half of the next row's, so
+the patch 1 row below shares pixels with the context's own row, and the
+one 2 rows below borders it.
 
 Written once in `keras.ops` (every Keras backend); on TensorFlow under
 `tf.distribute` the candidates are the global batch's patches.
@@ -29,13 +33,16 @@ from supcon_tf.losses._portable.common import shape_of, shown
 from supcon_tf.losses.base import ContrastiveLoss
 
 
-def cpc_loss(y_pred, targets):
+def cpc_loss(y_pred, targets, first_step=1):
     """CPC's loss per image (see the module docstring).
 
     Args:
-        y_pred: `[batch, K, H, W, D]`: the predictions of steps 1..K at each
-            position (rows `i >= H - k` of step k are ignored).
+        y_pred: `[batch, K, H, W, D]`: the predictions at each position of
+            the patches `first_step`, ..., `first_step + K - 1` rows below
+            (rows `i >= H - k` of step k are ignored).
         targets: `[batch, H, W, D]`: the patches' encodings `z`.
+        first_step: The offset of `y_pred`'s first step, an integer >= 1.
+            Defaults to 1.
 
     Returns:
         float32 `[batch]`.
@@ -58,9 +65,14 @@ def cpc_loss(y_pred, targets):
         raise ValueError("CPC's loss needs predictions [batch, K, H, W, D] and targets "
                          f"[batch, H, W, D] of one grid. Received: y_pred.shape="
                          f"{shown(shape_of(p))}, targets.shape={shown(shape_of(z))}")
+    if isinstance(first_step, bool) or not isinstance(first_step, int) or first_step < 1:
+        raise ValueError("`first_step` must be an integer >= 1. "
+                         f"Received: first_step={first_step!r}")
     steps, rows, cols, dim = p.shape[1], z.shape[1], z.shape[2], z.shape[3]
-    if steps >= rows:
-        raise ValueError(f"{steps} prediction steps need a grid of more than {steps} rows. "
+    last = first_step + steps - 1
+    if last >= rows:
+        raise ValueError(f"Predictions up to {last} rows ahead ({steps} steps from {first_step}) "
+                         f"need a grid of more than {last} rows. "
                          f"Received: targets.shape={shown(shape_of(z))}")
     everyone, offset = z, 0
     if _backend.backend() == "tensorflow":
@@ -69,8 +81,9 @@ def cpc_loss(y_pred, targets):
     batch = ops.shape(z)[0]
     image = offset + ops.arange(batch)                                    # [b]
     total = ops.zeros((batch,), "float32")
-    for k in range(1, steps + 1):
-        pred = ops.reshape(p[:, k - 1, :rows - k], (-1, dim))              # [b*(H-k)*W, D]
+    for t in range(steps):
+        k = first_step + t                                                  # rows ahead
+        pred = ops.reshape(p[:, t, :rows - k], (-1, dim))              # [b*(H-k)*W, D]
         logits = ops.matmul(pred, ops.transpose(candidates))
         top = ops.stop_gradient(ops.max(logits, axis=1, keepdims=True))
         lse = top[:, 0] + ops.log(ops.sum(ops.exp(logits - top), axis=1))
@@ -87,8 +100,8 @@ def cpc_loss(y_pred, targets):
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
 class CPCLoss(ContrastiveLoss):
-    """CPC's loss as a Keras loss: `loss(None, predictions, targets=z)`;
-    `cpc_loss` documents it.
+    """CPC's loss as a Keras loss: `loss(None, predictions, targets=z,
+    first_step=1)`; `cpc_loss` documents it.
 
     Args:
         reduction, name, dtype: Keras's. Name defaults to `"cpc_loss"`.
@@ -100,7 +113,7 @@ class CPCLoss(ContrastiveLoss):
     def __init__(self, reduction="sum_over_batch_size", name="cpc_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def call(self, y_true, y_pred, targets=None):
+    def call(self, y_true, y_pred, targets=None, first_step=1):
         if targets is None:
             raise ValueError("CPCLoss needs the patches' encodings: `targets=` [batch, H, W, D].")
-        return cpc_loss(y_pred, targets)
+        return cpc_loss(y_pred, targets, first_step)

@@ -30,10 +30,15 @@ class CPCModel(LossReadsState, ContrastiveModel):
     statistics shared between patches let the network see across the
     context's mask, CPC v2's reason for layer norm). For each direction, a
     context network masked along the rows (`heads.CPCContext`) predicts
-    the `z` of the patches 1..`steps` rows further (`"down"`; `"up"` runs
-    its own context on the grid upside down: CPC v2 predicts from both
-    directions), and `losses.CPCLoss` scores each prediction against every
-    patch of the global batch; the loss is the directions' mean.
+    the `z` of the patches `first_step`..`steps` rows further (`"down"`;
+    `"up"` runs its own context on the grid upside down: CPC v2 predicts
+    from both directions), and `losses.CPCLoss` scores each prediction
+    against every patch of the global batch; the loss is the directions'
+    mean. By default it predicts, as CPC v2, only the patches 3 rows ahead:
+    with patches half their size apart, the patch 1 row below shares half
+    its pixels with the context's own row and the one 2 rows below borders
+    it, so nearer predictions can lean on low-level detail shared across
+    the border.
 
     The image representation (`model.encoder`, what the probe, linear
     evaluation and export read) is the mean of the patches' encodings
@@ -49,8 +54,12 @@ class CPCModel(LossReadsState, ContrastiveModel):
         image_shape: `(H, W, C)` of the images (required).
         patch_size: The patches' side. Defaults to 8.
         stride: Their step. Defaults to 4 (half-overlapping, as CPC v2).
-        steps: Rows predicted ahead, >= 1 and below the grid's height.
-            Defaults to 2.
+        steps: The farthest row predicted (rows ahead), below the grid's
+            height. Defaults to 3.
+        first_step: The nearest row predicted, 1..`steps`: the context
+            predicts the patches `first_step`..`steps` rows ahead.
+            Defaults to 3 (CPC v2's single offset); 1 predicts every row up
+            to `steps`.
         directions: `("down",)`, `("up",)` or both. Defaults to both.
         context_depth: Masked convolutions of each context network.
             Defaults to 2.
@@ -96,8 +105,8 @@ class CPCModel(LossReadsState, ContrastiveModel):
         return cls(encoder, head=head, augmenter=augmenter, probe_classes=probe_classes, **args)
 
     def __init__(self, encoder, head=None, augmenter=None, views=1, image_shape=None,
-                 patch_size=8, stride=4, steps=2, directions=DIRECTIONS, context_depth=2,
-                 patch_augmenter=None, probe_classes=None, **kwargs):
+                 patch_size=8, stride=4, steps=3, first_step=3, directions=DIRECTIONS,
+                 context_depth=2, patch_augmenter=None, probe_classes=None, **kwargs):
         if views != 1:
             raise ValueError(f"CPCModel reads one view per image. Received: views={views!r}")
         refuse_mixing("CPCModel", kwargs, "its loss pairs patches of one view")
@@ -113,6 +122,11 @@ class CPCModel(LossReadsState, ContrastiveModel):
             raise ValueError(f"`steps` must be below the grid's {rows} rows (image "
                              f"{self.image_shape[0]}, patch {self.patch_size}, stride "
                              f"{self.stride}). Received: steps={steps!r}")
+        self.first_step = check_int(first_step, "first_step", 1)
+        if self.first_step > self.steps:
+            raise ValueError(f"`first_step` must be at most `steps` ({self.steps}): the "
+                             f"context predicts the rows first_step..steps ahead. "
+                             f"Received: first_step={first_step!r}")
         directions = tuple(directions)
         if not directions or len(set(directions)) != len(directions) or any(
                 d not in DIRECTIONS for d in directions):
@@ -128,7 +142,7 @@ class CPCModel(LossReadsState, ContrastiveModel):
         super().__init__(grid, head=head, augmenter=augmenter, views=1,
                          probe_classes=probe_classes, **kwargs)
         self.grid_map = feature_map(self.encoder)
-        self.contexts = [CPCContext(self.steps, depth=self.context_depth,
+        self.contexts = [CPCContext(self.steps - self.first_step + 1, depth=self.context_depth,
                                     name=f"context_{d}") for d in self.directions]
 
     def build(self, input_shape):
@@ -162,22 +176,24 @@ class CPCModel(LossReadsState, ContrastiveModel):
     def contrastive_loss(self, x, y, out, sample_weight, training):
         total = 0.0
         for p, target in zip(out["predictions"], out["targets"]):
-            total += self.loss(None, p, sample_weight=sample_weight, targets=target)
+            total += self.loss(None, p, sample_weight=sample_weight, targets=target,
+                               first_step=self.first_step)
         return total / len(self.directions)
 
     def update_metrics(self, y, out):
-        """`contrastive_accuracy`: how often step 1's prediction (downwards)
-        scores its own patch above every other patch of the batch."""
-        z, target = out["z"], out["targets"][0]
-        p = out["predictions"][0][:, 0, :-1]                                   # [b, gh-1, gw, D]
+        """`contrastive_accuracy`: how often the first direction's nearest
+        prediction (`first_step` rows ahead) scores its own patch above every
+        other patch of the batch."""
+        z, target, k = out["z"], out["targets"][0], self.first_step
+        p = out["predictions"][0][:, 0, :-k]                                   # [b, gh-k, gw, D]
         d = z.shape[-1]
         scores = tf.matmul(tf.reshape(p, [-1, d]), tf.reshape(target, [-1, d]), transpose_b=True)
         rows, cols = tf.shape(z)[1], tf.shape(z)[2]
         b = tf.shape(z)[0]
-        # The own patch of prediction (n, i, j) is (n, i + 1, j).
-        n = tf.repeat(tf.range(b), (rows - 1) * cols)
-        ij = tf.tile(tf.range((rows - 1) * cols), [b])
-        own = n * rows * cols + ij + cols
+        # The own patch of prediction (n, i, j) is (n, i + k, j).
+        n = tf.repeat(tf.range(b), (rows - k) * cols)
+        ij = tf.tile(tf.range((rows - k) * cols), [b])
+        own = n * rows * cols + ij + k * cols
         hit = tf.argmax(scores, axis=1, output_type=tf.int32) == own
         self.contrastive_accuracy_tracker.update_state(tf.cast(hit, tf.float32))
 
@@ -187,6 +203,7 @@ class CPCModel(LossReadsState, ContrastiveModel):
         config.update({"encoder": serialize(self.patch_encoder),
                        "image_shape": list(self.image_shape), "patch_size": self.patch_size,
                        "stride": self.stride, "steps": self.steps,
+                       "first_step": self.first_step,
                        "directions": list(self.directions), "context_depth": self.context_depth,
                        "patch_augmenter": serialize(self.patch_augmenter)})
         return config
