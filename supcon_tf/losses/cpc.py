@@ -8,9 +8,9 @@ An image is cut into an `H x W` grid of patches, each encoded to `z_{i,j}`
 (`[batch, H, W, D]`); a context network that sees rows up to `i` gives
 `c_{i,j}`, and for each step `k` (from `first_step` on) a linear map
 predicts the patch `k` rows below, `p^k_{i,j} = W_k c_{i,j}` (rows
-`i < H - k`). The loss of a
-prediction is the cross-entropy of its scores against every patch of the
-(global) batch, the true `z_{i+k,j}` being the positive:
+`i < H - k`). The loss of a prediction is the cross-entropy of its scores
+against every patch of the (global) batch, the true `z_{i+k,j}` being the
+positive:
 
     -log( exp(p^k_ij . z_{i+k,j}) / sum_{n, i', j'} exp(p^k_ij . z^n_{i'j'}) )
 
