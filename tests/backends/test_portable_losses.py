@@ -160,6 +160,9 @@ CASES = [
      lambda: reference.amdim_reference(Z6[:, 0], Z6x3, tclip=2.0)),
     ("cpc", CPC_P, lambda x, i: L.CPCLoss(reduction=None)(None, x, targets=i["z"]),
      {"z": CPC_Z}, lambda: reference.cpc_reference(CPC_P, CPC_Z)),
+    ("cpc_first_step", CPC_P, lambda x, i: L.CPCLoss(reduction=None)(
+        None, x, targets=i["z"], first_step=2),
+     {"z": CPC_Z}, lambda: reference.cpc_reference(CPC_P, CPC_Z, first_step=2)),
     ("pixpro", PIX_P, lambda x, i: L.PixProLoss(reduction=None)(
         i["t"], x, positives=L.pixel_positive_mask(i["a"], i["b"], (2, 2))),
      {"t": PIX_T, "a": PIX_A, "b": PIX_B},
