@@ -29,6 +29,7 @@ import keras
 from keras import ops
 
 from supcon_tf import _backend, _cross_replica
+from supcon_tf._checks import check_int
 from supcon_tf.losses._portable.common import shape_of, shown
 from supcon_tf.losses.base import ContrastiveLoss
 
@@ -65,9 +66,7 @@ def cpc_loss(y_pred, targets, first_step=1):
         raise ValueError("CPC's loss needs predictions [batch, K, H, W, D] and targets "
                          f"[batch, H, W, D] of one grid. Received: y_pred.shape="
                          f"{shown(shape_of(p))}, targets.shape={shown(shape_of(z))}")
-    if isinstance(first_step, bool) or not isinstance(first_step, int) or first_step < 1:
-        raise ValueError("`first_step` must be an integer >= 1. "
-                         f"Received: first_step={first_step!r}")
+    first_step = check_int(first_step, "first_step", 1)
     steps, rows, cols, dim = p.shape[1], z.shape[1], z.shape[2], z.shape[3]
     last = first_step + steps - 1
     if last >= rows:
@@ -83,7 +82,7 @@ def cpc_loss(y_pred, targets, first_step=1):
     total = ops.zeros((batch,), "float32")
     for t in range(steps):
         k = first_step + t                                                  # rows ahead
-        pred = ops.reshape(p[:, t, :rows - k], (-1, dim))              # [b*(H-k)*W, D]
+        pred = ops.reshape(p[:, t, :rows - k], (-1, dim))                  # [b*(H-k)*W, D]
         logits = ops.matmul(pred, ops.transpose(candidates))
         top = ops.stop_gradient(ops.max(logits, axis=1, keepdims=True))
         lse = top[:, 0] + ops.log(ops.sum(ops.exp(logits - top), axis=1))
