@@ -38,6 +38,7 @@ import tempfile
 import supcon_tf as sct  # noqa: E402,I001
 from absl import app, flags, logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -55,8 +56,8 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing entry / SavedModel.")
 flags.DEFINE_bool("projection", True, "Also serve the projection head's output (`projection`). "
                   "--noprojection exports the encoder alone: a wide head (Barlow Twins' and "
                   "VICReg's 1024-1024-1024 is 2.2M parameters, 8 MB) would outweigh it.")
-flags.DEFINE_bool("feature_map", False, "Also serve the encoder's last feature map "
-                  "(`feature_map`, before its global pooling), for dense tasks.")
+flags.DEFINE_bool("feature_map", False, "Also serve the feature map the encoder's "
+                  "global pooling reads (`feature_map`), for dense tasks.")
 flags.DEFINE_float("max_archive_mb", 5.0, "The largest zoo archive to write, in MB (the "
                    "repository keeps zoo artifacts small); a larger one is an error and "
                    "nothing is written.")
@@ -119,6 +120,13 @@ def served_shape(encoder, dataset, data_dir=None):
     if all(d is not None for d in declared):
         return declared
     return tuple(sct.data.load(dataset, "test[:1]", data_dir=data_dir).element_spec[0].shape)
+
+
+def feature_map_shape(encoder, image_shape):
+    """`[h, w, channels]` of the served feature map for `image_shape` images
+    (read from a batch: an encoder built for any image size declares None)."""
+    images = np.zeros((1, *image_shape), "float32")
+    return [int(d) for d in sct.dense.feature_map(encoder)(images).shape[1:]]
 
 
 def pack(saved_model):
@@ -189,8 +197,10 @@ def model_card(name, entry):
         f"| embedding | {entry['embedding_dim']}-d, L2-normalised (`embedding`)"
         + (", plus the projection head's output (`projection`)" if entry["has_projection"]
            else "")
-        + (", and the last feature map (`feature_map`)" if entry.get("has_feature_map")
-           else "") + " |",
+        + (f", and the feature map its global pooling reads (`feature_map`"
+           + (f", {' x '.join(map(str, entry['feature_map_shape']))}"
+              if entry.get("feature_map_shape") else "") + ")"
+           if entry.get("has_feature_map") else "") + " |",
         f"| linear-eval top-1 (test) | {100 * entry['linear_top1']:.2f}% |",
         f"| kNN top-1 (test, k={sct.zoo.KNN['k']}) | {100 * entry['knn_top1']:.2f}% |",
         *([f"| its own clustering (test): accuracy / NMI / ARI | "
@@ -321,7 +331,9 @@ def main(argv):
         "preprocessing": PREPROCESSING,
         "embedding_dim": int(encoder.output_shape[-1]),
         "has_projection": head is not None,
-        **({"has_feature_map": True} if FLAGS.feature_map else {}),
+        **({"has_feature_map": True,
+            "feature_map_shape": feature_map_shape(encoder, image_shape)}
+           if FLAGS.feature_map else {}),
         "wall_seconds": record["wall_seconds"],
         "archive": os.path.basename(archive),
         "archive_bytes": os.path.getsize(archive),

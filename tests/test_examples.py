@@ -282,7 +282,9 @@ def test_export_script_makes_a_zoo_entry(tmp_path, pretrained_run):
             "supcon + HCL |") in (zoo_dir / "README.md").read_text()
     card = (folder / "README.md").read_text()
     assert f"{100 * entry['linear_top1']:.2f}%" in card and entry["sha256"] in card
-    assert "the last feature map (`feature_map`)" in card
+    # Width 0.0625: the last stage's 512 * 0.0625 channels on a 4 x 4 map.
+    assert entry["feature_map_shape"] == [4, 4, 32]
+    assert "the feature map its global pooling reads (`feature_map`, 4 x 4 x 32)" in card
     assert entry["eval_sizes"] == [1000, 300] and "first 1,000 training images" in card
     # Refuses to replace the entry without --overwrite.
     proc = subprocess.run([sys.executable, "examples/export.py", "--run_dir", run_dir,
