@@ -68,7 +68,10 @@ def feature_map(encoder):
                          "with one global pooling layer at its top level (supcon_tf's "
                          f"ResNets). Received: {getattr(encoder, 'name', encoder)!r} with "
                          f"{len(pools)} such layers")
-    return keras.Model(encoder.inputs, pools[0].input, name=f"{encoder.name}_feature_map")
+    # One input stays one tensor (not a list of one), so that calling the map
+    # on a batch matches its structure as calling the encoder does.
+    inputs = encoder.inputs[0] if len(encoder.inputs) == 1 else encoder.inputs
+    return keras.Model(inputs, pools[0].input, name=f"{encoder.name}_feature_map")
 
 
 def mean_iou(labels, predictions, num_classes):

@@ -1,5 +1,7 @@
 """The dense downstream task: masks, mean IoU, the feature map and the probe."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,9 @@ def test_feature_map_and_probe_on_real_masks():
     fmap = sct.dense.feature_map(encoder)
     assert tuple(fmap.outputs[0].shape[1:]) == (4, 4, 32)
     assert fmap.get_layer("stem_conv") is encoder.get_layer("stem_conv")
+    with warnings.catch_warnings():  # called on a batch as the encoder is, without a warning
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(fmap(np.zeros((2, 28, 28, 1), "float32")).shape, (2, 4, 4, 32))
     with pytest.raises(ValueError, match="one global pooling layer"):
         sct.dense.feature_map(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
 
