@@ -184,7 +184,10 @@ def test_two_replicas_equal_one_device(name, data, strategy):
             # (SimSiam's projector and BYOL's and SimSiam's predictors hold
             # BatchNorm: synchronised, it normalises over the global batch as
             # one device does.)
-            model = make(name, augmenter=False, synchronized_bn=True)
+            # Without XLA on both (the first test fits every method with it):
+            # the comparison is of the replicas, and XLA's compile would be
+            # most of this test's time.
+            model = make(name, augmenter=False, synchronized_bn=True, jit_compile=False)
         history = model.fit(ds, epochs=1, verbose=0).history
         results.append((history, model))
     (one, m1), (two, m2) = results
