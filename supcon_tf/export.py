@@ -154,8 +154,8 @@ def export_encoder(encoder, path, head=None, overwrite=False, verify=True, image
         image_shape: `(height, width, channels)` the SavedModel serves.
             Defaults to None: the encoder's input shape. Required when that
             shape has unknown dimensions; must agree with its known ones.
-        feature_map: Also serve the encoder's last feature map before its
-            global pooling (`feature_map`, `[batch, h, w, channels]`, as
+        feature_map: Also serve the feature map the encoder's global
+            pooling reads (`feature_map`, `[batch, h, w, channels]`, as
             `dense.feature_map` reads it), for dense tasks. Defaults to False.
 
     Returns:

@@ -287,8 +287,9 @@ def load(name, output="embedding", cache=None):
         name: A name from `list()`.
         output: `"embedding"` (L2-normalised encoder features),
             `"projection"` (the projection head's output, where the export has
-            one) or `"feature_map"` (the encoder's last map, where the export
-            serves it: `examples/export.py --feature_map`). Defaults to
+            one) or `"feature_map"` (the map the encoder's global pooling reads,
+            its card gives the shape, where the export serves it:
+            `examples/export.py --feature_map`). Defaults to
             `"embedding"`.
         cache: Cache folder, searched before the repository's zoo folder
             when given. Defaults to None (`cache_dir()`, searched after it).
