@@ -47,9 +47,8 @@ def data():
 def _encoder(seed=0, shape=SHAPE):
     """Small and BatchNorm-free; for images of any size (multi-crop) it pools.
     The convolutions' biases start above 0: on the black background a
-    zero bias puts ReLU exactly at its kink, where XLA's gradient (one
-    device, `jit_compile="auto"`) and TensorFlow's (under a strategy)
-    differ, and a method whose first step has no gradient (MiCE's empty
+    zero bias puts ReLU exactly at its kink, where XLA's gradient and
+    TensorFlow's differ, and a method whose first step has no gradient (MiCE's empty
     queue) would keep it there."""
     keras.utils.set_random_seed(seed)
     any_size = shape[0] is None
@@ -185,8 +184,8 @@ def test_two_replicas_equal_one_device(name, data, strategy):
             # BatchNorm: synchronised, it normalises over the global batch as
             # one device does.)
             # Without XLA on both (the first test fits every method with it):
-            # the comparison is of the replicas, and XLA's compile would be
-            # most of this test's time.
+            # the comparison is of the replicas; XLA's compile added a fifth
+            # to this test's time.
             model = make(name, augmenter=False, synchronized_bn=True, jit_compile=False)
         history = model.fit(ds, epochs=1, verbose=0).history
         results.append((history, model))
