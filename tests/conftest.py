@@ -10,6 +10,21 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+# tf.data's autotuning is off in the tests: each iterator runs an optimisation
+# thread, and on the tests' short-lived iterators Python's garbage collector
+# waited seconds at a time for those threads to end (tests/test_contract.py on
+# two workers: 177 s with autotuning, 143 s without, 2-core AMD EPYC,
+# 2026-12-06). The tests' pipelines are a few small batches: nothing to tune.
+_dataset_iter = tf.data.Dataset.__iter__
+
+
+def _iter_without_autotune(dataset):
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return _dataset_iter(dataset.with_options(options))
+
+
+tf.data.Dataset.__iter__ = _iter_without_autotune
 
 import pytest  # noqa: E402
 
