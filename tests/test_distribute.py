@@ -3,8 +3,6 @@
 loss of the global batch, and per-replica gradients are the slices of the
 single-device gradient."""
 
-import itertools
-
 import keras
 import numpy as np
 import pytest
@@ -64,11 +62,17 @@ def replicated(strategy, loss, y, z):
     return values, grads
 
 
-CASES = list(itertools.product(
-    ["ids", "column", "one_hot", "multi_hot", "none"],
-    [("all", "out", "all", None), ("one", "out", "all", None), ("all", "in", "all", None),
-     ("all", "out", "one_positive", None), ("all", "out", "only_negatives", None),
-     ("all", "out", "all", 1)]))
+# Each option (contrast_mode, variant, denominator, positives_cap) with two
+# kinds of labels and each kind with two or three options (every pair traces
+# its own replicated step, most of its time): the gathered labels of every
+# kind, and every option over the global batch.
+CASES = [(kind, options) for options, kinds in [
+    (("all", "out", "all", None), ("ids", "none")),
+    (("one", "out", "all", None), ("column", "multi_hot")),
+    (("all", "in", "all", None), ("one_hot", "none")),
+    (("all", "out", "one_positive", None), ("ids", "multi_hot")),
+    (("all", "out", "only_negatives", None), ("column", "one_hot")),
+    (("all", "out", "all", 1), ("ids", "multi_hot"))] for kind in kinds]
 
 
 @pytest.mark.parametrize("kind,options", CASES)
