@@ -13,7 +13,7 @@ tf.config.set_logical_device_configuration(
 # tf.data's autotuning is off in the tests: each iterator runs an optimisation
 # thread, and on the tests' short-lived iterators Python's garbage collector
 # waited seconds at a time for those threads to end (tests/test_contract.py on
-# two workers: 177 s with autotuning, 143 s without, 2-core AMD EPYC,
+# two workers: 177 s with autotuning, 136 s without, 2-core AMD EPYC,
 # 2026-12-06). The tests' pipelines are a few small batches: nothing to tune.
 _dataset_iter = tf.data.Dataset.__iter__
 
