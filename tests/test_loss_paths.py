@@ -257,23 +257,22 @@ def test_block_size_type():
             SupConLoss(block_size=bad)
 
 
-GENERAL_OPTIONS = [
-    dict(variant="in"), dict(denominator="one_positive"), dict(denominator="only_negatives"),
-    dict(positives_cap=1), dict(positives_cap=0, variant="in"), dict(contrast_mode="one"),
-    dict(contrast_mode="one", denominator="only_negatives", positives_cap=2),
-    dict(fused=False), dict(positives_cap=2, fused=False),
-]
-
-
 # Each option with two kinds of positives, each kind with three or four
 # options: the pairs where an option reads what the kind builds (the cap ranks
 # multi-hot labels, mask rows and queue columns; one anchor view meets a mask
 # and a queue; the denominators meet multi-hot labels, no labels and a queue).
 # Each pair's XLA-compiled blocks are most of its time, so not the full grid.
-OPTION_KINDS = [(GENERAL_OPTIONS[i], kind) for i, kinds in enumerate([
-    ("ids", "mask"), ("ids", "queue"), ("multi_hot", "none"), ("multi_hot", "queue"),
-    ("mask", "ids"), ("none", "queue"), ("multi_hot", "mask"), ("none", "ids"),
-    ("queue", "multi_hot")]) for kind in kinds]
+OPTION_KINDS = [(options, kind) for options, kinds in [
+    (dict(variant="in"), ("ids", "mask")),
+    (dict(denominator="one_positive"), ("ids", "queue")),
+    (dict(denominator="only_negatives"), ("multi_hot", "none")),
+    (dict(positives_cap=1), ("multi_hot", "queue")),
+    (dict(positives_cap=0, variant="in"), ("mask", "ids")),
+    (dict(contrast_mode="one"), ("none", "queue")),
+    (dict(contrast_mode="one", denominator="only_negatives", positives_cap=2),
+     ("multi_hot", "mask")),
+    (dict(fused=False), ("none", "ids")),
+    (dict(positives_cap=2, fused=False), ("queue", "multi_hot"))] for kind in kinds]
 
 
 @pytest.mark.parametrize("options,kind", OPTION_KINDS)
